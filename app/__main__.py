@@ -1,0 +1,30 @@
+"""Entry point: ``quantdesk`` / ``python -m app``.
+
+Without arguments the GUI starts; with arguments the CLI runs. ``llama_cpp`` is
+imported before anything that may pull in ``gguf`` (and through it
+``sentencepiece``): on CUDA builds the reverse order crashes the next model load.
+``tests/test_import_order.py`` pins this.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from app.core.runtime import import_llama_first
+
+import_llama_first()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("gui", "--gui"):
+        from app.ui.main import run_gui
+
+        return run_gui(args[1:] if args else [])
+    from app.core.cli import run_cli
+
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Qt-free services: chat sessions, model library, history, settings and the CLI."""

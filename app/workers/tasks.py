@@ -1,0 +1,136 @@
+"""Run engine functions off the GUI thread and turn their callbacks into signals.
+
+The engine's long functions take ``on_progress`` and ``cancel`` keywords; a
+:class:`Worker` calls one in a ``QThread`` and re-emits its progress, result and
+errors as signals on the GUI thread. Start work only through :func:`start_task`.
+``Cancelled`` ends a task through ``cancelled``, never ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from quant.errors import Cancelled
+from quant.progress import CancelToken
+
+logger = logging.getLogger(__name__)
+
+TaskFn = Callable[..., Any]
+
+
+class Worker(QObject):
+    started = Signal()
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(object)  # the exception
+    cancelled = Signal()
+    done = Signal()  # after any of finished/failed/cancelled
+
+    def __init__(self, fn: TaskFn, *, pass_progress: bool = True, pass_cancel: bool = True,
+                 args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._fn = fn
+        self._args = args
+        self._kwargs = dict(kwargs or {})
+        self.token = CancelToken()
+        if pass_progress:
+            self._kwargs["on_progress"] = self.progress.emit
+        if pass_cancel:
+            self._kwargs["cancel"] = self.token
+
+    @Slot()
+    def run(self) -> None:
+        self.started.emit()
+        try:
+            result = self._fn(*self._args, **self._kwargs)
+        except Cancelled:
+            self.cancelled.emit()
+        except Exception as exc:  # worker boundary: log, then report
+            logger.exception("task %s failed", getattr(self._fn, "__name__", self._fn))
+            self.failed.emit(exc)
+        else:
+            if self.token.cancelled:
+                self.cancelled.emit()
+            else:
+                self.finished.emit(result)
+        finally:
+            self.done.emit()
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+
+class TaskHandle(QObject):
+    """Keeps a worker and its thread alive until the work is done."""
+
+    def __init__(self, worker: Worker, thread: QThread, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.worker = worker
+        self.thread = thread
+
+    def cancel(self) -> None:
+        self.worker.cancel()
+
+    def is_running(self) -> bool:
+        return self.thread.isRunning()
+
+    def wait(self, ms: int = 30_000) -> bool:
+        return self.thread.wait(ms)
+
+
+_live: set[TaskHandle] = set()
+
+
+def start_task(
+    fn: TaskFn,
+    *args: Any,
+    on_finished: Callable[[Any], None] | None = None,
+    on_failed: Callable[[BaseException], None] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    on_cancelled: Callable[[], None] | None = None,
+    pass_progress: bool = True,
+    pass_cancel: bool = True,
+    parent: QObject | None = None,
+    **kwargs: Any,
+) -> TaskHandle:
+    """Run ``fn(*args, **kwargs, on_progress=…, cancel=…)`` in a new thread.
+
+    Callbacks run on the GUI thread (queued signal delivery to ``parent``'s thread).
+    """
+    worker = Worker(fn, pass_progress=pass_progress, pass_cancel=pass_cancel,
+                    args=args, kwargs=kwargs)
+    thread = QThread()
+    worker.moveToThread(thread)
+    handle = TaskHandle(worker, thread, parent)
+    if on_finished:
+        worker.finished.connect(on_finished)
+    if on_failed:
+        worker.failed.connect(on_failed)
+    if on_progress:
+        worker.progress.connect(on_progress)
+    if on_cancelled:
+        worker.cancelled.connect(on_cancelled)
+    thread.started.connect(worker.run)
+    worker.done.connect(thread.quit)
+
+    def _cleanup() -> None:
+        _live.discard(handle)
+        worker.deleteLater()
+        thread.deleteLater()
+
+    thread.finished.connect(_cleanup)
+    _live.add(handle)
+    thread.start()
+    return handle
+
+
+def wait_all(ms: int = 10_000) -> None:
+    """Cancel and join every live task (used on application quit and in tests)."""
+    for handle in list(_live):
+        handle.cancel()
+    for handle in list(_live):
+        handle.wait(ms)
