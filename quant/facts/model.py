@@ -8,11 +8,11 @@ what ``quantdesk inspect --json`` prints and is documented in the README.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     GGUF = "gguf"
     HF_FOLDER = "hf-folder"
     CONFIG = "config"
@@ -33,6 +33,16 @@ class TensorInfo:
         for d in self.shape:
             n *= d
         return n
+
+
+@dataclass(frozen=True)
+class TensorTypeSummary:
+    """How much of a model is stored in one tensor type ("Q4_K", "BF16", …)."""
+
+    type: str
+    n_tensors: int
+    n_elements: int
+    n_bytes: int
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class ModelFacts:
     # Facts that were estimated rather than read, one sentence each.
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # Tensors grouped by type, largest share of bytes first (GGUF and safetensors).
+    tensor_types: tuple[TensorTypeSummary, ...] = ()
 
     @property
     def is_moe(self) -> bool:
@@ -114,5 +126,6 @@ class ModelFacts:
                 for t in self.tensors
             ]
         d["remote_files"] = [asdict(r) for r in self.remote_files]
+        d["tensor_types"] = [asdict(t) for t in self.tensor_types]
         d["notes"] = list(self.notes)
         return d

@@ -1,0 +1,368 @@
+"""Facts about a Hugging Face hub repo without downloading its weights.
+
+What is fetched: the repo's file list with sizes (``model_info``), its
+``config.json`` (into the standard HF cache), the safetensors JSON headers (byte
+ranges of each shard), and, for repos that hold only GGUF files, the GGUF header
+of one of them through HTTP range requests. GGUF files are listed with their
+sizes and the file type their names announce, for the format advisor.
+
+Offline mode (``HF_HUB_OFFLINE=1`` or ``offline=True``) and network failures
+raise :class:`~quant.errors.HubError` with a sentence and a next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from quant.errors import HubError, ModelFormatError, UnsupportedArchitectureError
+from quant.facts.config_params import facts_from_config
+from quant.facts.ggml_types import LlamaFileType, file_type_from_filename
+from quant.facts.gguf_header import (
+    GGUFTensor,
+    facts_from_gguf,
+    read_gguf_header_from,
+)
+from quant.facts.hf_folder import (
+    PICKLE_SUFFIXES,
+    SafetensorsTensor,
+    apply_safetensors,
+    read_json,
+)
+from quant.facts.model import ModelFacts, RemoteFile, SourceKind
+
+logger = logging.getLogger(__name__)
+
+# Bytes fetched per range request when reading a remote GGUF header.
+_REMOTE_WINDOW = 4 * 1024 * 1024
+_TIMEOUT_S = 30.0
+# GGUF types most worth describing, in order, when a repo holds several.
+_PREFERRED_GGUF = (LlamaFileType.Q4_K_M, LlamaFileType.Q8_0, LlamaFileType.F16)
+
+
+def _is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _cached_folder(repo_id: str) -> Path | None:
+    """The local snapshot folder of ``repo_id`` in the HF cache, if config.json is there."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # a damaged cache must not hide the real error
+        logger.debug("HF cache lookup for %s failed", repo_id, exc_info=True)
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _offline_error(repo_id: str) -> HubError:
+    cached = _cached_folder(repo_id)
+    hint = (
+        f"; a downloaded copy is in {cached}, inspect that folder instead"
+        if cached
+        else "; go online or pass the path of a downloaded copy"
+    )
+    return HubError(f"{repo_id}: cannot ask the Hugging Face hub in offline mode{hint}")
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exception types of the HTTP client huggingface_hub uses, whichever it is."""
+    errors: list[type[BaseException]] = [OSError]
+    candidates = (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException"))
+    for module, attr in candidates:
+        mod = sys.modules.get(module)
+        cls = getattr(mod, attr, None) if mod else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            errors.append(cls)
+    return tuple(errors)
+
+
+@contextmanager
+def _hub_errors(repo_id: str, what: str) -> Iterator[None]:
+    """Turn huggingface_hub and network failures into one-sentence HubErrors."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except HubError:
+        raise
+    except OfflineModeIsEnabled:
+        raise _offline_error(repo_id) from None
+    except GatedRepoError:
+        raise HubError(
+            f"{repo_id}: the repo is gated; accept its licence on the hub page and log in "
+            "with 'hf auth login', then try again"
+        ) from None
+    except RepositoryNotFoundError:
+        raise HubError(
+            f"{repo_id}: no such model on the Hugging Face hub; check the spelling "
+            "(private repos need 'hf auth login')"
+        ) from None
+    except RevisionNotFoundError:
+        raise HubError(f"{repo_id}: the requested revision does not exist on the hub") from None
+    except RemoteEntryNotFoundError:
+        raise HubError(f"{repo_id}: {what} is missing on the hub") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise HubError(
+            f"{repo_id}: the hub answered HTTP {status} while fetching {what}; try again later"
+        ) from exc
+    except _network_errors() as exc:
+        raise HubError(
+            f"{repo_id}: cannot reach the Hugging Face hub while fetching {what} ({exc}); "
+            "check the network connection or pass the path of a downloaded copy"
+        ) from exc
+
+
+class _RemoteFile:
+    """Just enough of a binary file over HTTP range requests for the GGUF reader."""
+
+    def __init__(self, repo_id: str, filename: str, size: int, revision: str | None) -> None:
+        from huggingface_hub import constants, hf_hub_url
+
+        self.repo_id = repo_id
+        self.filename = filename
+        self.size = size
+        self._pos = 0
+        self._url = hf_hub_url(repo_id, filename, revision=revision, endpoint=constants.ENDPOINT)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self.size + pos if whence == 2 else self._pos + pos)
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        from huggingface_hub import get_session, hf_raise_for_status
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+        end = self.size if n < 0 else min(self.size, self._pos + n)
+        if end <= self._pos:
+            return b""
+        want = end - self._pos
+        headers = {**build_hf_headers(), "Range": f"bytes={self._pos}-{end - 1}"}
+        chunks: list[bytes] = []
+        got = 0
+        with (
+            _hub_errors(self.repo_id, self.filename),
+            get_session().stream("GET", self._url, headers=headers, timeout=_TIMEOUT_S) as r,
+        ):
+            hf_raise_for_status(r)
+            if r.status_code != 206 and self._pos != 0:
+                raise HubError(
+                    f"{self.repo_id}: the hub ignored a byte-range request for "
+                    f"{self.filename}; try again later"
+                )
+            for chunk in r.iter_bytes():
+                chunks.append(chunk)
+                got += len(chunk)
+                if got >= want:
+                    break
+        data = b"".join(chunks)[:want]
+        self._pos += len(data)
+        return data
+
+
+def _siblings(info: Any) -> dict[str, int]:
+    files: dict[str, int] = {}
+    for s in info.siblings or []:
+        name = getattr(s, "rfilename", None)
+        if isinstance(name, str):
+            size = getattr(s, "size", None)
+            files[name] = size if isinstance(size, int) else 0
+    return files
+
+
+def _remote_ggufs(files: dict[str, int]) -> tuple[RemoteFile, ...]:
+    out = []
+    for name, size in sorted(files.items()):
+        if name.lower().endswith(".gguf"):
+            ftype = file_type_from_filename(name)
+            out.append(RemoteFile(name, size, ftype.name if ftype else None))
+    return tuple(out)
+
+
+def _pick_gguf(remote: tuple[RemoteFile, ...]) -> RemoteFile | None:
+    """A model GGUF to describe: not a projector, the first split, a common type."""
+    candidates = [
+        r
+        for r in remote
+        if "mmproj" not in PurePosixPath(r.filename).name.lower()
+        and ("-of-" not in r.filename or "-00001-of-" in r.filename)
+    ]
+    for ftype in _PREFERRED_GGUF:
+        for r in candidates:
+            if r.file_type == ftype.name:
+                return r
+    return min(candidates, key=lambda r: r.size_bytes) if candidates else None
+
+
+def _gguf_repo_facts(
+    repo_id: str, files: dict[str, int], chosen: RemoteFile, revision: str | None
+) -> ModelFacts:
+    path = PurePosixPath(chosen.filename)
+
+    def header_of(filename: str) -> Any:
+        remote = _RemoteFile(repo_id, filename, files.get(filename, 0), revision)
+        return read_gguf_header_from(remote, remote.size, Path(filename), window=_REMOTE_WINDOW)
+
+    header = header_of(chosen.filename)
+    more: list[GGUFTensor] = []
+    size = header.file_size
+    notes: list[str] = [f"Header read from {chosen.filename} on the hub"]
+    if "-00001-of-" in path.name:
+        prefix, _, rest = path.name.partition("-00001-of-")
+        count = rest.removesuffix(".gguf")
+        for i in range(2, int(count) + 1 if count.isdigit() else 0):
+            sibling = str(path.with_name(f"{prefix}-{i:05d}-of-{count}.gguf"))
+            if sibling in files:
+                other = header_of(sibling)
+                more.extend(other.tensors)
+                size += other.file_size
+    return facts_from_gguf(
+        header,
+        source=repo_id,
+        kind=SourceKind.HUB,
+        more_tensors=tuple(more),
+        notes=tuple(notes),
+        file_size=size,
+    )
+
+
+def _safetensors_tensors(
+    api: Any, repo_id: str, files: dict[str, int], revision: str | None
+) -> list[SafetensorsTensor]:
+    from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+
+    try:
+        with _hub_errors(repo_id, "the safetensors headers"):
+            try:
+                meta = api.get_safetensors_metadata(repo_id, revision=revision)
+                per_file = meta.files_metadata
+            except NotASafetensorsRepoError:
+                found = [n for n in files if n.endswith(".safetensors") and "/" not in n]
+                names = [n for n in found if not n.startswith("consolidated")] or found
+                per_file = {
+                    n: api.parse_safetensors_file_metadata(repo_id, n, revision=revision)
+                    for n in names
+                }
+    except SafetensorsParsingError as exc:
+        raise ModelFormatError(
+            f"{repo_id}: a safetensors header cannot be parsed ({exc})"
+        ) from None
+    tensors: list[SafetensorsTensor] = []
+    for filename, file_meta in sorted(per_file.items()):
+        for name, info in file_meta.tensors.items():
+            start, end = info.data_offsets
+            shape = tuple(int(d) for d in info.shape)
+            if any(d < 0 for d in shape) or end < start:
+                raise ModelFormatError(
+                    f"{repo_id}: tensor {name!r} in {filename} has a malformed header entry"
+                )
+            tensors.append(SafetensorsTensor(name, str(info.dtype), shape, end - start))
+    return tensors
+
+
+def _license(info: Any) -> str | None:
+    card = getattr(info, "card_data", None)
+    value = getattr(card, "license", None) if card is not None else None
+    if isinstance(value, str):
+        return value
+    for tag in info.tags or []:
+        if isinstance(tag, str) and tag.startswith("license:"):
+            return tag.removeprefix("license:")
+    return None
+
+
+def inspect_hub(
+    repo_id: str, *, revision: str | None = None, offline: bool | None = None
+) -> ModelFacts:
+    """Facts about hub repo ``repo_id`` from its file list and headers; no weights are fetched."""
+    if offline if offline is not None else _is_offline():
+        raise _offline_error(repo_id)
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    with _hub_errors(repo_id, "the repo's file list"):
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    sha = info.sha if isinstance(info.sha, str) else revision
+    files = _siblings(info)
+    remote = _remote_ggufs(files)
+
+    chosen = _pick_gguf(remote)
+
+    def from_gguf() -> ModelFacts:
+        if chosen is None:
+            raise HubError(
+                f"{repo_id}: the repo has neither a config.json nor a GGUF model file, so "
+                "Quantdesk cannot describe it"
+            )
+        facts = _gguf_repo_facts(repo_id, files, chosen, sha)
+        return replace(
+            facts, name=repo_id, remote_files=remote, license=facts.license or _license(info)
+        )
+
+    if "config.json" not in files:
+        return from_gguf()
+
+    with _hub_errors(repo_id, "config.json"):
+        # The requested revision (default: main), so the cache records it for offline use.
+        config_path = Path(hf_hub_download(repo_id, "config.json", revision=revision))
+    config = read_json(config_path, "config.json")
+    try:
+        facts = facts_from_config(config, source=repo_id, kind=SourceKind.HUB, name=repo_id)
+    except UnsupportedArchitectureError:
+        if chosen is None:
+            raise
+        return from_gguf()  # llama.cpp may know the architecture even when Quantdesk does not
+    notes = list(facts.notes)
+
+    # Weights at the top of the repo; sub-folders hold other components.
+    top = [n for n in files if "/" not in n]
+    safetensors = [n for n in top if n.endswith(".safetensors")]
+    pickles = [n for n in top if n.endswith(PICKLE_SUFFIXES)]
+    if safetensors:
+        tensors = _safetensors_tensors(api, repo_id, files, sha)
+        facts = apply_safetensors(facts, tensors, config, notes)
+        shard_names = {n for n in safetensors if not n.startswith("consolidated")} or set(
+            safetensors
+        )
+        facts = replace(facts, file_size_bytes=sum(files[n] for n in shard_names))
+    elif pickles:
+        notes.append(
+            f"The weights are pickle files ({pickles[0]}), which Quantdesk does not load "
+            "because unpickling can run arbitrary code; the parameter count is derived from "
+            "config.json"
+        )
+        facts = replace(facts, file_size_bytes=sum(files[n] for n in pickles))
+    else:
+        notes.append(
+            "The repo holds no safetensors weights; the parameter count is derived from config.json"
+        )
+
+    hub_config = info.config if isinstance(info.config, dict) else {}
+    tok_config = hub_config.get("tokenizer_config")
+    template = tok_config.get("chat_template") if isinstance(tok_config, dict) else None
+    has_template = bool(template) or "chat_template.jinja" in files
+    return replace(
+        facts,
+        has_tokenizer="tokenizer.json" in files or "tokenizer.model" in files,
+        has_chat_template=has_template,
+        chat_template=template if isinstance(template, str) else None,
+        license=_license(info),
+        remote_files=remote,
+        notes=tuple(notes),
+    )
