@@ -15,12 +15,16 @@ from app.core.runtime import import_llama_first
 import_llama_first()
 
 
+# Options of the GUI itself (app/ui/main.py), so `quantdesk --page chat` opens the GUI.
+_GUI_FLAGS = frozenset({"--quit-after", "--report-startup", "--page"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("gui", "--gui"):
+    if not args or args[0] in ("gui", "--gui") or args[0] in _GUI_FLAGS:
         from app.ui.main import run_gui
 
-        return run_gui(args[1:] if args else [])
+        return run_gui(args[1:] if args and args[0] in ("gui", "--gui") else args)
     from app.core.cli import run_cli
 
     return run_cli(args)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from quant.errors import Cancelled
 from quant.progress import CancelToken
@@ -30,8 +30,15 @@ class Worker(QObject):
     cancelled = Signal()
     done = Signal()  # after any of finished/failed/cancelled
 
-    def __init__(self, fn: TaskFn, *, pass_progress: bool = True, pass_cancel: bool = True,
-                 args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fn: TaskFn,
+        *,
+        pass_progress: bool = True,
+        pass_cancel: bool = True,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self._fn = fn
         self._args = args
@@ -65,21 +72,37 @@ class Worker(QObject):
 
 
 class TaskHandle(QObject):
-    """Keeps a worker and its thread alive until the work is done."""
+    """Keeps a worker and its thread alive until the work is done.
+
+    The handle lives in the thread that started the task (the GUI thread), and
+    relays the worker's signals from there: callbacks given to
+    :func:`start_task` — plain functions and lambdas included — run on the
+    thread that started the task, never on the worker's thread.
+    """
+
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(object)
+    cancelled = Signal()
 
     def __init__(self, worker: Worker, thread: QThread, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.worker = worker
-        self.thread = thread
+        self.worker_thread = thread
+        # Signal-to-signal connections are queued into this handle's thread.
+        worker.progress.connect(self.progress)
+        worker.finished.connect(self.finished)
+        worker.failed.connect(self.failed)
+        worker.cancelled.connect(self.cancelled)
 
     def cancel(self) -> None:
         self.worker.cancel()
 
     def is_running(self) -> bool:
-        return self.thread.isRunning()
+        return self.worker_thread.isRunning()
 
     def wait(self, ms: int = 30_000) -> bool:
-        return self.thread.wait(ms)
+        return self.worker_thread.wait(ms)
 
 
 _live: set[TaskHandle] = set()
@@ -101,21 +124,24 @@ def start_task(
 
     Callbacks run on the GUI thread (queued signal delivery to ``parent``'s thread).
     """
-    worker = Worker(fn, pass_progress=pass_progress, pass_cancel=pass_cancel,
-                    args=args, kwargs=kwargs)
+    worker = Worker(
+        fn, pass_progress=pass_progress, pass_cancel=pass_cancel, args=args, kwargs=kwargs
+    )
     thread = QThread()
     worker.moveToThread(thread)
     handle = TaskHandle(worker, thread, parent)
     if on_finished:
-        worker.finished.connect(on_finished)
+        handle.finished.connect(on_finished)
     if on_failed:
-        worker.failed.connect(on_failed)
+        handle.failed.connect(on_failed)
     if on_progress:
-        worker.progress.connect(on_progress)
+        handle.progress.connect(on_progress)
     if on_cancelled:
-        worker.cancelled.connect(on_cancelled)
+        handle.cancelled.connect(on_cancelled)
     thread.started.connect(worker.run)
-    worker.done.connect(thread.quit)
+    # Direct: the thread's event loop ends as soon as the work does, even while the
+    # GUI thread is busy (or blocked in wait_all at exit).
+    worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
 
     def _cleanup() -> None:
         _live.discard(handle)
@@ -128,9 +154,18 @@ def start_task(
     return handle
 
 
-def wait_all(ms: int = 10_000) -> None:
-    """Cancel and join every live task (used on application quit and in tests)."""
+def running_tasks() -> list[TaskHandle]:
+    """The tasks whose threads are still running."""
+    return [h for h in list(_live) if h.is_running()]
+
+
+def wait_all(ms: int = 10_000) -> bool:
+    """Cancel and join every live task (used on application quit and in tests).
+
+    Returns True when no task is left running.
+    """
     for handle in list(_live):
         handle.cancel()
     for handle in list(_live):
         handle.wait(ms)
+    return not running_tasks()

@@ -1,0 +1,1 @@
+"""Qt widgets, pages and dialogs of the Quantdesk GUI."""

@@ -1,0 +1,672 @@
+"""The Advisor page: which format to run a model in, on this or another machine, and why.
+
+Pick a model (from the library, a GGUF file, an HF folder, or a hub repo id), a
+task and a context length; the advisor ranks every way to run it with the memory,
+speed and quality each would have. Inspection and ranking run off the GUI thread;
+changing a setting asks again. "Plan for" switches to a hardware profile saved on
+another machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.library import LibraryEntry, ModelLibrary
+from app.core.settings import Settings
+from app.ui import errors
+from app.ui.pages.machine_page import default_probe, recent_profile_files, remember_profile_file
+from app.ui.theme import current_theme
+from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
+from app.ui.widgets.icons import icon
+from app.workers.tasks import TaskHandle, start_task
+from quant.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
+from quant.facts.model import ModelFacts
+from quant.formats import FormatFamily
+from quant.hardware.profile import HardwareProfile
+from quant.memory import KvType
+from quant.progress import CancelToken, Progress, check_cancel
+from quant.units import human_bytes
+
+logger = logging.getLogger(__name__)
+
+TASK_LABELS = {
+    Task.CHAT: "Chat",
+    Task.CODE: "Code",
+    Task.MATH: "Math and reasoning",
+    Task.LONG_CONTEXT: "Long documents",
+    Task.CREATIVE: "Creative writing",
+    Task.RETRIEVAL: "Retrieval (RAG)",
+}
+CONTEXT_CHOICES = (0, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+KV_LABELS = {KvType.F16: "f16 (full)", KvType.Q8_0: "q8_0 (half)", KvType.Q4_0: "q4_0 (quarter)"}
+
+COLUMNS = (
+    "#",
+    "Format",
+    "Fit",
+    "Memory",
+    "GPU layers",
+    "Generation",
+    "Prompt",
+    "Quality loss",
+    "Same top token",
+)
+THIS_MACHINE = "__this_machine__"
+LOAD_PROFILE = "__load_profile__"
+
+InspectFn = Callable[[str], ModelFacts]
+
+
+def default_inspect(source: str) -> ModelFacts:
+    from quant.facts import inspect_model
+
+    facts: ModelFacts = inspect_model(source)
+    return facts
+
+
+@dataclass(frozen=True)
+class Advice:
+    facts: ModelFacts
+    recommendation: Recommendation
+    profile: HardwareProfile
+    profile_name: str
+
+
+def advise(
+    source: str,
+    *,
+    profile: HardwareProfile | None,
+    profile_path: Path | None,
+    task: Task,
+    ctx: int | None,
+    kv_type: KvType,
+    inspect: InspectFn,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> Advice:
+    """Inspect ``source`` and rank its options for the chosen machine.
+
+    The machine is the saved profile at ``profile_path`` when given, else
+    ``profile``, else a fresh (cached) probe of this one.
+    """
+    if profile_path is not None:
+        profile = HardwareProfile.load(profile_path)
+        name = profile_path.name
+    else:
+        name = "this machine"
+        if profile is None:
+            profile = default_probe(use_cache=True, cancel=cancel)
+    check_cancel(cancel)
+    if on_progress:
+        on_progress(Progress("advisor", 0, 0, f"Reading {Path(source).name or source}…"))
+    facts = inspect(source)
+    check_cancel(cancel)
+    rec = recommend(
+        facts,
+        profile,
+        task=task,
+        ctx=ctx or None,
+        kv_type=kv_type,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    return Advice(facts, rec, profile, name)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def memory_text(o: Option) -> str:
+    if o.vram_bytes and o.ram_bytes:
+        return f"{human_bytes(o.vram_bytes)} GPU + {human_bytes(o.ram_bytes)} RAM"
+    if o.vram_bytes:
+        return f"{human_bytes(o.vram_bytes)} GPU"
+    return f"{human_bytes(o.ram_bytes)} RAM"
+
+
+def speed_text(low: float, typical: float, high: float) -> str:
+    if typical <= 0:
+        return "—"
+    return f"{rate(typical)} tok/s"
+
+
+def rate(value: float) -> str:
+    """A tokens-per-second figure without scientific notation."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def layers_text(o: Option) -> str:
+    """How many layers run on the GPU: none, all, or k of n."""
+    if o.family is not FormatFamily.GGUF:
+        return "all" if o.vram_bytes else "—"
+    if o.gpu_layers <= 0:
+        return "none"
+    # llama.cpp counts the output layer as one more, so a full offload reads n + 1.
+    if o.gpu_layers >= o.n_layers:
+        return "all"
+    return f"{o.gpu_layers} of {o.n_layers}"
+
+
+def quality_text(o: Option) -> str:
+    q = o.quality
+    if q.kld is None:
+        return "—"
+    if q.kld < 5e-4:
+        return "none"
+    return f"KLD {q.kld:.3g}"
+
+
+def fit_color(fit: Fit) -> str:
+    t = current_theme()
+    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
+
+
+class AdvisorPage(QWidget):
+    status_message = Signal(str)
+    #: The user wants to make this file: (source model, [llama.cpp file type names]).
+    convert_requested = Signal(str, list)
+    #: A new recommendation is on screen.
+    advice_shown = Signal(object)
+
+    def __init__(
+        self,
+        settings: Settings,
+        library: ModelLibrary | None = None,
+        *,
+        inspect_fn: InspectFn | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("advisorPage")
+        self.settings = settings
+        self.library = library
+        self._inspect: InspectFn = inspect_fn or default_inspect
+        self._machine: HardwareProfile | None = None
+        self._task: TaskHandle | None = None
+        self._rerun = False
+        self._advice: Advice | None = None
+        self._options: list[Option] = []
+        self._entries: list[LibraryEntry] = []
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(28, 22, 28, 12)
+        outer.setSpacing(14)
+        header = PageHeader(
+            "Advisor",
+            "Which file to run a model in on this machine, for what you want to do — with "
+            "the memory, speed and quality loss of every option, and the reasons.",
+        )
+        self.spinner = Spinner()
+        self.run_button = QPushButton(icon("play", current_theme().accent_text), "Recommend")
+        self.run_button.setProperty("primary", True)
+        header.add_action(self.spinner)
+        header.add_action(self.run_button)
+        outer.addWidget(header)
+
+        controls = Card()
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(6)
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model_combo.setMinimumContentsLength(20)
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        line = self.model_combo.lineEdit()
+        if line is not None:
+            line.setPlaceholderText("A library model, a .gguf file, an HF folder or org/name")
+        self.file_button = QPushButton(icon("file"), "File…")
+        self.folder_button = QPushButton(icon("folder"), "Folder…")
+        self.task_combo = QComboBox()
+        for task, label in TASK_LABELS.items():
+            self.task_combo.addItem(label, task.value)
+        self.ctx_combo = QComboBox()
+        for n in CONTEXT_CHOICES:
+            self.ctx_combo.addItem("Task default" if n == 0 else f"{n:,} tokens", n)
+        self.kv_combo = QComboBox()
+        for kv, label in KV_LABELS.items():
+            self.kv_combo.addItem(label, kv.value)
+        self.kv_combo.setToolTip("The KV cache's storage type; 8-bit roughly halves it")
+        self.machine_combo = QComboBox()
+        self.machine_combo.setToolTip(
+            "Plan for this machine or for one described by a profile saved with 'Save profile…'"
+        )
+        # Two rows: the model on the first, the dials on the second.
+        grid.addWidget(muted("Model", wrap=False), 0, 0)
+        grid.addWidget(self.model_combo, 0, 1, 1, 5)
+        grid.addWidget(self.file_button, 0, 6)
+        grid.addWidget(self.folder_button, 0, 7)
+        dials: list[tuple[str, QWidget]] = [
+            ("Task", self.task_combo),
+            ("Context", self.ctx_combo),
+            ("KV cache", self.kv_combo),
+            ("Plan for", self.machine_combo),
+        ]
+        col = 0
+        for label, w in dials:
+            grid.addWidget(muted(label, wrap=False), 1, col)
+            grid.addWidget(w, 1, col + 1, 1, 2 if label == "Plan for" else 1)
+            col += 2
+        for c in (1, 3, 5, 7):
+            grid.setColumnStretch(c, 1)
+        controls.body.addLayout(grid)
+        outer.addWidget(controls)
+
+        self.summary_label = QLabel("Pick a model to see how it would run.")
+        self.summary_label.setObjectName("banner")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.summary_label)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(12)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("optionsTable")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(32)
+        hh = self.table.horizontalHeader()
+        hh.setHighlightSections(False)
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        splitter.addWidget(self.table)
+
+        lower = QWidget()
+        ll = QGridLayout(lower)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.setHorizontalSpacing(14)
+        chart_card = Card("Size, quality and speed", "gauge")
+        from app.ui.widgets.option_chart import OptionChart
+
+        self.chart = OptionChart()
+        chart_card.body.addWidget(self.chart)
+        self.reasons_card = Card("Why this pick", "info")
+        self.pick_title = QLabel("—")
+        self.pick_title.setStyleSheet("font-size: 12pt; font-weight: 600;")
+        self.pick_title.setWordWrap(True)
+        self.pick_chips = ChipRow()
+        self.reasons_label = QLabel("")
+        self.reasons_label.setWordWrap(True)
+        self.reasons_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.reasons_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.extra_label = muted("")
+        self.convert_button = QPushButton(icon("convert"), "Convert to this")
+        self.convert_button.setEnabled(False)
+        for w in (self.pick_title, self.pick_chips, self.reasons_label, self.extra_label):
+            self.reasons_card.body.addWidget(w)
+        self.reasons_card.body.addStretch(1)
+        self.reasons_card.body.addWidget(self.convert_button, 0, Qt.AlignmentFlag.AlignLeft)
+        ll.addWidget(chart_card, 0, 0)
+        ll.addWidget(self.reasons_card, 0, 1)
+        ll.setColumnStretch(0, 3)
+        ll.setColumnStretch(1, 2)
+        splitter.addWidget(lower)
+        splitter.setSizes([250, 400])
+        outer.addWidget(splitter, 1)
+
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(250)
+        self._debounce.timeout.connect(self.run)
+        self.run_button.clicked.connect(self.run)
+        self.file_button.clicked.connect(self._ask_file)
+        self.folder_button.clicked.connect(self._ask_folder)
+        self.model_combo.activated.connect(lambda _i: self._debounce.start())
+        if line is not None:
+            line.returnPressed.connect(self.run)
+        for combo in (self.task_combo, self.ctx_combo, self.kv_combo):
+            combo.currentIndexChanged.connect(lambda _i: self._debounce.start())
+        self.machine_combo.activated.connect(self._on_machine_chosen)
+        self.table.itemSelectionChanged.connect(self._on_row_selected)
+        self.chart.option_clicked.connect(self.select_option)
+        self.convert_button.clicked.connect(self._convert_selected)
+        self._fill_machines()
+
+    # ------------------------------------------------------------------ inputs
+    def set_entries(self, entries: Sequence[LibraryEntry]) -> None:
+        """Offer the library's models; keeps the current choice when it is still there."""
+        current = self.current_source()
+        self._entries = list(entries)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for e in self._entries:
+            self.model_combo.addItem(f"{e.name}  ({e.source.label})", str(e.path))
+        self.model_combo.blockSignals(False)
+        if current:
+            self.set_source(current)
+        elif self._entries:
+            self.model_combo.setCurrentIndex(0)
+
+    def set_machine_profile(self, profile: HardwareProfile) -> None:
+        """This machine's probed profile (used when "Plan for" is "This machine")."""
+        first = self._machine is None
+        self._machine = profile
+        if first and self.isVisible() and self._advice is None and self.current_source():
+            self._debounce.start()
+
+    def set_source(self, source: str) -> None:
+        """Choose a model by path or hub id (a library entry when it is one)."""
+        idx = self.model_combo.findData(source)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        else:
+            self.model_combo.setEditText(source)
+
+    def current_source(self) -> str:
+        text = self.model_combo.currentText().strip()
+        idx = self.model_combo.currentIndex()
+        if idx >= 0 and text == self.model_combo.itemText(idx):
+            return str(self.model_combo.itemData(idx))
+        return text
+
+    def set_task(self, task: Task) -> None:
+        self.task_combo.setCurrentIndex(self.task_combo.findData(task.value))
+
+    def set_context(self, ctx: int) -> None:
+        idx = self.ctx_combo.findData(ctx)
+        if idx < 0:
+            self.ctx_combo.addItem(f"{ctx:,} tokens", ctx)
+            idx = self.ctx_combo.count() - 1
+        self.ctx_combo.setCurrentIndex(idx)
+
+    def set_kv_type(self, kv: KvType) -> None:
+        self.kv_combo.setCurrentIndex(self.kv_combo.findData(kv.value))
+
+    def _ask_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a model", str(Path.home()), "Models (*.gguf config.json);;All files (*)"
+        )
+        if path:
+            self.set_source(path)
+            self.run()
+
+    def _ask_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(
+            self, "Choose a Hugging Face model folder", str(Path.home())
+        )
+        if path:
+            self.set_source(path)
+            self.run()
+
+    # ------------------------------------------------------------------ machines
+    def _fill_machines(self, select: Path | None = None) -> None:
+        self.machine_combo.blockSignals(True)
+        self.machine_combo.clear()
+        self.machine_combo.addItem("This machine", THIS_MACHINE)
+        for p in recent_profile_files(self.settings):
+            self.machine_combo.addItem(p.name, str(p))
+            self.machine_combo.setItemData(
+                self.machine_combo.count() - 1, str(p), Qt.ItemDataRole.ToolTipRole
+            )
+        self.machine_combo.addItem("Load profile…", LOAD_PROFILE)
+        idx = self.machine_combo.findData(str(select)) if select else 0
+        self.machine_combo.setCurrentIndex(max(0, idx))
+        self.machine_combo.blockSignals(False)
+
+    def plan_for_profile_file(self, path: Path) -> None:
+        """Plan for the machine described by the saved profile ``path``."""
+        remember_profile_file(self.settings, path)
+        self._fill_machines(select=path)
+        self.run()
+
+    def plan_for_this_machine(self) -> None:
+        self.machine_combo.setCurrentIndex(0)
+        self.run()
+
+    def _on_machine_chosen(self, index: int) -> None:
+        data = self.machine_combo.itemData(index)
+        if data == LOAD_PROFILE:
+            path, _ = QFileDialog.getOpenFileName(
+                self,
+                "Plan for another machine",
+                str(Path.home()),
+                "Hardware profile (*.json);;All files (*)",
+            )
+            if path:
+                self.plan_for_profile_file(Path(path))
+            else:
+                self.machine_combo.setCurrentIndex(0)
+            return
+        self._debounce.start()
+
+    def _chosen_profile_path(self) -> Path | None:
+        data = self.machine_combo.currentData()
+        if data in (None, THIS_MACHINE, LOAD_PROFILE):
+            return None
+        return Path(str(data))
+
+    # ------------------------------------------------------------------ running
+    def is_busy(self) -> bool:
+        return self._task is not None
+
+    def run(self) -> None:
+        """Ask the advisor again with the current choices (off the GUI thread)."""
+        self._debounce.stop()
+        source = self.current_source()
+        if not source:
+            self.summary_label.setText("Pick a model to see how it would run.")
+            return
+        if self._task is not None:
+            self._rerun = True
+            self._task.cancel()
+            return
+        # Qt hands enum data back as plain strings.
+        task = Task(self.task_combo.currentData())
+        ctx = int(self.ctx_combo.currentData() or 0)
+        kv = KvType(self.kv_combo.currentData())
+        self.spinner.start()
+        self.run_button.setEnabled(False)
+        self.status_message.emit("Planning…")
+        self._task = start_task(
+            advise,
+            source,
+            profile=self._machine,
+            profile_path=self._chosen_profile_path(),
+            task=task,
+            ctx=ctx or None,
+            kv_type=kv,
+            inspect=self._inspect,
+            on_finished=self._on_advice,
+            on_failed=self._on_failed,
+            on_cancelled=self._on_done,
+            parent=self,
+        )
+
+    def _on_done(self) -> None:
+        self._task = None
+        self.spinner.stop()
+        self.run_button.setEnabled(True)
+        if self._rerun:
+            self._rerun = False
+            self.run()
+
+    def _on_failed(self, exc: BaseException) -> None:
+        rerun = self._rerun
+        self._on_done()
+        if not rerun:
+            self.summary_label.setText(f"No plan: {exc}")
+            errors.show_error(self, exc)
+
+    def _on_advice(self, advice: Advice) -> None:
+        stale = self._rerun
+        self._on_done()
+        if stale:
+            return
+        self.show_advice(advice)
+
+    # ------------------------------------------------------------------ showing
+    def show_advice(self, advice: Advice) -> None:
+        self._advice = advice
+        rec = advice.recommendation
+        self._options = list(rec.options)
+        text = rec.summary
+        if advice.profile_name != "this machine":
+            text = f"Planning for {advice.profile_name} ({rec.hardware}). {text}"
+        if rec.suggestions:
+            text += "\n" + "\n".join(f"• {s}" for s in rec.suggestions)
+        self.summary_label.setText(text)
+        self._fill_table(rec)
+        top = rec.top
+        self.chart.set_options(self._options, top_key=top.key if top else None)
+        if self._options:
+            self.table.selectRow(0)
+        else:
+            self._show_option(None)
+        self.status_message.emit(f"{len(self._options)} options for {rec.model}")
+        self.advice_shown.emit(advice)
+
+    @property
+    def advice(self) -> Advice | None:
+        return self._advice
+
+    def options(self) -> list[Option]:
+        return list(self._options)
+
+    def _fill_table(self, rec: Recommendation) -> None:
+        t = current_theme()
+        self.table.setRowCount(len(rec.options))
+        for r, o in enumerate(rec.options):
+            s = o.speed
+            layers = layers_text(o)
+            q = o.quality
+            same = f"{q.same_top_token * 100:.1f}%" if q.same_top_token is not None else "—"
+            cells = [
+                str(o.rank),
+                o.label,
+                o.fit.label,
+                memory_text(o),
+                layers,
+                speed_text(s.generation_low, s.generation, s.generation_high),
+                speed_text(s.prompt_low, s.prompt, s.prompt_high),
+                quality_text(o),
+                same,
+            ]
+            for c, value in enumerate(cells):
+                item = QTableWidgetItem(value)
+                item.setData(Qt.ItemDataRole.UserRole, o.key)
+                if c == 2:
+                    item.setForeground(QColor(fit_color(o.fit)))
+                if not o.fits and c != 2:
+                    item.setForeground(QColor(t.text_muted))
+                if c in (0, 4, 5, 6, 7, 8):
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                if c == 5:
+                    item.setToolTip(
+                        f"{rate(s.generation_low)}–{rate(s.generation_high)} tokens/s, "
+                        f"bound by {s.generation_bound.value}"
+                    )
+                if c == 6:
+                    item.setToolTip(
+                        f"{rate(s.prompt_low)}–{rate(s.prompt_high)} tokens/s, "
+                        f"bound by {s.prompt_bound.value}"
+                    )
+                if c == 7:
+                    item.setToolTip(q.basis)
+                if c == 1 and o.filename:
+                    item.setToolTip(o.filename)
+                self.table.setItem(r, c, item)
+
+    def select_option(self, key: str) -> None:
+        for r, o in enumerate(self._options):
+            if o.key == key:
+                self.table.selectRow(r)
+                return
+
+    def selected_option(self) -> Option | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or rows[0].row() >= len(self._options):
+            return None
+        return self._options[rows[0].row()]
+
+    def _on_row_selected(self) -> None:
+        self._show_option(self.selected_option())
+
+    def _show_option(self, o: Option | None) -> None:
+        rec = self._advice.recommendation if self._advice else None
+        if o is None or rec is None:
+            self.pick_title.setText("—")
+            self.pick_chips.set_chips([])
+            self.reasons_label.setText("")
+            self.extra_label.setText("")
+            self.convert_button.setEnabled(False)
+            return
+        is_top = rec.top is not None and o.key == rec.top.key
+        title = self.reasons_card.title_label
+        assert title is not None
+        title.setText("Why this pick" if is_top else f"Why option {o.rank}")
+        self.pick_title.setText(o.label)
+        kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
+        chips = [chip(o.fit.label, kind[o.fit])]
+        if o.meets_task:
+            chips.append(chip(f"good for {rec.task.value}", "good"))
+        if o.imatrix.value == "required":
+            chips.append(chip("needs an imatrix", "warn"))
+        chips.append(chip(f"{o.effective_bpw:.2f} bits/weight"))
+        self.pick_chips.set_chips(chips)
+        self.reasons_label.setText("\n".join(f"• {r}" for r in o.reasons))
+        self.extra_label.setText("\n".join(rec.notes))
+        self.chart.set_options(
+            self._options, top_key=rec.top.key if rec.top else None, selected_key=o.key
+        )
+        convertible = o.family is FormatFamily.GGUF and o.source is OptionSource.PLANNED
+        self.convert_button.setEnabled(convertible)
+        self.convert_button.setToolTip(
+            f"Make {o.file_type} from this model on the Convert page"
+            if convertible
+            else "Only GGUF types Quantdesk can make are converted here"
+        )
+
+    def _convert_selected(self) -> None:
+        o = self.selected_option()
+        if o is None or self._advice is None:
+            return
+        self.convert_requested.emit(
+            self._advice.facts.source or self.current_source(), [o.file_type]
+        )
+
+    def shutdown(self) -> None:
+        self._debounce.stop()
+        if self._task is not None:
+            self._rerun = False
+            self._task.cancel()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if self._advice is None and self._task is None and self.current_source():
+            self._debounce.start()

@@ -1,0 +1,1 @@
+"""Reusable widgets: cards, chips, bars, icons, layouts."""
