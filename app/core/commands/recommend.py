@@ -1,0 +1,178 @@
+"""``quantdesk recommend``: which format to run a model in, on this machine or another."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from quant.advisor import Option, Recommendation, Task, recommend
+from quant.memory import KvType
+
+logger = logging.getLogger(__name__)
+
+# Options the table shows unless --all is given.
+DEFAULT_ROWS = 12
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "recommend",
+        help="rank the formats to run a model in, with memory, speed and quality",
+        description="Rank the ways to run MODEL on this machine (or the one in --hardware): "
+        "llama.cpp GGUF types and, on NVIDIA GPUs, serving formats (FP8, INT8, AWQ, GPTQ), "
+        "each with the memory it takes, predicted tokens per second, predicted quality loss, "
+        "and the reasons for its rank.",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a GGUF file, a Hugging Face model folder, a config.json or a hub repo id",
+    )
+    p.add_argument(
+        "--task",
+        choices=[t.value for t in Task],
+        default=Task.CHAT.value,
+        help="what the model is for (default: chat); code, math and long-context "
+        "prefer 8-bit weights",
+    )
+    p.add_argument(
+        "--ctx",
+        type=_positive_int,
+        metavar="N",
+        help="context length in tokens (default: 4096; 16384 for retrieval, "
+        "32768 for long-context; never above the model's trained context)",
+    )
+    p.add_argument(
+        "--kv",
+        choices=[k.value for k in KvType],
+        default=KvType.F16.value,
+        help="KV cache type (default: f16); q8_0 halves it with little loss",
+    )
+    p.add_argument(
+        "--training-tokens",
+        type=float,
+        metavar="N",
+        help="tokens the model was trained on (e.g. 15e12), to sharpen the quality estimate",
+    )
+    p.add_argument("--all", action="store_true", help="show every option, too large ones too")
+    add_hardware_arg(p)
+    p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+    p.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of tokens")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from quant.facts import inspect_model
+
+    profile = load_hardware(args)
+    facts = inspect_model(args.model)
+    rec = recommend(
+        facts,
+        profile,
+        task=Task(args.task),
+        ctx=args.ctx,
+        kv_type=KvType(args.kv),
+        training_tokens=args.training_tokens,
+    )
+    if args.json:
+        print_json(rec.to_dict())
+    else:
+        print(render(rec, show_all=args.all))
+    return 0
+
+
+def _speed(o: Option) -> str:
+    s = o.speed
+    return f"{s.generation_low:.3g}–{s.generation_high:.3g}"
+
+
+def _kld(o: Option) -> str:
+    return "—" if o.quality.kld is None else f"{o.quality.kld:.3g}"
+
+
+def _top1(o: Option) -> str:
+    t = o.quality.same_top_token
+    return "—" if t is None else f"{100 * t:.0f}%"
+
+
+def render(rec: Recommendation, *, show_all: bool = False) -> str:
+    """The recommendation as a table and the reasons for the top pick."""
+    lines = [
+        f"Model:    {rec.model} ({rec.parameters / 1e9:.3g}B parameters)",
+        f"Machine:  {rec.hardware}",
+        f"Task:     {rec.task.value}, {rec.ctx} tokens of context, {rec.kv_type.value} KV cache",
+        "",
+        rec.summary,
+        "",
+    ]
+    shown = list(rec.options) if show_all else [o for o in rec.options if o.fits]
+    hidden = len(rec.options) - len(shown)
+    if not show_all:
+        if not shown:
+            shown = list(rec.options[:5])
+            hidden = len(rec.options) - len(shown)
+        elif len(shown) > DEFAULT_ROWS:
+            hidden += len(shown) - DEFAULT_ROWS
+            shown = shown[:DEFAULT_ROWS]
+    header = (
+        "#",
+        "FORMAT",
+        "TYPE",
+        "FIT",
+        "GPU LAYERS",
+        "RAM",
+        "VRAM",
+        "GEN TOK/S",
+        "PROMPT TOK/S",
+        "KLD",
+        "TOP-1",
+    )
+    rows = [header]
+    for o in shown:
+        layers = f"{o.gpu_layers}/{o.n_layers + 1}" if o.gpu_layers else "0"
+        name = o.label + ("" if not o.filename or o.source.value != "hub-file" else " ⭳")
+        rows.append(
+            (
+                str(o.rank),
+                o.family.value,
+                name,
+                o.fit.label,
+                layers,
+                human_bytes(o.ram_bytes),
+                human_bytes(o.vram_bytes) if o.vram_bytes else "—",
+                _speed(o),
+                f"{o.speed.prompt:.0f}",
+                _kld(o),
+                _top1(o),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
+    if hidden:
+        lines.append(f"({hidden} more option{'s' if hidden != 1 else ''}; --all lists them)")
+    hub = [o for o in shown if o.source.value == "hub-file" and o.filename]
+    if hub:
+        lines.append("⭳ a file the repository already has:")
+        lines.extend(f"  {o.label}: {o.filename}" for o in hub)
+    top = rec.top
+    if top is not None:
+        lines += ["", f"Why {top.label} ({top.fit.label}):"]
+        lines += [f"  - {reason}" for reason in top.reasons]
+    if rec.suggestions:
+        lines += ["", "What would fit:"]
+        lines += [f"  - {s}" for s in rec.suggestions]
+    if rec.notes:
+        lines += ["", "Notes:"]
+        lines += [f"  - {n}" for n in rec.notes]
+    return "\n".join(lines)

@@ -1,0 +1,957 @@
+"""The format advisor: which file to run on this machine, for this task, and why.
+
+:func:`recommend` lists every candidate — llama.cpp types planned from the
+model, the GGUF files a hub repo already has, the file itself for a GGUF, and
+NVIDIA serving formats on NVIDIA machines — with the memory each takes where,
+its predicted speed and quality loss, whether and how it fits, and ranks them
+by the rules in ``../shared/reference/formats.md``:
+
+1. Highest precision that fits, with room for the KV cache at the asked context
+   (rule 1). A full GPU fit beats a partial offload when both are fast enough.
+2. Each task has a minimum and a preferred precision (rules 6, 7, 9, 11): code,
+   math and long context prefer ≥ 8 bits; small models need more bits; a mixture
+   of experts prefers 8 bits for important work; below 4 bits only when nothing
+   else fits, and only with an importance matrix (rule 5).
+3. Speed: an option below the task's reading speed ranks after those above it;
+   when nothing is fast enough, the fastest acceptable option leads (rule 1:
+   "drop precision … to gain needed speed").
+4. Format preferences: FP8 on compute capability ≥ 8.9 for code, math and long
+   context (rule 3); AWQ over GPTQ, and no GPTQ for code or math (rules 4, 6, 9);
+   GGUF on CPUs and Apple Silicon, where serving formats do not run (rule 5).
+5. The KV cache is a separate dial (rule 10): the reasons say when an 8-bit
+   cache would help, and "what would fit" tries it.
+
+Every value object has ``to_dict()``; the CLI's ``--json`` and the GUI show the
+same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from quant.facts.ggml_types import GGMLType, LlamaFileType, file_type_from_filename
+from quant.facts.model import ModelFacts, RemoteFile, SourceKind, TensorInfo
+from quant.formats import (
+    FormatFamily,
+    FormatSpec,
+    GpuFormat,
+    ImatrixNeed,
+    QualityEstimate,
+    QuantType,
+    predict_quality,
+    quant_type_for_file_type,
+)
+from quant.hardware.profile import HardwareProfile
+from quant.memory import (
+    CUDA_CONTEXT_BYTES,
+    GIB,
+    KvType,
+    MemoryEstimate,
+    Placement,
+    PlannedTensor,
+    RuntimeOptions,
+    compute_buffer_bytes,
+    estimate_memory,
+    gpu_budgets,
+    kv_cache,
+    max_gpu_layers,
+    padded_ctx,
+    plan_tensors,
+    source_tensors,
+    tensor_bytes,
+)
+from quant.progress import CancelToken, ProgressCallback, check_cancel
+from quant.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
+from quant.units import human_bytes
+
+logger = logging.getLogger(__name__)
+
+
+class Task(StrEnum):
+    """What the user wants the model for, most to least precision-sensitive."""
+
+    MATH = "math"
+    CODE = "code"
+    LONG_CONTEXT = "long-context"
+    CHAT = "chat"
+    RETRIEVAL = "retrieval"
+    CREATIVE = "creative"
+
+    @property
+    def sensitive(self) -> bool:
+        """Multi-step reasoning, code and long documents (formats.md rule 6)."""
+        return self in (Task.MATH, Task.CODE, Task.LONG_CONTEXT)
+
+    @property
+    def default_ctx(self) -> int:
+        return {Task.LONG_CONTEXT: 32768, Task.RETRIEVAL: 16384}.get(self, 4096)
+
+    @property
+    def speed_floor(self) -> float:
+        """Generation tokens/s below which the task feels slow.
+
+        People read about 5–8 tokens per second; chat and creative writing are
+        read as they stream, while code, math and documents are read after.
+        """
+        return {Task.CHAT: 8.0, Task.CREATIVE: 8.0, Task.CODE: 6.0}.get(self, 5.0)
+
+
+class Fit(StrEnum):
+    """The fit badge of one option."""
+
+    GPU = "gpu"
+    PARTIAL = "partial"
+    CPU = "cpu"
+    TOO_LARGE = "too-large"
+
+    @property
+    def label(self) -> str:
+        return {
+            Fit.GPU: "fits on GPU",
+            Fit.PARTIAL: "partial offload",
+            Fit.CPU: "CPU only",
+            Fit.TOO_LARGE: "too large",
+        }[self]
+
+    @property
+    def rank(self) -> int:
+        return {Fit.GPU: 2, Fit.PARTIAL: 1, Fit.CPU: 0, Fit.TOO_LARGE: -1}[self]
+
+
+class OptionSource(StrEnum):
+    PLANNED = "planned"  # a quantization Quantdesk can make from the model
+    THIS_FILE = "this-file"  # the GGUF that was inspected
+    HUB_FILE = "hub-file"  # a GGUF the hub repo already has
+
+
+# Generation below this is not worth running for any task.
+USABLE_TOKENS_PER_S = 1.5
+# The fastest fitting option is mentioned when it is this much faster than the pick.
+MUCH_FASTER = 3.0
+# Context a serving engine's activations are sized for (vLLM's batched-token budget).
+SERVING_BATCH_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run the model, with its predictions and the reasons for its rank."""
+
+    family: FormatFamily
+    file_type: str
+    label: str
+    source: OptionSource
+    fit: Fit
+    gpu_layers: int
+    n_layers: int
+    ctx: int
+    kv_type: KvType
+    ram_bytes: int
+    vram_bytes: int
+    weights_bytes: int
+    kv_bytes: int
+    precision_bits: int
+    effective_bpw: float
+    imatrix: ImatrixNeed
+    speed: SpeedEstimate
+    quality: QualityEstimate
+    reasons: tuple[str, ...] = ()
+    filename: str | None = None
+    rank: int = 0
+    meets_task: bool = False
+    memory: MemoryEstimate | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.fit is not Fit.TOO_LARGE
+
+    @property
+    def key(self) -> str:
+        return f"{self.family.value}:{self.file_type}" + (
+            f"@{self.filename}" if self.filename else ""
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "format": self.family.value,
+            "file_type": self.file_type,
+            "label": self.label,
+            "source": self.source.value,
+            "filename": self.filename,
+            "fit": self.fit.value,
+            "fit_label": self.fit.label,
+            "gpu_layers": self.gpu_layers,
+            "n_layers": self.n_layers,
+            "ctx": self.ctx,
+            "kv_type": self.kv_type.value,
+            "ram_bytes": self.ram_bytes,
+            "vram_bytes": self.vram_bytes,
+            "weights_bytes": self.weights_bytes,
+            "kv_bytes": self.kv_bytes,
+            "precision_bits": self.precision_bits,
+            "effective_bpw": round(self.effective_bpw, 3),
+            "imatrix": self.imatrix.value,
+            "meets_task": self.meets_task,
+            "speed": self.speed.to_dict(),
+            "quality": self.quality.to_dict(),
+            "reasons": list(self.reasons),
+            "memory": self.memory.to_dict() if self.memory else None,
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The ranked options for one model, machine, task and context."""
+
+    model: str
+    parameters: int
+    task: Task
+    ctx: int
+    kv_type: KvType
+    hardware: str
+    options: tuple[Option, ...]
+    summary: str
+    nothing_fits: bool
+    suggestions: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def top(self) -> Option | None:
+        return self.options[0] if self.options and self.options[0].fits else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "parameters": self.parameters,
+            "task": self.task.value,
+            "ctx": self.ctx,
+            "kv_type": self.kv_type.value,
+            "hardware": self.hardware,
+            "summary": self.summary,
+            "nothing_fits": self.nothing_fits,
+            "suggestions": list(self.suggestions),
+            "notes": list(self.notes),
+            "top": self.top.key if self.top else None,
+            "options": [o.to_dict() for o in self.options],
+        }
+
+
+# ----------------------------------------------------------------------------------
+# Task thresholds
+
+
+@dataclass(frozen=True)
+class TaskBits:
+    minimum: int
+    preferred: int
+    why: str
+
+
+def task_bits(task: Task, facts: ModelFacts, ctx: int) -> TaskBits:
+    """The minimum and preferred precision (bits) for ``task`` on this model."""
+    params = facts.parameters
+    long_ctx = task is Task.LONG_CONTEXT or ctx > 16384
+    if params and params <= 2_000_000_000:
+        # Rule 7: 1B at 4 bits can become unusable for structured tasks.
+        return TaskBits(
+            8 if task in (Task.CODE, Task.MATH) else 6,
+            8,
+            f"a {_params_label(params)} model suffers more from quantization than a large one",
+        )
+    if task.sensitive or long_ctx:
+        why = (
+            "long contexts compound quantization error"
+            if long_ctx and task not in (Task.CODE, Task.MATH)
+            else f"{task.value} is sensitive to quantization"
+        )
+        return TaskBits(4, 8, why)
+    if facts.is_moe and task is not Task.CREATIVE:
+        return TaskBits(4, 8, "expert routing in a mixture of experts is precision-sensitive")
+    return TaskBits(4, 4, f"{task.value} tolerates 4-bit weights well")
+
+
+def _params_label(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.3g}B"
+    return f"{n / 1e6:.0f}M"
+
+
+# ----------------------------------------------------------------------------------
+# Hardware
+
+
+def describe_hardware(profile: HardwareProfile) -> str:
+    ram = human_bytes(profile.memory.total_bytes)
+    if profile.apple is not None:
+        a = profile.apple
+        return (
+            f"{a.chip}, {human_bytes(a.unified_memory_bytes)} unified memory "
+            f"(GPU working set {human_bytes(a.gpu_working_set_bytes)})"
+        )
+    if profile.gpus:
+        parts = []
+        for g in profile.gpus:
+            cc = f", CC {g.compute_capability}" if g.compute_capability else ""
+            parts.append(f"{g.name} ({human_bytes(g.memory_total_bytes)}{cc})")
+        return " + ".join(parts) + f", {ram} RAM"
+    return f"{profile.cpu.brand} (CPU only), {ram} RAM"
+
+
+def _nvidia(profile: HardwareProfile) -> list[Any]:
+    return [g for g in profile.gpus if g.vendor == "nvidia" and g.memory_total_bytes > 0]
+
+
+def _best_cc(profile: HardwareProfile) -> tuple[int, int] | None:
+    ccs = [g.compute_capability_tuple for g in _nvidia(profile) if g.compute_capability_tuple]
+    return min(ccs) if ccs else None
+
+
+def _ram_budget(profile: HardwareProfile) -> int:
+    return profile.memory.available_bytes
+
+
+# ----------------------------------------------------------------------------------
+# Building options
+
+
+@dataclass
+class _Ctx:
+    facts: ModelFacts
+    profile: HardwareProfile
+    task: Task
+    ctx: int
+    kv_type: KvType
+    options: RuntimeOptions
+    store: CalibrationStore | None
+    use_calibration: bool
+    training_tokens: float | None
+    margin_bytes: int | None
+    has_gpu: bool
+    source: tuple[TensorInfo, ...] = ()
+    plans: dict[str, tuple[PlannedTensor, ...]] = field(default_factory=dict)
+
+
+def _place_gguf(
+    c: _Ctx, plan: Sequence[PlannedTensor], ctx: int, kv_type: KvType
+) -> tuple[Fit, MemoryEstimate]:
+    """Where a GGUF runs best on the machine: all on GPU, partly, or on the CPU."""
+    facts, profile = c.facts, c.profile
+    ngl = 0
+    if c.has_gpu:
+        ngl = max_gpu_layers(
+            facts,
+            profile,
+            ctx=ctx,
+            kv_type=kv_type,
+            options=c.options,
+            margin_bytes=c.margin_bytes,
+            plan=plan,
+        )
+    est = estimate_memory(
+        facts,
+        ctx=ctx,
+        kv_type=kv_type,
+        n_gpu_layers=ngl,
+        profile=profile,
+        options=c.options,
+        plan=plan,
+    )
+    if est.ram_required_bytes > _ram_budget(profile):
+        return Fit.TOO_LARGE, est
+    if est.placement is Placement.GPU:
+        return Fit.GPU, est
+    if est.placement is Placement.PARTIAL:
+        return Fit.PARTIAL, est
+    return Fit.CPU, est
+
+
+def _plan(c: _Ctx, qt: QuantType | None, *, key: str | None = None) -> tuple[PlannedTensor, ...]:
+    k = key or (qt.value if qt else "__file__")
+    if k not in c.plans:
+        c.plans[k] = plan_tensors(c.facts, qt.file_type if qt else None, source=c.source)
+    return c.plans[k]
+
+
+def _gguf_option(
+    c: _Ctx,
+    qt: QuantType | None,
+    *,
+    source: OptionSource,
+    plan: Sequence[PlannedTensor],
+    filename: str | None = None,
+    imatrix: bool = True,
+    label: str | None = None,
+) -> Option:
+    facts = c.facts
+    fit, est = _place_gguf(c, plan, c.ctx, c.kv_type)
+    speed = estimate_speed(
+        facts,
+        c.profile,
+        plan=plan,
+        n_gpu_layers=est.n_gpu_layers,
+        ctx=c.ctx,
+        kv_type=c.kv_type,
+        options=c.options,
+        store=c.store,
+        use_calibration=c.use_calibration,
+    )
+    n_params = sum(t.n_elements for t in plan)
+    bpw = 8.0 * est.weights_bytes / n_params if n_params else 0.0
+    if qt is not None:
+        spec = qt.spec
+        quality = predict_quality(
+            spec,
+            parameters=facts.parameters or n_params,
+            active_parameters=facts.active_parameters,
+            imatrix=imatrix,
+            training_tokens=c.training_tokens,
+        )
+        bits, need, name = spec.precision_bits, spec.imatrix, qt.value
+    else:
+        bits = max(1, round(bpw))
+        need = ImatrixNeed.NOT_USED
+        name = facts.file_type or "GGUF"
+        quality = QualityEstimate(None, None, None, False, 1.0, 1.0, "unknown file type")
+    return Option(
+        family=FormatFamily.GGUF,
+        file_type=name,
+        label=label or name,
+        source=source,
+        fit=fit,
+        gpu_layers=est.n_gpu_layers,
+        n_layers=facts.n_layers,
+        ctx=est.ctx,
+        kv_type=c.kv_type,
+        ram_bytes=est.ram_peak_bytes,
+        vram_bytes=sum(est.vram_bytes),
+        weights_bytes=est.weights_bytes,
+        kv_bytes=est.kv_bytes,
+        precision_bits=bits,
+        effective_bpw=bpw,
+        imatrix=need,
+        speed=speed,
+        quality=quality,
+        filename=filename,
+        memory=est,
+    )
+
+
+def _serving_weights(c: _Ctx, spec: FormatSpec) -> tuple[int, float]:
+    """Bytes of a serving-format checkpoint and the share of them one token reads."""
+    facts = c.facts
+    total = 0.0
+    active = 0.0
+    for t in c.source:
+        n = math.prod(t.shape)
+        if len(t.shape) >= 2 and t.name.startswith("blk."):
+            nbytes = n * spec.effective_bpw / 8
+        else:
+            nbytes = tensor_bytes(GGMLType.BF16, t.shape)  # embeddings, lm_head, norms
+        total += nbytes
+        share = (
+            max(1, facts.n_experts_used) / facts.n_experts
+            if "_exps" in t.name and facts.n_experts > 1
+            else 1.0
+        )
+        if t.name == "token_embd.weight" and not facts.tied_embeddings:
+            share = 0.0
+        active += nbytes * share
+    return int(total), (active / total if total else 1.0)
+
+
+def _gpu_option(c: _Ctx, fmt: GpuFormat) -> Option:
+    facts, profile = c.facts, c.profile
+    spec = fmt.spec
+    gpus = _nvidia(profile)
+    weights, active_share = _serving_weights(c, spec)
+    kv_t = KvType.Q8_0 if c.kv_type is not KvType.F16 else KvType.F16
+    kv_bytes = kv_cache(facts, c.ctx, kv_t, replace(c.options, swa_full=False)).total_bytes
+    activations = compute_buffer_bytes(
+        facts,
+        c.ctx,
+        RuntimeOptions(n_ubatch=SERVING_BATCH_TOKENS, flash_attn=True),
+        n_outputs=256,
+    )
+    overhead = len(gpus) * (CUDA_CONTEXT_BYTES + GIB)
+    vram = weights + kv_bytes + activations + overhead
+    budget = sum(gpu_budgets(profile, c.margin_bytes)[: len(gpus)])
+    fit = Fit.GPU if vram <= budget else Fit.TOO_LARGE
+    n_matrix = sum(
+        math.prod(t.shape) for t in c.source if len(t.shape) >= 2 and t.name.startswith("blk.")
+    )
+    active = facts.active_parameters or facts.parameters
+    flops = 2.0 * n_matrix * (active / facts.parameters if facts.parameters else 1.0)
+    speed = estimate_serving_speed(
+        weight_bytes=weights,
+        active_fraction=active_share,
+        flops_per_token=max(flops, 1.0),
+        kv_bytes_at_ctx=kv_bytes,
+        n_layers=facts.n_layers,
+        profile=profile,
+    )
+    quality = predict_quality(
+        spec,
+        parameters=facts.parameters,
+        active_parameters=facts.active_parameters,
+        training_tokens=c.training_tokens,
+    )
+    return Option(
+        family=FormatFamily.GPU,
+        file_type=fmt.value,
+        label=spec.label,
+        source=OptionSource.PLANNED,
+        fit=fit,
+        gpu_layers=facts.n_layers + 1 if fit is Fit.GPU else 0,
+        n_layers=facts.n_layers,
+        ctx=padded_ctx(c.ctx),
+        kv_type=kv_t,
+        ram_bytes=int(2 * GIB),  # the engine process on the host
+        vram_bytes=vram,
+        weights_bytes=weights,
+        kv_bytes=kv_bytes,
+        precision_bits=spec.precision_bits,
+        effective_bpw=spec.effective_bpw,
+        imatrix=ImatrixNeed.NOT_USED,
+        speed=speed,
+        quality=quality,
+    )
+
+
+def _remote_option(c: _Ctx, rf: RemoteFile) -> Option | None:
+    ft: LlamaFileType | None = None
+    if rf.file_type:
+        try:
+            ft = LlamaFileType.from_name(rf.file_type)
+        except ValueError:
+            ft = None
+    ft = ft or file_type_from_filename(rf.filename)
+    qt = quant_type_for_file_type(ft) if ft else None
+    if qt is None:
+        return None
+    plan = _plan(c, qt)
+    planned = sum(t.n_bytes for t in plan)
+    if rf.size_bytes > 0 and planned > 0 and abs(rf.size_bytes - planned) > 0.1 * planned:
+        # A custom mix (other tensor types than llama.cpp's defaults): keep the
+        # layout, scale the bytes to the real file.
+        scale = rf.size_bytes / planned
+        plan = tuple(replace(t, n_bytes=int(t.n_bytes * scale)) for t in plan)
+    name = rf.filename.lower()
+    imatrix = qt.spec.imatrix is ImatrixNeed.REQUIRED or "imat" in name or "i1-" in name
+    return _gguf_option(
+        c,
+        qt,
+        source=OptionSource.HUB_FILE,
+        plan=plan,
+        filename=rf.filename,
+        imatrix=imatrix,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Ranking
+
+
+def _format_bonus(o: Option, c: _Ctx) -> int:
+    """Tie-breaks between options of the same precision and speed tier."""
+    cc = _best_cc(c.profile)
+    bonus = 0
+    if o.family is FormatFamily.GGUF:
+        bonus += 1  # runs in Quantdesk's own chat
+    else:
+        if o.file_type == GpuFormat.FP8.value and c.task.sensitive and cc and cc >= (8, 9):
+            bonus += 2  # rule 3
+        if o.file_type == GpuFormat.AWQ.value:
+            # Rule 4: on Ampere and older, chat-shaped work in tight memory: AWQ.
+            bonus += 2 if (cc and cc < (8, 9) and not c.task.sensitive) else 1
+        if o.file_type == GpuFormat.GPTQ.value:
+            bonus -= 1  # only when the artefact exists and the task is forgiving
+    if o.source is OptionSource.HUB_FILE or o.source is OptionSource.THIS_FILE:
+        bonus += 1  # nothing to make: download or use as is
+    return bonus
+
+
+def _meets_min(o: Option, bits: TaskBits, c: _Ctx) -> bool:
+    if (
+        o.family is FormatFamily.GPU
+        and o.file_type == GpuFormat.GPTQ.value
+        and c.task in (Task.CODE, Task.MATH)
+    ):
+        return False  # rule 6: avoid 4-bit GPTQ for code
+    return o.precision_bits >= bits.minimum
+
+
+# Options within this share of the fastest acceptable option's speed count as equally
+# fast when none reaches the task's speed floor (so precision decides among them).
+SPEED_BUCKET = 0.8
+
+
+def _sort_key(o: Option, bits: TaskBits, c: _Ctx, best_slow_speed: float) -> tuple[float, ...]:
+    """Larger sorts first. Tiers: acceptable, below the task's bits, unusably slow, too large."""
+    gen = o.speed.generation
+    kld = o.quality.kld if o.quality.kld is not None else 9.0
+    size = float(o.ram_bytes + o.vram_bytes)
+    if not o.fits:
+        return (0, -size)
+    if gen < USABLE_TOKENS_PER_S:
+        return (1, gen)
+    if not _meets_min(o, bits, c):
+        # Below the minimum only when nothing better fits: least loss first.
+        return (2, o.precision_bits, -kld, gen)
+    floor = c.task.speed_floor
+    level = 2 if gen >= 2 * floor else 1 if gen >= floor else 0
+    unified = c.profile.apple is not None
+    placement = o.fit.rank if (level and not unified) else 0
+    if level:
+        precision = float(o.precision_bits)
+    else:
+        # Nothing is fast enough: among the nearly fastest, the most precise.
+        precision = o.precision_bits if gen >= SPEED_BUCKET * best_slow_speed else -1.0 / gen
+    return (
+        3,
+        level,
+        o.precision_bits >= bits.preferred,
+        placement,
+        precision,
+        _format_bonus(o, c),
+        -kld,
+        gen,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Reasons
+
+
+def _fmt_speed(s: SpeedEstimate) -> str:
+    return f"{s.generation_low:.3g}–{s.generation_high:.3g} tokens/s"
+
+
+def _imatrix_reasons(o: Option) -> list[str]:
+    if o.imatrix is ImatrixNeed.REQUIRED:
+        return [
+            f"{o.label} requires an importance matrix: llama.cpp will not make it without "
+            "one (Quantdesk computes it from calibration text)."
+        ]
+    if o.imatrix is ImatrixNeed.ADVISED:
+        return [
+            f"Make {o.label} with an importance matrix: below ~4.5 bits it markedly "
+            "reduces the loss."
+        ]
+    return []
+
+
+def _reasons(o: Option, bits: TaskBits, c: _Ctx, best_fast: Option | None, top: bool) -> list[str]:
+    facts = c.facts
+    r: list[str] = []
+    if o.fit is Fit.TOO_LARGE:
+        need = o.vram_bytes if o.family is FormatFamily.GPU else o.ram_bytes
+        where = "GPU memory" if o.family is FormatFamily.GPU else "RAM"
+        r.append(f"Needs {human_bytes(need)} of {where}; this machine cannot hold it.")
+        return r + _imatrix_reasons(o)
+    if o.fit is Fit.GPU:
+        r.append(
+            f"Fits entirely in GPU memory ({human_bytes(o.vram_bytes)} incl. a "
+            f"{human_bytes(o.kv_bytes)} KV cache at {o.ctx} tokens)."
+        )
+    elif o.fit is Fit.PARTIAL:
+        r.append(
+            f"Partial offload: {max(0, o.gpu_layers - 1)} of {o.n_layers} layers and the "
+            f"output on the GPU ({human_bytes(o.vram_bytes)}), the rest in RAM "
+            f"({human_bytes(o.ram_bytes)})."
+        )
+    else:
+        r.append(
+            f"Runs on the CPU in {human_bytes(o.ram_bytes)} of RAM, KV cache "
+            f"{human_bytes(o.kv_bytes)} at {o.ctx} tokens included."
+        )
+    if o.memory is not None and o.memory.reclaimable_bytes > 0.05 * o.ram_bytes:
+        r.append(
+            f"The RAM figure counts {human_bytes(o.memory.reclaimable_bytes)} of weights twice: "
+            "the CPU backend repacks them for faster kernels, and the kernel can drop the "
+            "file's copy when memory runs short."
+        )
+    s = o.speed
+    r.append(
+        f"Generates {_fmt_speed(s)} (bound by {s.generation_bound.value}); reads prompts at "
+        f"about {s.prompt:.0f} tokens/s."
+    )
+    if o.quality.kld is not None:
+        q = o.quality
+        if q.kld == 0:
+            r.append("16-bit weights: the quality ceiling.")
+        else:
+            top1 = f", same top token {100 * q.same_top_token:.0f}%" if q.same_top_token else ""
+            r.append(f"Expected loss vs 16-bit: mean KLD ≈ {q.kld:.3g}{top1} ({q.basis}).")
+    if o.precision_bits >= bits.preferred:
+        if bits.preferred > 4 and o.precision_bits < 16:
+            r.append(f"Keeps {o.precision_bits}-bit weights as {bits.why}.")
+    elif o.precision_bits >= bits.minimum:
+        r.append(
+            f"Below the preferred {bits.preferred} bits ({bits.why}); chosen to fit or for speed."
+        )
+    else:
+        r.append(f"Below {bits.minimum} bits: expect clearly worse answers ({bits.why}).")
+    r.extend(_imatrix_reasons(o))
+    if o.precision_bits <= 2:
+        r.append("2-bit and lower quantization is experimental.")
+    if o.family is FormatFamily.GPU:
+        r.append(
+            f"{o.label} runs in vLLM, SGLang or TensorRT-LLM, not in llama.cpp "
+            "(Quantdesk's chat uses GGUF)."
+        )
+        if o.file_type == GpuFormat.FP8.value:
+            r.append("FP8 is near-lossless and 1.4–1.8× faster to serve than BF16 on this GPU.")
+        if o.file_type == GpuFormat.GPTQ.value:
+            r.append("Prefer AWQ: GPTQ drifts more outside its calibration domain.")
+    if facts.is_moe and o.precision_bits < 8:
+        r.append("A mixture of experts routes tokens by small score differences; 8 bits is safer.")
+    if c.task is Task.CODE and o.precision_bits >= 8 and o.precision_bits < 16:
+        r.append("Code keeps 8-bit weights: small errors break syntax and logic.")
+    # KV cache dial.
+    if c.kv_type is KvType.F16 and o.kv_bytes > 0.15 * o.weights_bytes:
+        r.append(
+            f"The KV cache is {human_bytes(o.kv_bytes)}; an 8-bit cache (--kv q8_0) would "
+            "halve it with little loss."
+        )
+    if (
+        top
+        and best_fast is not None
+        and best_fast is not o
+        and best_fast.speed.generation >= MUCH_FASTER * o.speed.generation
+    ):
+        r.append(
+            f"{best_fast.label} ({best_fast.fit.label}) would be about "
+            f"{best_fast.speed.generation / o.speed.generation:.0f}× faster at a "
+            "larger quality loss."
+        )
+    r.extend(o.speed.notes)
+    return r
+
+
+# ----------------------------------------------------------------------------------
+# "What would fit"
+
+
+def _suggestions(c: _Ctx, bits: TaskBits) -> list[str]:
+    """Plain sentences on what would make an acceptable option fit."""
+    out: list[str] = []
+    probe = QuantType.Q4_K_M
+    plan = _plan(c, probe)
+    ctx = c.ctx
+    while ctx > 2048:
+        ctx //= 2
+        fit, _ = _place_gguf(c, plan, ctx, c.kv_type)
+        if fit is not Fit.TOO_LARGE:
+            out.append(f"A shorter context ({ctx} tokens) would let {probe.value} fit.")
+            break
+    if c.kv_type is KvType.F16:
+        fit, _ = _place_gguf(c, plan, c.ctx, KvType.Q8_0)
+        if fit is not Fit.TOO_LARGE:
+            out.append(f"An 8-bit KV cache (--kv q8_0) would let {probe.value} fit.")
+    if not c.has_gpu:
+        est = estimate_memory(c.facts, ctx=c.ctx, kv_type=c.kv_type, plan=plan, options=c.options)
+        out.append(
+            f"A GPU that holds part of the {human_bytes(est.ram_peak_bytes)} would allow "
+            "partial offload."
+        )
+    # Largest model that fits at Q4_K_M with this context, scaling from this one.
+    budget = _ram_budget(c.profile) + sum(gpu_budgets(c.profile, c.margin_bytes))
+    est = estimate_memory(c.facts, ctx=c.ctx, kv_type=c.kv_type, plan=plan, options=c.options)
+    per_param = est.ram_required_bytes / max(1, c.facts.parameters)
+    max_params = budget / per_param if per_param else 0
+    if max_params >= 0.5e9:
+        out.append(
+            f"A smaller model would: up to about {_params_label(int(max_params))} parameters "
+            f"at {probe.value} fit this machine at {c.ctx} tokens."
+        )
+    else:
+        out.append("This machine has too little free memory for a useful model at 4 bits.")
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Entry point
+
+
+def recommend(
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    *,
+    task: Task = Task.CHAT,
+    ctx: int | None = None,
+    kv_type: KvType = KvType.F16,
+    training_tokens: float | None = None,
+    include_gpu_formats: bool = True,
+    margin_bytes: int | None = None,
+    options: RuntimeOptions | None = None,
+    store: CalibrationStore | None = None,
+    use_calibration: bool = True,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Recommendation:
+    """Rank the ways to run ``facts`` on ``profile`` for ``task`` at ``ctx`` tokens.
+
+    ``training_tokens`` (when known) sharpens the quality prior for densely
+    trained models. ``store`` is the speed calibration store (the default one when
+    None; ``use_calibration=False`` ignores it).
+    """
+    from quant.progress import Progress
+
+    notes: list[str] = []
+    trained = facts.context_length or 0
+    want = ctx if ctx and ctx > 0 else task.default_ctx
+    if trained and want > trained:
+        notes.append(
+            f"{facts.name} was trained for {trained} tokens; planning for {trained} "
+            f"instead of {want}."
+        )
+        want = trained
+    apple = profile.apple is not None
+    has_gpu = apple or bool(_nvidia(profile))
+    c = _Ctx(
+        facts=facts,
+        profile=profile,
+        task=task,
+        ctx=want,
+        kv_type=kv_type,
+        options=options or RuntimeOptions(),
+        store=store,
+        use_calibration=use_calibration,
+        training_tokens=training_tokens,
+        margin_bytes=margin_bytes,
+        has_gpu=has_gpu,
+        source=source_tensors(facts),
+    )
+    bits = task_bits(task, facts, want)
+    cands: list[Option] = []
+    types = [t for t in QuantType if t is not QuantType.F32]
+    total_steps = len(types) + len(facts.remote_files) + 2
+    step = 0
+
+    def progress(msg: str) -> None:
+        nonlocal step
+        step += 1
+        check_cancel(cancel)
+        if on_progress:
+            on_progress(Progress("recommend", step, total_steps, msg))
+
+    if facts.kind is SourceKind.GGUF and facts.tensors:
+        ft = None
+        if facts.file_type:
+            try:
+                ft = LlamaFileType.from_name(facts.file_type)
+            except ValueError:
+                ft = None
+        qt = quant_type_for_file_type(ft) if ft else None
+        import_im = any("imatrix" in str(k) for k in facts.extra)
+        cands.append(
+            _gguf_option(
+                c,
+                qt,
+                source=OptionSource.THIS_FILE,
+                plan=_plan(c, None),
+                filename=facts.source.rsplit("/", 1)[-1],
+                imatrix=import_im,
+                label=f"{qt.value if qt else facts.file_type} (this file)",
+            )
+        )
+        progress("this file")
+    for qt in types:
+        cands.append(_gguf_option(c, qt, source=OptionSource.PLANNED, plan=_plan(c, qt)))
+        progress(qt.value)
+    for rf in facts.remote_files:
+        opt = _remote_option(c, rf)
+        if opt is not None:
+            cands.append(opt)
+        progress(rf.filename)
+    cc = _best_cc(profile)
+    if include_gpu_formats and _nvidia(profile) and not apple:
+        for fmt in GpuFormat:
+            if fmt.spec.supported_on(cc):
+                cands.append(_gpu_option(c, fmt))
+    progress("ranking")
+    if cc is None and _nvidia(profile):
+        notes.append("GPU compute capability unknown; serving formats were left out.")
+    if not _nvidia(profile) and include_gpu_formats:
+        notes.append(
+            "GGUF only: "
+            + (
+                "Apple Silicon runs llama.cpp through Metal; serving formats need NVIDIA GPUs."
+                if apple
+                else "serving formats (FP8, AWQ, …) need an NVIDIA GPU."
+            )
+        )
+
+    slow = [
+        o.speed.generation
+        for o in cands
+        if o.fits
+        and _meets_min(o, bits, c)
+        and o.speed.generation >= USABLE_TOKENS_PER_S
+        and o.speed.generation < task.speed_floor
+    ]
+    best_slow = max(slow, default=0.0)
+    ranked = sorted(cands, key=lambda o: _sort_key(o, bits, c, best_slow), reverse=True)
+    fitting = [o for o in ranked if o.fits]
+    acceptable = [o for o in fitting if _meets_min(o, bits, c)]
+    fastest = max(acceptable, key=lambda o: o.speed.generation, default=None)
+    final: list[Option] = []
+    for i, o in enumerate(ranked):
+        reasons = _reasons(o, bits, c, fastest, top=(i == 0))
+        final.append(
+            replace(o, rank=i + 1, reasons=tuple(reasons), meets_task=_meets_min(o, bits, c))
+        )
+
+    suggestions: list[str] = []
+    nothing = not acceptable
+    name = facts.name
+    if not fitting:
+        smallest = min(ranked, key=lambda o: o.ram_bytes + o.vram_bytes)
+        summary = (
+            f"{name} does not fit this machine at any quantization: even {smallest.label} "
+            f"needs {human_bytes(smallest.ram_bytes)} of RAM"
+            + (
+                f" and {human_bytes(smallest.vram_bytes)} of GPU memory"
+                if smallest.vram_bytes
+                else ""
+            )
+            + f", and {human_bytes(_ram_budget(profile))} of RAM is available."
+        )
+        suggestions = _suggestions(c, bits)
+    elif not acceptable:
+        top = final[0]
+        summary = (
+            f"Nothing fits at {bits.minimum} bits or more for {task.value}; the best that fits "
+            f"is {top.label} ({top.fit.label}), with clearly more quality loss."
+        )
+        suggestions = _suggestions(c, bits)
+    else:
+        top = final[0]
+        summary = (
+            f"Run {name} as {top.label} ({top.fit.label}): about {top.speed.generation:.3g} "
+            f"tokens/s at {top.ctx} tokens of context"
+            + (f", {human_bytes(top.vram_bytes)} of GPU memory" if top.vram_bytes else "")
+            + (
+                f", {human_bytes(top.ram_bytes)} of RAM."
+                if top.family is FormatFamily.GGUF
+                else "."
+            )
+        )
+    return Recommendation(
+        model=name,
+        parameters=facts.parameters,
+        task=task,
+        ctx=want,
+        kv_type=kv_type,
+        hardware=describe_hardware(profile),
+        options=tuple(final),
+        summary=summary,
+        nothing_fits=nothing,
+        suggestions=tuple(suggestions),
+        notes=tuple(notes),
+    )
