@@ -34,3 +34,15 @@ def load_hardware(args: argparse.Namespace) -> HardwareProfile:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+STARTER_ALIAS = "starter"
+
+
+def resolve_model_arg(model: str) -> str:
+    """A MODEL argument as given, except the word ``starter``: the bundled starter model."""
+    if model == STARTER_ALIAS:
+        from app.core.library import starter_model_path
+
+        return str(starter_model_path())
+    return model

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from app.core.commands.common import human_bytes, print_json
+from app.core.commands.common import human_bytes, print_json, resolve_model_arg
 from quant.facts import ModelFacts, inspect_model
 
 
@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
         "weights.",
     )
     parser.add_argument(
-        "model", metavar="MODEL", help="a .gguf file, an HF model folder, a config.json or org/name"
+        "model",
+        metavar="MODEL",
+        help="a .gguf file, an HF model folder, a config.json, org/name, or 'starter'",
     )
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
     parser.add_argument(
@@ -41,7 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    facts = inspect_model(args.model, offline=True if args.offline else None)
+    facts = inspect_model(resolve_model_arg(args.model), offline=True if args.offline else None)
     if args.json:
         print_json(facts.to_dict(with_tensors=args.tensors))
     else:

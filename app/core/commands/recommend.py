@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from app.core.commands.common import (
+    add_hardware_arg,
+    human_bytes,
+    load_hardware,
+    print_json,
+    resolve_model_arg,
+)
 from quant.advisor import Option, Recommendation, Task, recommend
 from quant.memory import KvType
 
@@ -27,7 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="a GGUF file, a Hugging Face model folder, a config.json or a hub repo id",
+        help="a GGUF file, a Hugging Face model folder, a config.json, a hub repo id, "
+        "or 'starter' for the bundled model",
     )
     p.add_argument(
         "--task",
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from quant.facts import inspect_model
 
     profile = load_hardware(args)
-    facts = inspect_model(args.model)
+    facts = inspect_model(resolve_model_arg(args.model))
     rec = recommend(
         facts,
         profile,
