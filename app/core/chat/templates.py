@@ -1,0 +1,448 @@
+"""Chat formatting: how a conversation becomes the prompt text a model expects.
+
+Three sources, in this order:
+
+1. the model file's own ``tokenizer.chat_template`` (a Jinja template written by
+   the model's authors), rendered in a sandbox that refuses attribute access
+   outside plain data and any attempt to change the messages;
+2. a built-in template for the family, picked from ``general.architecture`` and
+   the vocabulary's special tokens, when the file has none or its template is
+   refused (the bundled Gemma 3 270M file has none);
+3. raw completion: no template at all; the text continues the document.
+
+A template that tries something the sandbox forbids raises
+:class:`ChatTemplateError`; :func:`select_template` then falls back to the
+built-in family template and says so in :attr:`ChatTemplate.note`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import logging
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from jinja2 import Template, TemplateError
+from jinja2.exceptions import SecurityError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from app.core.errors import AppError
+
+logger = logging.getLogger(__name__)
+
+# A rendered prompt longer than this is a template gone wrong, not a conversation.
+MAX_RENDERED_CHARS = 8_000_000
+
+
+class ChatTemplateError(AppError):
+    """A chat template could not be rendered or was refused by the sandbox."""
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class PromptMode(StrEnum):
+    """Chat (a template turns messages into a prompt) or raw text completion."""
+
+    CHAT = "chat"
+    RAW = "raw"
+
+
+class TemplateSource(StrEnum):
+    GGUF = "gguf"
+    BUILTIN = "built-in"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role.value, "content": self.content}
+
+
+# ----------------------------------------------------------------------------- sandbox
+
+
+class _StrictSandbox(ImmutableSandboxedEnvironment):
+    """A sandbox that raises on unsafe access instead of rendering an empty string.
+
+    The stock sandbox turns ``x.__class__`` into an undefined value that renders
+    as ``''``; a chat template has no business asking for it, so the template is
+    refused outright. String and list repetition is bounded so a template cannot
+    build a prompt of gigabytes.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "*":
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_RENDERED_CHARS
+                ):
+                    raise SecurityError("the template repeats a sequence beyond the size limit")
+            return operator.mul(left, right)
+        if operator_ == "**":
+            if isinstance(right, int) and abs(right) > 64:
+                raise SecurityError("the template raises a number to a power beyond the limit")
+            return operator.pow(left, right)
+        return super().call_binop(context, operator_, left, right)
+
+
+def _raise_exception(message: str) -> NoReturn:
+    # Templates call raise_exception() to reject conversations they cannot format.
+    raise ChatTemplateError(f"the chat template rejected the conversation: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    return _dt.datetime.now().strftime(fmt)
+
+
+def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def _make_env() -> _StrictSandbox:
+    env = _StrictSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+_ENV = _make_env()
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(source: str) -> Template:
+    # Compiling a template costs milliseconds; a session renders the same one every turn.
+    return _ENV.from_string(source)
+
+
+def render_jinja(
+    source: str,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool,
+    template_name: str = "chat template",
+) -> str:
+    """Render a Hugging Face style chat template in the sandbox.
+
+    Raises :class:`ChatTemplateError` for a syntax error, a refused operation or
+    an error the template raises itself.
+    """
+    try:
+        text = _compiled(source).render(
+            messages=[dict(m) for m in messages],
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=add_generation_prompt,
+            tools=None,
+            documents=None,
+        )
+    except ChatTemplateError:
+        raise
+    except SecurityError as exc:
+        raise ChatTemplateError(
+            f"the {template_name} was refused because it tried an unsafe operation ({exc}); "
+            "use the built-in template for this model instead"
+        ) from exc
+    except TemplateError as exc:
+        raise ChatTemplateError(
+            f"the {template_name} could not be rendered ({exc}); "
+            "use the built-in template for this model instead"
+        ) from exc
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise ChatTemplateError(
+            f"the {template_name} failed while formatting the conversation ({exc}); "
+            "use the built-in template for this model instead"
+        ) from exc
+    if len(text) > MAX_RENDERED_CHARS:
+        raise ChatTemplateError(
+            f"the {template_name} produced {len(text):,} characters, far more than the "
+            "conversation holds; use the built-in template for this model instead"
+        )
+    return text
+
+
+# ----------------------------------------------------------------------------- templates
+
+# Built-in templates, one per family. Whitespace is explicit ("\n" inside the
+# literals) so the rendering is byte-exact for the family's documented format.
+_GEMMA = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n"
+    "{{ m.content }}<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+_CHATML = (
+    "{% for m in messages %}"
+    "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_LLAMA3 = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+_MISTRAL = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
+    "{% else %}{{ m.content }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+_PHI3 = (
+    "{% for m in messages %}"
+    "<|{{ m.role }}|>\n{{ m.content }}<|end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+_PLAIN = (
+    "{% for m in messages %}"
+    "{{ m.role | capitalize }}: {{ m.content }}\n\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    label: str
+    source: str
+    system_role: bool
+    stop_strings: tuple[str, ...]
+
+
+_FAMILIES: dict[str, _Family] = {
+    "gemma": _Family("gemma", "Gemma", _GEMMA, False, ("<end_of_turn>",)),
+    "chatml": _Family("chatml", "ChatML", _CHATML, True, ("<|im_end|>",)),
+    "llama3": _Family("llama3", "Llama 3", _LLAMA3, True, ("<|eot_id|>",)),
+    "mistral": _Family("mistral", "Mistral", _MISTRAL, False, ("[INST]",)),
+    "phi3": _Family("phi3", "Phi-3", _PHI3, True, ("<|end|>",)),
+    "plain": _Family("plain", "plain text", _PLAIN, True, ("\nUser:",)),
+}
+
+_GEMMA_ARCHES = frozenset({"gemma", "gemma2", "gemma3", "gemma3n", "gemma-embedding"})
+_MISTRAL_ARCHES = frozenset({"mistral3", "mistral"})
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How to turn a conversation into prompt text for one model.
+
+    ``system_role`` is False for families with no system turn (Gemma, Mistral):
+    the system prompt is folded into the first user message. ``stop_strings``
+    end an answer when they appear in the text, for files whose end-of-turn
+    marker is not flagged as an end-of-generation token. ``note`` says, in one
+    sentence, which template was chosen and why, for the UI.
+    """
+
+    name: str
+    source: TemplateSource
+    text: str
+    bos_token: str = ""
+    eos_token: str = ""
+    system_role: bool = True
+    stop_strings: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def is_raw(self) -> bool:
+        return self.source is TemplateSource.RAW
+
+    def render(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system_prompt: str = "",
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """The prompt text for ``messages`` (system prompt given separately).
+
+        In raw mode the system prompt and the messages are concatenated as they
+        are, so the model continues the text.
+        """
+        if self.is_raw:
+            parts = [system_prompt + "\n\n"] if system_prompt else []
+            parts.extend(m.content for m in messages if m.role is not Role.SYSTEM)
+            return "".join(parts)
+        dicts = prepare_messages(messages, system_prompt, system_role=self.system_role)
+        return render_jinja(
+            self.text,
+            dicts,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            add_generation_prompt=add_generation_prompt,
+            template_name=f"{self.name} chat template",
+        )
+
+
+def prepare_messages(
+    messages: Sequence[ChatMessage], system_prompt: str, *, system_role: bool
+) -> list[dict[str, str]]:
+    """Messages as template input, with the system prompt placed for the family.
+
+    Families without a system role get it folded into the first user turn
+    (``system + "\\n\\n" + user``), which keeps the prefix of every later prompt
+    identical so the KV cache can be reused between turns.
+    """
+    system_parts = [system_prompt] if system_prompt.strip() else []
+    rest: list[ChatMessage] = []
+    for m in messages:
+        if m.role is Role.SYSTEM:
+            if m.content.strip():
+                system_parts.append(m.content)
+        else:
+            rest.append(m)
+    system = "\n\n".join(system_parts)
+    out: list[dict[str, str]] = []
+    if system and system_role:
+        out.append({"role": "system", "content": system})
+    folded = not system or system_role
+    for m in rest:
+        content = m.content
+        if not folded and m.role is Role.USER:
+            content = f"{system}\n\n{content}"
+            folded = True
+        out.append({"role": m.role.value, "content": content})
+    if not folded:  # a system prompt and no user turn yet
+        out.insert(0, {"role": "user", "content": system})
+    return out
+
+
+def builtin_template(family: str, *, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """The built-in template of ``family`` (gemma, chatml, llama3, mistral, phi3, plain)."""
+    try:
+        fam = _FAMILIES[family]
+    except KeyError as exc:
+        known = ", ".join(sorted(_FAMILIES))
+        raise ChatTemplateError(
+            f"there is no built-in chat template called {family!r}; choose one of {known}"
+        ) from exc
+    return ChatTemplate(
+        name=fam.name,
+        source=TemplateSource.BUILTIN,
+        text=fam.source,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        system_role=fam.system_role,
+        stop_strings=fam.stop_strings,
+        note=f"using the built-in {fam.label} template",
+    )
+
+
+def raw_template() -> ChatTemplate:
+    return ChatTemplate(
+        name="raw",
+        source=TemplateSource.RAW,
+        text="",
+        note="raw completion: the model continues the text as written",
+    )
+
+
+def guess_family(architecture: str, has_token: Callable[[str], bool]) -> str:
+    """The built-in family for a model, from its architecture and special tokens."""
+    arch = architecture.lower()
+    if arch in _GEMMA_ARCHES:
+        return "gemma"
+    if has_token("<|start_header_id|>") and has_token("<|eot_id|>"):
+        return "llama3"
+    if has_token("<|im_start|>") and has_token("<|im_end|>"):
+        return "chatml"
+    if has_token("<|user|>") and has_token("<|end|>"):
+        return "phi3"
+    if arch in _MISTRAL_ARCHES or has_token("[INST]"):
+        return "mistral"
+    if has_token("<start_of_turn>") and has_token("<end_of_turn>"):
+        return "gemma"
+    return "plain"
+
+
+_PROBE = (
+    ChatMessage(Role.USER, "Hello"),
+    ChatMessage(Role.ASSISTANT, "Hi, how can I help?"),
+    ChatMessage(Role.USER, "Say something."),
+)
+
+
+def select_template(
+    metadata: Mapping[str, str],
+    *,
+    has_token: Callable[[str], bool],
+    bos_token: str = "",
+    eos_token: str = "",
+    mode: PromptMode = PromptMode.CHAT,
+    prefer_builtin: str | None = None,
+) -> ChatTemplate:
+    """Choose the template for a model from its GGUF metadata.
+
+    The file's ``tokenizer.chat_template`` wins when it renders a probe
+    conversation in the sandbox; otherwise the family's built-in template is
+    used and :attr:`ChatTemplate.note` says why. ``prefer_builtin`` forces a
+    built-in family (a user setting).
+    """
+    if mode is PromptMode.RAW:
+        return raw_template()
+    arch = str(metadata.get("general.architecture", ""))
+    family = prefer_builtin or guess_family(arch, has_token)
+    fam = _FAMILIES.get(family, _FAMILIES["plain"])
+    file_template = str(metadata.get("tokenizer.chat_template", "") or "")
+    if file_template.strip() and prefer_builtin is None:
+        candidate = ChatTemplate(
+            name="file",
+            source=TemplateSource.GGUF,
+            text=file_template,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            system_role=True,
+            stop_strings=fam.stop_strings if family != "plain" else (),
+            note="using the chat template stored in the model file",
+        )
+        try:
+            candidate.render(list(_PROBE), system_prompt="Be brief.")
+        except ChatTemplateError as exc:
+            logger.warning("model chat template refused: %s", exc)
+            fallback = builtin_template(family, bos_token=bos_token, eos_token=eos_token)
+            return _with_note(fallback, f"{exc}; {fallback.note}")
+        return candidate
+    chosen = builtin_template(family, bos_token=bos_token, eos_token=eos_token)
+    if prefer_builtin is None:
+        arch_text = f" ({arch})" if arch else ""
+        return _with_note(chosen, f"the model file{arch_text} has no chat template; {chosen.note}")
+    return chosen
+
+
+def _with_note(template: ChatTemplate, note: str) -> ChatTemplate:
+    return replace(template, note=note)
+
+
+def builtin_families() -> tuple[str, ...]:
+    return tuple(_FAMILIES)
