@@ -369,8 +369,13 @@ def test_starter_model_loads_with_the_gemma_template(session: ChatSession) -> No
     assert session.template.name == "gemma"
     assert session.n_ctx == 2048
     assert session.info.plan.n_threads == 1
-    assert session.info.prediction is not None
-    assert session.info.prediction.gen_tokens_per_s > 0
+    prediction = session.info.prediction
+    assert prediction is not None
+    assert prediction.gen_tokens_per_s > 0
+    # The chart compares the predicted growth on top of the RSS the process had
+    # before the load with the RSS it reads while answering.
+    assert 0 < prediction.rss_before_load_bytes < session.info.rss_after_load_bytes
+    assert prediction.expected_rss_bytes == prediction.rss_before_load_bytes + prediction.ram_bytes
 
 
 @pytest.mark.slow

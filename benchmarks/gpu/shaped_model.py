@@ -48,8 +48,12 @@ def template(model: Path, out_dir: Path) -> None:
         }
         for t in reader.tensors
     ]
-    manifest = {"source": model.name, "data_offset": reader.data_offset, "tensors": tensors,
-                "file_size": model.stat().st_size}
+    manifest = {
+        "source": model.name,
+        "data_offset": reader.data_offset,
+        "tensors": tensors,
+        "file_size": model.stat().st_size,
+    }
     (out_dir / "tensors.json").write_text(json.dumps(manifest))
 
 

@@ -201,6 +201,13 @@ class Prediction:
     ram_bytes: int
     vram_bytes: int | None
     calibrated: bool
+    # The process's RSS before the model was loaded: the prediction is growth over it.
+    rss_before_load_bytes: int = 0
+
+    @property
+    def expected_rss_bytes(self) -> int:
+        """What the process's RSS should read once the model is loaded and answering."""
+        return self.rss_before_load_bytes + self.ram_bytes
 
 
 @dataclass(frozen=True)
@@ -378,6 +385,12 @@ def predict(
         vram_bytes=sum(mem.vram_bytes) if any(mem.vram_bytes) else None,
         calibrated=speed.calibrated,
     )
+
+
+def _with_baseline(prediction: Prediction | None, rss_before_load: int) -> Prediction | None:
+    if prediction is None:
+        return None
+    return replace(prediction, rss_before_load_bytes=rss_before_load)
 
 
 def _gib(n: float) -> str:
@@ -669,6 +682,7 @@ class ChatSession:
 
         threads = plan.n_threads or physical_cores()
         flash = _resolve_flash_attention(plan)
+        rss_before_load = read_memory().rss_bytes
         t0 = time.perf_counter()
         with llama_log.observe(collect), _load_progress(llama_lib, on_progress, cancel):
             try:
@@ -737,10 +751,11 @@ class ChatSession:
             load_s=load_s,
             rss_after_load_bytes=read_memory().rss_bytes,
             notes=tuple(notes),
-            prediction=(
+            prediction=_with_baseline(
                 predict(p, plan, gpu_offload=gpu_ok, profile=profile, facts=facts)
                 if facts is not None
-                else None
+                else None,
+                rss_before_load,
             ),
         )
         logger.info(

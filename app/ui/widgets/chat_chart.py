@@ -160,7 +160,7 @@ class LiveChart(QWidget):
         else:
             self.predicted_speed.setPos(prediction.gen_tokens_per_s)
             self.predicted_speed.setVisible(True)
-            self.predicted_mem.setPos(prediction.ram_bytes / MIB)
+            self.predicted_mem.setPos(prediction.expected_rss_bytes / MIB)
             self.predicted_mem.setVisible(True)
         self._rescale()
         self._update_legend()
@@ -191,7 +191,7 @@ class LiveChart(QWidget):
         mem_lo = min(self._mem) if self._mem else 0.0
         if self.prediction is not None:
             top = max(top, self.prediction.gen_tokens_per_s)
-            pm = self.prediction.ram_bytes / MIB
+            pm = self.prediction.expected_rss_bytes / MIB
             mem_hi = max(mem_hi, pm)
             mem_lo = min(mem_lo, pm) if self._mem else pm
         item = self.plot.getPlotItem()
@@ -210,7 +210,8 @@ class LiveChart(QWidget):
         if p is not None:
             parts.append(
                 f"╌ predicted {p.gen_tokens_per_s:.0f} tok/s "
-                f"({p.gen_low:.0f}–{p.gen_high:.0f}), {p.ram_bytes / MIB:,.0f} MiB"
+                f"({p.gen_low:.0f}–{p.gen_high:.0f}), RSS {p.expected_rss_bytes / MIB:,.0f} MiB "
+                f"(+{p.ram_bytes / MIB:,.0f} MiB for the model)"
                 + ("" if p.calibrated else " (uncalibrated)")
             )
         else:
