@@ -67,7 +67,7 @@ from quant.memory import (
 )
 from quant.progress import CancelToken, ProgressCallback, check_cancel
 from quant.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
-from quant.units import human_bytes
+from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -628,7 +628,7 @@ def _sort_key(o: Option, bits: TaskBits, c: _Ctx, best_slow_speed: float) -> tup
 
 
 def _fmt_speed(s: SpeedEstimate) -> str:
-    return f"{s.generation_low:.3g}–{s.generation_high:.3g} tokens/s"
+    return f"{format_rate(s.generation_low)}–{format_rate(s.generation_high)} tokens/s"
 
 
 def _imatrix_reasons(o: Option) -> list[str]:
@@ -678,7 +678,7 @@ def _reasons(o: Option, bits: TaskBits, c: _Ctx, best_fast: Option | None, top: 
     s = o.speed
     r.append(
         f"Generates {_fmt_speed(s)} (bound by {s.generation_bound.value}); reads prompts at "
-        f"about {s.prompt:.0f} tokens/s."
+        f"about {format_rate(s.prompt)} tokens/s."
     )
     if o.quality.kld is not None:
         q = o.quality
@@ -933,8 +933,8 @@ def recommend(
     else:
         top = final[0]
         summary = (
-            f"Run {name} as {top.label} ({top.fit.label}): about {top.speed.generation:.3g} "
-            f"tokens/s at {top.ctx} tokens of context"
+            f"Run {name} as {top.label} ({top.fit.label}): about "
+            f"{format_rate(top.speed.generation)} tokens/s at {top.ctx} tokens of context"
             + (f", {human_bytes(top.vram_bytes)} of GPU memory" if top.vram_bytes else "")
             + (
                 f", {human_bytes(top.ram_bytes)} of RAM."

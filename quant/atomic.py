@@ -19,7 +19,7 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             Path(tmp).unlink()
@@ -47,7 +47,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
         if tmp.exists():
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -78,8 +78,11 @@ BINDING_BYTES_PER_TOKEN = 42
 # Context bookkeeping, graph metadata, thread pool: measured 2.2 MiB on the starter.
 RUNTIME_BASE_BYTES = int(2.2 * MIB)
 # CUDA context, cuBLAS workspace and kernels resident on each NVIDIA GPU in use.
-# Not measured on this project's machines; NVIDIA drivers commonly take 300–500 MiB.
-CUDA_CONTEXT_BYTES = 450 * MIB
+# Measured on an H100 (driver 580, CUDA 13, llama-cpp-python 0.3.36 built for sm_90):
+# device memory in use after loading and answering, less the weights, KV cache and
+# compute buffers, was 698 MiB at 2k, 8k and 32k context, fully and partly offloaded
+# (benchmarks/gpu/offload_check.py). Older GPUs and drivers take somewhat less.
+CUDA_CONTEXT_BYTES = 698 * MIB
 
 
 class KvType(StrEnum):

@@ -78,9 +78,16 @@ DEFAULT_EFFICIENCY: dict[Resource, tuple[float, float, float]] = {
 }
 # A calibrated efficiency is trusted to this much either way.
 CALIBRATED_SPREAD = 0.15
-# Fixed GPU time per token per layer (kernel launches and synchronisation); with it
-# the H100 measurement in llama-cpp-notes.md (1.2B F16, 458 tokens/s) is reproduced.
-GPU_LAYER_OVERHEAD_S = 40e-6
+# Fixed GPU time per token per layer (kernel launches and synchronisation). Measured
+# on an H100 through llama-cpp-python: the starter model (18 layers, Q4_K_M) fully
+# offloaded generates 750–805 tokens/s while its bytes alone would allow ~40,000,
+# i.e. ~65 µs per offloaded layer (benchmarks/gpu/offload_check.py); consistent with
+# the 1.2B F16 model's 458 tokens/s in llama-cpp-notes.md.
+GPU_LAYER_OVERHEAD_S = 65e-6
+# Prompt processing through llama-cpp-python on a GPU has a per-token cost that does
+# not shrink with the model: on an H100, 212 tokens of the 270M starter took
+# 0.18–0.25 s and 513 tokens of a 1.2B F16 model 0.29 s (llama-cpp-notes.md).
+GPU_PROMPT_TOKEN_OVERHEAD_S = 0.6e-3
 # Host-to-GPU copies of CPU-resident weights during prompt processing (llama.cpp
 # offloads large batches' matrix multiplications to the GPU); PCIe 4.0 x16 in practice.
 PCIE_GBPS = 25.0
@@ -674,6 +681,7 @@ def estimate_speed(
                         (w.cpu_flops_prompt / (getattr(e_cc, pick) * cpu_peak), Bound.CPU_COMPUTE)
                     )
             parts.append((t_gpu, Bound.GPU_COMPUTE))
+            parts.append((GPU_PROMPT_TOKEN_OVERHEAD_S, Bound.GPU_OVERHEAD))
         else:
             parts.append((w.cpu_flops_prompt / (getattr(e_cc, pick) * cpu_peak), Bound.CPU_COMPUTE))
         total = sum(p[0] for p in parts)

@@ -11,6 +11,7 @@ import llama_cpp
 
 # isort: split
 import ctypes
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -401,3 +402,18 @@ def test_gguf_types_keep_1d_tensors_and_unknown_types_are_refused() -> None:
 
     with pytest.raises(QuantError, match="not one the memory model plans"):
         plan_tensors(f, LlamaFileType.MXFP4_MOE)
+
+
+def test_vram_prediction_matches_the_h100_measurement(starter_model: Path) -> None:
+    # Recorded on an H100 with a CUDA build (tests/data/measured/, the command is in
+    # the file): device memory in use after loading the starter model's shape and
+    # answering, fully and partly offloaded, at three context lengths.
+    data = json.loads(
+        (Path(__file__).parent / "data/measured/h100_starter_offload.json").read_text()
+    )
+    profile = HardwareProfile.from_dict(data["hardware"])
+    facts = inspect_model(starter_model)
+    for run in data["runs"]:
+        est = estimate_memory(facts, ctx=run["n_ctx"], n_gpu_layers=run["ngl"], profile=profile)
+        measured = run["measured"]["vram_after"]
+        assert abs(sum(est.vram_bytes) / measured - 1) < 0.05, (run["ngl"], run["n_ctx"])

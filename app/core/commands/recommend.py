@@ -14,6 +14,7 @@ from app.core.commands.common import (
 )
 from quant.advisor import Option, Recommendation, Task, recommend
 from quant.memory import KvType
+from quant.units import format_rate
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _speed(o: Option) -> str:
     s = o.speed
-    return f"{s.generation_low:.3g}–{s.generation_high:.3g}"
+    return f"{format_rate(s.generation_low)}–{format_rate(s.generation_high)}"
 
 
 def _kld(o: Option) -> str:
@@ -158,7 +159,7 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
                 human_bytes(o.ram_bytes),
                 human_bytes(o.vram_bytes) if o.vram_bytes else "—",
                 _speed(o),
-                f"{o.speed.prompt:.0f}",
+                format_rate(o.speed.prompt),
                 _kld(o),
                 _top1(o),
             )
