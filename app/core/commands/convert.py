@@ -1,0 +1,224 @@
+"""``quantdesk convert``: a model to calibrated, quantized and measured GGUF files.
+
+SRC is a Hugging Face model folder, a hub repo id (downloaded with resume), or
+an F16/BF16/F32/Q8_0 GGUF. The job runs the engine's pipeline in this process
+(``quant.pipeline.run_pipeline``); the GUI runs the same pipeline in a child
+process (``python -m quant pipeline``), and ``--json-progress`` prints the same
+JSON lines that child writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.core.paths import app_paths
+from quant.errors import Cancelled, QuantError
+from quant.progress import Progress
+from quant.units import human_bytes
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TYPES = "Q4_K_M"
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "convert",
+        help="quantize a model to GGUF types with an importance matrix and measure the loss",
+        description="Turn SRC (an HF folder, a hub repo id, or an F16/BF16/F32/Q8_0 GGUF) into "
+        "GGUF files of the requested types using llama.cpp's mixes: convert to F16 if needed, "
+        "collect an importance matrix on calibration text, quantize each type, and measure "
+        "each file against the full-precision model (KL divergence, perplexity, same top "
+        "token). Every stage is reused on a rerun; outputs appear only when complete.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="HF folder, hub repo id, or GGUF file")
+    parser.add_argument(
+        "--to",
+        default=DEFAULT_TYPES,
+        metavar="TYPES",
+        help=f"comma-separated llama.cpp types (default: {DEFAULT_TYPES}), "
+        "e.g. Q4_K_M,Q5_K_M,IQ4_XS",
+    )
+    parser.add_argument(
+        "--imatrix",
+        default="auto",
+        metavar="auto|none|FILE",
+        help="collect an importance matrix (auto, the default), use none, "
+        "or use FILE (.gguf or legacy .dat)",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE|DIR|self",
+        help="calibration text: a file, a folder of text files, or 'self' "
+        "(the model writes its own); default: the built-in mix",
+    )
+    parser.add_argument(
+        "--eval",
+        dest="eval_text",
+        default=None,
+        metavar="FILE|none",
+        help="evaluation text (default: the held-out part of the built-in "
+        "mix); 'none' skips evaluation",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: the app's models folder)",
+    )
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N calibration chunks (default 128)",
+    )
+    parser.add_argument(
+        "--eval-chunks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N evaluation chunks (default 16)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=512,
+        metavar="TOKENS",
+        help="tokens per calibration and evaluation chunk (default 512)",
+    )
+    parser.add_argument(
+        "--output-type",
+        default=None,
+        metavar="TYPE",
+        help="ggml type for output.weight (e.g. Q8_0); default: llama.cpp's mix",
+    )
+    parser.add_argument(
+        "--embedding-type",
+        default=None,
+        metavar="TYPE",
+        help="ggml type for token_embd.weight (e.g. Q8_0); default: llama.cpp's mix",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores)")
+    parser.add_argument(
+        "--json-progress",
+        action="store_true",
+        help="write progress and the result as JSON lines on stdout",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The engine's JobSpec for parsed arguments."""
+    from quant.pipeline import JobSpec
+    from quant.quantize import parse_file_types
+
+    paths = app_paths()
+    kw: dict[str, Any] = {}
+    if args.chunks is not None:
+        kw["imatrix_chunks"] = args.chunks
+    if args.eval_chunks is not None:
+        kw["eval_chunks"] = args.eval_chunks
+    return JobSpec(
+        source=args.src,
+        types=parse_file_types(args.to),
+        imatrix=args.imatrix,
+        calibration=args.calibration,
+        eval_text=args.eval_text,
+        out_dir=str(Path(args.out).expanduser()) if args.out else str(paths.models_dir),
+        cache_dir=str(paths.cache_dir),
+        threads=args.threads,
+        imatrix_chunk_size=args.chunk_size,
+        output_tensor_type=args.output_type,
+        token_embedding_type=args.embedding_type,
+        eval_chunk_size=args.chunk_size,
+        **kw,
+    )
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.core.runtime import import_llama_first
+
+    import_llama_first()
+    from quant.pipeline import run_pipeline
+
+    spec = spec_from_args(args)
+    if args.json_progress:
+
+        def on_event(name: str, data: dict[str, Any]) -> None:
+            _emit({"stages": data["stages"]} if name == "stages" else {"event": name, **data})
+
+        try:
+            report = run_pipeline(spec, on_progress=lambda p: _emit(p.as_dict()), on_event=on_event)
+        except QuantError as exc:
+            _emit(
+                {
+                    "error": str(exc),
+                    "kind": type(exc).__name__,
+                    **({"cancelled": True} if isinstance(exc, Cancelled) else {}),
+                }
+            )
+            raise
+        _emit({"result": report.as_dict()})
+        return 0
+
+    tty = sys.stderr.isatty()
+    last_stage = [""]
+
+    def show(p: Progress) -> None:
+        if p.stage != last_stage[0]:
+            if tty and last_stage[0]:
+                sys.stderr.write("\n")
+            last_stage[0] = p.stage
+        if tty:
+            frac = f" {100 * p.fraction:3.0f}%" if p.fraction is not None else ""
+            eta = f" ETA {p.eta_s:.0f}s" if p.eta_s else ""
+            sys.stderr.write(f"\r{p.stage}:{frac} {p.message[:70]}{eta}\033[K")
+            sys.stderr.flush()
+
+    report = run_pipeline(spec, on_progress=show)
+    if tty:
+        sys.stderr.write("\n")
+    if args.json:
+        json.dump(report.as_dict(), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    out = sys.stdout
+    out.write(f"{report.model_name}: from {Path(report.base_model).name} ({report.base_type})\n")
+    out.write(
+        f"{'type':<9} {'size':>10} {'bpw':>6} {'imatrix':>7} {'KLD':>9} {'KLD p99':>9} "
+        f"{'PPL':>9} {'top-1':>7}\n"
+    )
+    for o in report.outputs:
+        ev = o.evaluation or {}
+        kld = f"{ev['kld_mean']:.5f}" if ev else "—"
+        p99 = f"{ev['kld_p99']:.4f}" if ev else "—"
+        ppl = f"{ev['perplexity']:.3f}" if ev else "—"
+        top = f"{100 * ev['top1_agreement']:.1f}%" if ev else "—"
+        out.write(
+            f"{o.type:<9} {human_bytes(o.size_bytes):>10} {o.bits_per_weight:>6.2f} "
+            f"{'yes' if o.imatrix else 'no':>7} {kld:>9} {p99:>9} {ppl:>9} {top:>7}\n"
+        )
+    if report.reference:
+        out.write(
+            f"reference PPL {report.reference['perplexity']:.3f} on "
+            f"{report.reference['tokens']} tokens\n"
+        )
+    out.write(f"report: {report.report_path}\nmodel card: {report.card_path}\n")
+    return 0

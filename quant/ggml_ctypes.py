@@ -1,0 +1,273 @@
+"""The few ggml declarations the importance-matrix collector needs, bound with ctypes.
+
+llama-cpp-python binds llama.cpp's C API but not ggml's tensor struct. The
+scheduler's eval callback hands us a ``struct ggml_tensor *``, so this module
+declares that struct (mirroring ``ggml/include/ggml.h`` of the llama.cpp that
+llama-cpp-python bundles) and binds the handful of ggml functions used to read
+a tensor: ``ggml_backend_tensor_get`` (works wherever the tensor lives, GPU
+included), ``ggml_nbytes``, ``ggml_op_name`` and ``ggml_type_name``.
+
+A struct declared by hand silently breaks if upstream changes it, so
+:func:`ggml` checks the layout against the loaded library before first use:
+the struct size against ``ggml_tensor_overhead()`` and the field offsets
+against a tensor created by ggml itself. Op numbers are looked up by name at
+run time, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quant.errors import QuantError
+
+logger = logging.getLogger(__name__)
+
+# Mirrors ggml/include/ggml.h (GGML_MAX_DIMS, GGML_MAX_SRC, GGML_MAX_OP_PARAMS, GGML_MAX_NAME).
+GGML_MAX_DIMS = 4
+GGML_MAX_SRC = 10
+GGML_MAX_OP_PARAMS = 64
+GGML_MAX_NAME = 64
+
+# Mirrors enum ggml_type in ggml/include/ggml.h; these values are fixed by the GGUF format.
+GGML_TYPE_F32 = 0
+GGML_TYPE_F16 = 1
+GGML_TYPE_I32 = 26
+
+# sizeof(struct ggml_object) in ggml/src/ggml.c on 64-bit platforms:
+# size_t offs, size_t size, pointer next, enum type, char padding[4].
+_GGML_OBJECT_SIZE = 2 * ctypes.sizeof(ctypes.c_size_t) + ctypes.sizeof(ctypes.c_void_p) + 4 + 4
+
+
+class GgmlLayoutError(QuantError):
+    """The installed ggml does not match the tensor struct this module declares."""
+
+
+class GgmlTensor(ctypes.Structure):
+    """``struct ggml_tensor`` from ggml/include/ggml.h."""
+
+
+GgmlTensor._fields_ = [
+    ("type", ctypes.c_int),
+    ("buffer", ctypes.c_void_p),
+    ("ne", ctypes.c_int64 * GGML_MAX_DIMS),
+    ("nb", ctypes.c_size_t * GGML_MAX_DIMS),
+    ("op", ctypes.c_int),
+    ("op_params", ctypes.c_int32 * (GGML_MAX_OP_PARAMS // 4)),
+    ("flags", ctypes.c_int32),
+    ("src", ctypes.POINTER(GgmlTensor) * GGML_MAX_SRC),
+    ("view_src", ctypes.POINTER(GgmlTensor)),
+    ("view_offs", ctypes.c_size_t),
+    ("data", ctypes.c_void_p),
+    ("name", ctypes.c_char * GGML_MAX_NAME),
+    ("extra", ctypes.c_void_p),
+    ("padding", ctypes.c_char * 8),
+]
+
+
+class _GgmlInitParams(ctypes.Structure):
+    """``struct ggml_init_params`` from ggml/include/ggml.h."""
+
+    _fields_ = [
+        ("mem_size", ctypes.c_size_t),
+        ("mem_buffer", ctypes.c_void_p),
+        ("no_alloc", ctypes.c_bool),
+    ]
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """What the collector needs to know about one graph tensor, copied out of C memory."""
+
+    name: str
+    type: int
+    op: int
+    ne: tuple[int, int, int, int]
+    nb: tuple[int, int, int, int]
+
+
+def llama_cpp_lib_dir() -> Path:
+    """The folder holding the shared libraries of the installed llama-cpp-python."""
+    import llama_cpp
+
+    return Path(llama_cpp.__file__).resolve().parent / "lib"
+
+
+def _library_candidates(lib_dir: Path) -> list[Path]:
+    if sys.platform == "win32":
+        names = ["ggml-base.dll", "libggml-base.dll"]
+    elif sys.platform == "darwin":
+        names = ["libggml-base.dylib"]
+    else:
+        names = ["libggml-base.so"]
+    return [lib_dir / n for n in names]
+
+
+class Ggml:
+    """The bound ggml functions, loaded from llama-cpp-python's own ``libggml-base``."""
+
+    def __init__(self, lib_dir: Path | None = None) -> None:
+        folder = lib_dir or llama_cpp_lib_dir()
+        path = next((p for p in _library_candidates(folder) if p.exists()), None)
+        if path is None:
+            raise GgmlLayoutError(
+                f"{folder}: libggml-base not found next to llama-cpp-python's libraries; "
+                "reinstall llama-cpp-python (0.3.20 or newer)."
+            )
+        # The library is already loaded by llama_cpp; this returns the same handle.
+        lib = ctypes.CDLL(str(path))
+        self._lib = lib
+        self.path = path
+
+        lib.ggml_op_name.argtypes = [ctypes.c_int]
+        lib.ggml_op_name.restype = ctypes.c_char_p
+        lib.ggml_type_name.argtypes = [ctypes.c_int]
+        lib.ggml_type_name.restype = ctypes.c_char_p
+        lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
+        lib.ggml_nbytes.restype = ctypes.c_size_t
+        lib.ggml_nelements.argtypes = [ctypes.c_void_p]
+        lib.ggml_nelements.restype = ctypes.c_int64
+        lib.ggml_get_name.argtypes = [ctypes.c_void_p]
+        lib.ggml_get_name.restype = ctypes.c_void_p
+        lib.ggml_tensor_overhead.argtypes = []
+        lib.ggml_tensor_overhead.restype = ctypes.c_size_t
+        lib.ggml_backend_tensor_get.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+        ]
+        lib.ggml_backend_tensor_get.restype = None
+        lib.ggml_init.argtypes = [_GgmlInitParams]
+        lib.ggml_init.restype = ctypes.c_void_p
+        lib.ggml_free.argtypes = [ctypes.c_void_p]
+        lib.ggml_free.restype = None
+        lib.ggml_new_tensor_2d.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int64,
+            ctypes.c_int64,
+        ]
+        lib.ggml_new_tensor_2d.restype = ctypes.c_void_p
+
+        self.check_layout()
+        self.op_mul_mat = self.op_by_name("MUL_MAT")
+        self.op_mul_mat_id = self.op_by_name("MUL_MAT_ID")
+
+    # -- checks -------------------------------------------------------------
+
+    def check_layout(self) -> None:
+        """Fail loudly when the declared struct does not match the loaded ggml."""
+        ours = ctypes.sizeof(GgmlTensor)
+        theirs = int(self._lib.ggml_tensor_overhead()) - _GGML_OBJECT_SIZE
+        if ours != theirs:
+            raise GgmlLayoutError(
+                f"{self.path.name}: struct ggml_tensor is {theirs} bytes but Quantdesk "
+                f"declares {ours}; this llama-cpp-python is not supported for imatrix "
+                "collection, install the version pinned in pyproject.toml."
+            )
+        params = _GgmlInitParams(
+            mem_size=4 * int(self._lib.ggml_tensor_overhead()), mem_buffer=None, no_alloc=True
+        )
+        ctx = self._lib.ggml_init(params)
+        if not ctx:
+            raise GgmlLayoutError("ggml_init failed while checking the tensor layout.")
+        try:
+            ptr = self._lib.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 3, 5)
+            t = ctypes.cast(ptr, ctypes.POINTER(GgmlTensor)).contents
+            name_addr = int(self._lib.ggml_get_name(ptr))
+            ok = (
+                t.type == GGML_TYPE_F32
+                and tuple(t.ne) == (3, 5, 1, 1)
+                and tuple(t.nb)[:2] == (4, 12)
+                and name_addr == ctypes.addressof(t) + GgmlTensor.name.offset
+                and int(self._lib.ggml_nelements(ptr)) == 15
+            )
+        finally:
+            self._lib.ggml_free(ctx)
+        if not ok:
+            raise GgmlLayoutError(
+                f"{self.path.name}: the fields of struct ggml_tensor moved; this "
+                "llama-cpp-python is not supported for imatrix collection."
+            )
+
+    def op_by_name(self, name: str) -> int:
+        """The number of ggml op ``name`` (e.g. ``"MUL_MAT"``) in the loaded library.
+
+        ``ggml_op_name`` does not bounds-check, so the scan stops at the first
+        match; the ops we look up sit early in the enum in every ggml version.
+        """
+        target = name.encode()
+        for op in range(1, 96):
+            if self._lib.ggml_op_name(op) == target:
+                return op
+        raise GgmlLayoutError(f"ggml op {name} not found in {self.path.name}.")
+
+    # -- reading tensors ----------------------------------------------------
+
+    def op_name(self, op: int) -> str:
+        raw = self._lib.ggml_op_name(op)
+        return raw.decode() if raw else "?"
+
+    def type_name(self, type_: int) -> str:
+        raw = self._lib.ggml_type_name(type_)
+        return raw.decode() if raw else "?"
+
+    @staticmethod
+    def view(ptr: ctypes._Pointer[GgmlTensor]) -> TensorView:
+        t = ptr.contents
+        ne = tuple(int(v) for v in t.ne)
+        nb = tuple(int(v) for v in t.nb)
+        return TensorView(
+            name=t.name.decode("utf-8", "replace"),
+            type=int(t.type),
+            op=int(t.op),
+            ne=(ne[0], ne[1], ne[2], ne[3]),
+            nb=(nb[0], nb[1], nb[2], nb[3]),
+        )
+
+    def read(self, ptr: ctypes._Pointer[GgmlTensor], dtype: type[np.generic]) -> np.ndarray:
+        """Copy a tensor's data to host memory as an array of shape ``(ne3, ne2, ne1, ne0)``.
+
+        The copy goes through ``ggml_backend_tensor_get``, which handles host
+        and device buffers alike; strides (``nb``) are honoured, so views and
+        permuted tensors read correctly.
+        """
+        t = ptr.contents
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        nbytes = int(self._lib.ggml_nbytes(addr))
+        raw = np.empty(nbytes, dtype=np.uint8)
+        if nbytes:
+            self._lib.ggml_backend_tensor_get(addr, raw.ctypes.data, 0, nbytes)
+        itemsize = np.dtype(dtype).itemsize
+        if int(t.nb[0]) != itemsize:
+            raise GgmlLayoutError(
+                f"tensor {t.name.decode(errors='replace')}: element stride {t.nb[0]} is not "
+                f"{itemsize}; only plain float/int tensors can be read."
+            )
+        shape = (int(t.ne[3]), int(t.ne[2]), int(t.ne[1]), int(t.ne[0]))
+        strides = (int(t.nb[3]), int(t.nb[2]), int(t.nb[1]), int(t.nb[0]))
+        return np.lib.stride_tricks.as_strided(
+            raw.view(dtype),
+            shape=shape,
+            strides=strides,
+            writeable=False,
+        )
+
+
+_instances: dict[str, Ggml] = {}
+_lock = threading.Lock()
+
+
+def ggml() -> Ggml:
+    """The process-wide :class:`Ggml`, loaded and checked on first use."""
+    with _lock:
+        if "lib" not in _instances:
+            _instances["lib"] = Ggml()
+        return _instances["lib"]

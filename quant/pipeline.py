@@ -1,0 +1,858 @@
+"""One job from a model to calibrated, quantized, measured GGUF files.
+
+``run_pipeline(spec)`` takes a source (an HF folder, a hub repo id, or an
+F16/BF16/F32/Q8_0 GGUF) and target types, and runs these stages:
+
+1. **prepare**: download (hub id, resumable, into the standard HF cache) and
+   convert to F16 GGUF (HF input, through :func:`quant.convert.convert_hf`);
+   a GGUF input is used in place. Free disk space is checked for every output
+   (sizes from llama.cpp's dry run) before anything is written.
+2. **imatrix**: collected on the calibration text, cached under the app cache
+   by model fingerprint + calibration hash (skipped for ``imatrix="none"``,
+   loaded for a file).
+3. **quantize T** for each type, with llama.cpp's mixes.
+4. **evaluate T** for each type against the reference model's logits on the
+   held-out text (reference computed once, cached).
+5. **report**: ``<name>-report.json`` and a Markdown model card.
+
+Every stage's result is reused on a rerun: the imatrix and reference from the
+cache, quantized files when their recorded source and imatrix match, and
+evaluations from the cache. Outputs appear whole or not at all; a job that
+runs in a child process (``python -m quant pipeline``) is cancelled by ending
+that process, and the files it was writing are listed through ``on_event``
+("writing") so the parent can remove them if the child is killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import inspect
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from quant.atomic import atomic_write_text
+from quant.calibration import (
+    CalibrationSet,
+    Split,
+    default_mix,
+    from_path,
+    self_generated,
+)
+from quant.errors import InsufficientResourcesError, QuantError
+from quant.facts.ggml_types import GGMLType, LlamaFileType
+from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
+from quant.quantize import QuantizeOptions
+from quant.units import human_bytes
+
+logger = logging.getLogger(__name__)
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+"""(event name, data): "stages", "writing", "written", "stage_done"."""
+
+REPORT_VERSION = 1
+# Types for which an importance matrix changes nothing (llama.cpp ignores it).
+_NO_IMATRIX_TYPES = {LlamaFileType.F32, LlamaFileType.F16, LlamaFileType.BF16, LlamaFileType.Q8_0}
+_BASE_TYPES = {GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0}
+_DISK_MARGIN = 64 * 2**20
+
+# Keys Quantdesk writes into each quantized file, to recognise its own outputs on a rerun.
+KEY_SOURCE = "quantdesk.source_fingerprint"
+KEY_IMATRIX = "quantdesk.imatrix_key"
+KEY_CALIBRATION = "quantdesk.calibration"
+KEY_OPTIONS = "quantdesk.options"
+
+
+def _ggml_type(name: str | None) -> GGMLType | None:
+    if not name:
+        return None
+    try:
+        return GGMLType.from_name(name)
+    except ValueError:
+        raise QuantError(
+            f"unknown tensor type {name!r}; use a ggml type such as Q8_0 or F16."
+        ) from None
+
+
+class SourceKind(StrEnum):
+    GGUF = "gguf"
+    HF_FOLDER = "hf-folder"
+    HUB = "hub"
+
+
+class ImatrixMode(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    FILE = "file"
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def classify_source(source: str) -> SourceKind:
+    """What ``source`` names: a GGUF file, an HF folder, or a hub repo id."""
+    p = Path(source).expanduser()
+    if p.is_file():
+        if p.suffix.lower() != ".gguf" and p.open("rb").read(4) != b"GGUF":
+            raise QuantError(f"{p.name}: not a GGUF file; pass a .gguf, an HF folder or a repo id.")
+        return SourceKind.GGUF
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise QuantError(
+                f"{p}: a folder without config.json; pass a Hugging Face model folder."
+            )
+        return SourceKind.HF_FOLDER
+    if source.lower().endswith(".gguf"):
+        raise QuantError(f"{source}: no such GGUF file; check the path.")
+    if _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        return SourceKind.HUB
+    raise QuantError(f"{source}: no such file or folder, and not a hub repo id (owner/name).")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a conversion job needs; JSON-serialisable for the child process."""
+
+    source: str
+    types: tuple[LlamaFileType, ...]
+    imatrix: str = "auto"  # "auto" | "none" | path to an imatrix file
+    calibration: str | None = None  # None: default mix | "self" | file or folder
+    eval_text: str | None = None  # None: held-out mix | file | "none" to skip evaluation
+    out_dir: str | None = None
+    cache_dir: str | None = None
+    imatrix_chunk_size: int = 512
+    imatrix_chunks: int | None = 128
+    eval_chunk_size: int = 512
+    eval_chunks: int | None = 16
+    self_tokens: int = 8192
+    threads: int | None = None
+    revision: str | None = None  # hub revision
+    # ggml type names ("Q8_0", "F16") for output.weight / token_embd.weight; None: llama.cpp's mix
+    output_tensor_type: str | None = None
+    token_embedding_type: str | None = None
+
+    def quantize_options(
+        self, file_type: LlamaFileType, metadata: dict[str, str | int | float | bool] | None = None
+    ) -> QuantizeOptions:
+        """The options every output of this job is quantized with."""
+        return QuantizeOptions(
+            file_type,
+            output_tensor_type=_ggml_type(self.output_tensor_type),
+            token_embedding_type=_ggml_type(self.token_embedding_type),
+            threads=self.threads,
+            metadata=dict(metadata or {}),
+        )
+
+    @property
+    def options_key(self) -> str:
+        """What besides the type and imatrix decides an output's content."""
+        return f"output={self.output_tensor_type or '-'},embd={self.token_embedding_type or '-'}"
+
+    @property
+    def imatrix_mode(self) -> ImatrixMode:
+        if self.imatrix == "auto":
+            return ImatrixMode.AUTO
+        if self.imatrix == "none":
+            return ImatrixMode.NONE
+        return ImatrixMode.FILE
+
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_text != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["types"] = [t.name for t in self.types]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        from quant.quantize import parse_file_type
+
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["types"] = tuple(parse_file_type(str(t)) for t in data.get("types", ()))
+        return cls(**fields)
+
+
+def plan_stages(spec: JobSpec) -> list[str]:
+    """The stage names a job will report, in order (for a stage list in the UI)."""
+    stages = ["prepare"]
+    if uses_imatrix(spec):
+        stages.append("imatrix")
+    stages += [f"quantize {t.name}" for t in spec.types]
+    if spec.evaluates:
+        stages.append("reference")
+        stages += [f"evaluate {t.name}" for t in spec.types]
+    stages.append("report")
+    return stages
+
+
+def uses_imatrix(spec: JobSpec) -> bool:
+    if spec.imatrix_mode is ImatrixMode.NONE:
+        return False
+    return any(t not in _NO_IMATRIX_TYPES for t in spec.types)
+
+
+@dataclass(frozen=True)
+class TypeReport:
+    type: str
+    path: str
+    size_bytes: int
+    bits_per_weight: float
+    imatrix: bool
+    reused: bool
+    seconds: float
+    evaluation: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "bits_per_weight": round(self.bits_per_weight, 4),
+            "imatrix": self.imatrix,
+            "reused": self.reused,
+            "seconds": round(self.seconds, 2),
+            "evaluation": self.evaluation,
+        }
+
+
+@dataclass(frozen=True)
+class JobReport:
+    source: str
+    source_kind: str
+    model_name: str
+    base_model: str
+    base_type: str
+    parameters: int
+    calibration: dict[str, Any] | None
+    imatrix: dict[str, Any] | None
+    evaluation_text: dict[str, Any] | None
+    reference: dict[str, Any] | None
+    outputs: tuple[TypeReport, ...]
+    tools: dict[str, str]
+    seconds: float
+    report_path: str = ""
+    card_path: str = ""
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "model_name": self.model_name,
+            "base_model": self.base_model,
+            "base_type": self.base_type,
+            "parameters": self.parameters,
+            "calibration": self.calibration,
+            "imatrix": self.imatrix,
+            "evaluation_text": self.evaluation_text,
+            "reference": self.reference,
+            "outputs": [o.as_dict() for o in self.outputs],
+            "tools": self.tools,
+            "seconds": round(self.seconds, 2),
+            "report_path": self.report_path,
+            "card_path": self.card_path,
+            "created": self.created,
+        }
+
+
+# -- in-flight files (removed if the process is told to stop) -------------------
+
+_inflight_lock = threading.Lock()
+_inflight: set[Path] = set()
+
+
+def inflight_partials() -> list[Path]:
+    with _inflight_lock:
+        return sorted(_inflight)
+
+
+def remove_partials(paths: list[Path] | None = None, *, from_signal: bool = False) -> None:
+    """Delete half-written outputs (default: every one this process has in flight).
+
+    ``from_signal``: called from a signal handler, which may have interrupted this
+    thread while it held a lock, so take no lock and log nothing.
+    """
+    if paths is None:
+        if from_signal:
+            try:
+                paths = list(_inflight)
+            except RuntimeError:  # changed while copying; a second try sees it settled
+                paths = list(_inflight)
+        else:
+            paths = inflight_partials()
+    for p in paths:
+        try:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError as exc:
+            if not from_signal:
+                logger.warning("could not remove partial output %s: %s", p, exc)
+
+
+@contextlib.contextmanager
+def _producing(partial: Path, on_event: EventCallback | None) -> Iterator[None]:
+    with _inflight_lock:
+        _inflight.add(partial)
+    if on_event is not None:
+        on_event("writing", {"path": str(partial)})
+    try:
+        yield
+    finally:
+        with _inflight_lock:
+            _inflight.discard(partial)
+
+
+def _partial_of(path: Path) -> Path:
+    # The temp name quant.atomic.atomic_output uses.
+    return path.with_name(f".{path.name}.partial")
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def default_dirs() -> tuple[Path, Path]:
+    """(models folder, cache folder) of the app (``QUANTDESK_HOME`` honoured)."""
+    import os
+
+    from platformdirs import user_cache_dir, user_data_dir
+
+    home = os.environ.get("QUANTDESK_HOME")
+    if home:
+        return Path(home) / "data" / "models", Path(home) / "cache"
+    return (
+        Path(user_data_dir("Quantdesk", appauthor=False)) / "models",
+        Path(user_cache_dir("Quantdesk", appauthor=False)),
+    )
+
+
+def tool_versions() -> dict[str, str]:
+    import quant
+
+    out = {"quantdesk": quant.__version__}
+    for dist in ("llama_cpp_python", "gguf", "numpy", "huggingface_hub"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[dist] = importlib.metadata.version(dist)
+    with contextlib.suppress(Exception):
+        import llama_cpp
+
+        raw = llama_cpp.llama_print_system_info()
+        if raw:
+            out["llama_cpp_system"] = raw.decode(errors="replace").strip()[:200]
+    return out
+
+
+_TYPE_SUFFIX = re.compile(r"[-_.](f16|bf16|f32|fp16|fp32|q8_0)$", re.IGNORECASE)
+
+
+def model_name_for(source: str, kind: SourceKind) -> str:
+    if kind is SourceKind.HUB:
+        return source.rsplit("/", maxsplit=1)[-1]
+    p = Path(source)
+    name = p.stem if kind is SourceKind.GGUF else p.name
+    return _TYPE_SUFFIX.sub("", name) or name
+
+
+class _Stage:
+    """Wraps on_progress with a stage name and reports it done."""
+
+    def __init__(
+        self, name: str, on_progress: ProgressCallback | None, on_event: EventCallback | None
+    ) -> None:
+        self.name = name
+        self._p = on_progress
+        self._e = on_event
+
+    def progress(self, p: Progress) -> None:
+        if self._p is not None:
+            self._p(replace(p, stage=self.name))
+
+    def note(self, message: str, done: int = 0, total: int = 0) -> None:
+        if self._p is not None:
+            self._p(Progress(self.name, done, total, message))
+
+    def done(self, message: str, **data: Any) -> None:
+        if self._p is not None:
+            self._p(Progress(self.name, 1, 1, message, eta_s=0.0))
+        if self._e is not None:
+            self._e("stage_done", {"stage": self.name, "message": message, **data})
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """Download a hub model's weights, config and tokenizer (resumable, HF cache)."""
+    from huggingface_hub import snapshot_download
+
+    from quant.errors import HubError
+
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=[
+                "*.json",
+                "*.safetensors",
+                "*.model",
+                "*.txt",
+                "*.tiktoken",
+                "tokenizer*",
+                "*.md",
+            ],
+        )
+    except Exception as exc:  # the hub library raises many types; report one sentence
+        raise HubError(
+            f"{repo_id}: download failed ({type(exc).__name__}: {exc}); check the repo id "
+            "and your connection (downloads resume where they stopped)."
+        ) from exc
+    return Path(folder)
+
+
+def _convert(
+    src: Path, out: Path, on_progress: ProgressCallback | None, cancel: CancelToken | None
+) -> Path:
+    try:
+        from quant.convert import convert_hf
+    except ImportError as exc:
+        raise QuantError(
+            f"{src.name}: converting Hugging Face folders is not available in this build "
+            f"({exc}); convert to GGUF first and pass the .gguf file."
+        ) from exc
+    kwargs: dict[str, Any] = {"outtype": "f16"}
+    params = inspect.signature(convert_hf).parameters
+    if "on_progress" in params:
+        kwargs["on_progress"] = on_progress
+    if "cancel" in params:
+        kwargs["cancel"] = cancel
+    result = convert_hf(src, out, **kwargs)
+    return Path(getattr(result, "output", out))
+
+
+def _check_disk(folder: Path, needed: int, what: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed + _DISK_MARGIN > free:
+        raise InsufficientResourcesError(
+            f"{folder}: {what} needs {human_bytes(needed)} but only {human_bytes(free)} is free; "
+            "free some space or choose another output folder."
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+# -- the job ---------------------------------------------------------------------
+
+
+def run_pipeline(
+    spec: JobSpec,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    on_event: EventCallback | None = None,
+) -> JobReport:
+    """Run the whole job; see the module docstring. Returns the report (also on disk)."""
+    from quant.dequantize import read_gguf
+    from quant.evaluate import model_fingerprint
+    from quant.imatrix import ImatrixData, collect_imatrix, load_imatrix
+    from quant.quantize import (
+        ImatrixRequiredError,
+        imatrix_refusal,
+        plan_quantization,
+        quantize,
+        requires_imatrix,
+    )
+
+    started = time.monotonic()
+    if not spec.types:
+        raise QuantError("no target types given; pass e.g. --to Q4_K_M.")
+    default_out, default_cache = default_dirs()
+    out_dir = Path(spec.out_dir).expanduser() if spec.out_dir else default_out
+    cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache
+    mode = spec.imatrix_mode
+    if mode is ImatrixMode.NONE:
+        refused = [t for t in spec.types if requires_imatrix(t)]
+        if refused:
+            raise ImatrixRequiredError(imatrix_refusal(refused[0]))
+    if on_event is not None:
+        on_event("stages", {"stages": plan_stages(spec)})
+
+    # 1. prepare -----------------------------------------------------------------
+    kind = classify_source(spec.source)
+    name = model_name_for(spec.source, kind)
+    st = _Stage("prepare", on_progress, on_event)
+    if kind is SourceKind.GGUF:
+        base = Path(spec.source).expanduser().resolve()
+    else:
+        folder = Path(spec.source).expanduser()
+        if kind is SourceKind.HUB:
+            st.note(f"downloading {spec.source}")
+            check_cancel(cancel)
+            folder = _download(spec.source, spec.revision)
+        check_cancel(cancel)
+        shards = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+        # F16 is at most the checkpoint's size for BF16/F16 checkpoints, half of F32 ones.
+        _check_disk(cache_dir, shards, "the F16 conversion")
+        key = model_fingerprint_dir(folder)
+        base = cache_dir / "f16" / f"{name}-{key}-F16.gguf"
+        if not base.exists():
+            st.note(f"converting {folder.name} to F16 GGUF")
+            with _producing(_partial_of(base), on_event):
+                _convert(folder, base, st.progress, cancel)
+    info = read_gguf(base)
+    odd = sorted(
+        {
+            t.type_name
+            for t in info.tensors
+            if len(t.shape) > 1 and t.type not in {int(x) for x in _BASE_TYPES}
+        }
+    )
+    if odd:
+        raise QuantError(
+            f"{base.name} is already quantized ({', '.join(odd)}); start from an F16, BF16, F32 "
+            "or Q8_0 model so the new types are not built on an earlier loss."
+        )
+    base_type = info.file_type.name if info.file_type is not None else "unknown"
+    fingerprint = model_fingerprint(base)
+
+    # Plan every output (exact sizes) and check the disk before writing anything.
+    plans = {}
+    for t in spec.types:
+        check_cancel(cancel)
+        st.note(f"planning {t.name}")
+        plans[t] = plan_quantization(base, spec.quantize_options(t))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {t: out_dir / f"{name}-{t.name}.gguf" for t in spec.types}
+    pending = sum(plans[t].size_bytes for t in spec.types if not outputs[t].exists())
+    _check_disk(out_dir, pending, f"writing {len(spec.types)} file(s)")
+    if spec.evaluates:
+        from quant.evaluate import DEFAULT_MAX_BYTES
+
+        # Reference log-probabilities are bounded by this budget (see quant.evaluate).
+        _check_disk(cache_dir, DEFAULT_MAX_BYTES, "caching the reference logits")
+    st.done(
+        f"{base.name}: {base_type}, {info.n_parameters:,} parameters",
+        base=str(base),
+        base_type=base_type,
+    )
+
+    # 2. imatrix -----------------------------------------------------------------
+    imatrix: ImatrixData | None = None
+    imatrix_key = "none"
+    calibration: CalibrationSet | None = None
+    if uses_imatrix(spec):
+        st = _Stage("imatrix", on_progress, on_event)
+        if mode is ImatrixMode.FILE:
+            imatrix = load_imatrix(Path(spec.imatrix).expanduser())
+            imatrix_key = f"file:{Path(spec.imatrix).name}"
+            st.done(
+                f"loaded {Path(spec.imatrix).name} ({len(imatrix.entries)} entries)",
+                **imatrix.summary(),
+            )
+        else:
+            calibration = _calibration(spec, base, fingerprint, cache_dir, st=st, cancel=cancel)
+            imatrix_key = (
+                f"{fingerprint[:16]}-{calibration.sha256[:16]}-"
+                f"{spec.imatrix_chunk_size}-{spec.imatrix_chunks}"
+            )
+            im_path = cache_dir / "imatrix" / f"{name}-{imatrix_key}.imatrix.gguf"
+            if im_path.exists():
+                imatrix = load_imatrix(im_path)
+                st.done(f"reused {im_path.name}", reused=True, **imatrix.summary())
+            else:
+                imatrix = collect_imatrix(
+                    base,
+                    calibration,
+                    chunk_size=spec.imatrix_chunk_size,
+                    max_chunks=spec.imatrix_chunks,
+                    threads=spec.threads,
+                    on_progress=st.progress,
+                    cancel=cancel,
+                )
+                with _producing(_partial_of(im_path), on_event):
+                    imatrix.save(im_path)
+                imatrix = imatrix.with_source(im_path.name)
+                st.done(
+                    f"{imatrix.chunk_count} chunks, {imatrix.tokens} tokens in "
+                    f"{imatrix.seconds:.0f} s",
+                    reused=False,
+                    **imatrix.summary(),
+                )
+
+    # 3. quantize ----------------------------------------------------------------
+    results: dict[LlamaFileType, TypeReport] = {}
+    for t in spec.types:
+        st = _Stage(f"quantize {t.name}", on_progress, on_event)
+        check_cancel(cancel)
+        use_im = imatrix if t not in _NO_IMATRIX_TYPES else None
+        key = imatrix_key if use_im is not None else "none"
+        dst = outputs[t]
+        if _is_our_output(dst, fingerprint, key, spec.options_key):
+            size = dst.stat().st_size
+            results[t] = TypeReport(
+                t.name,
+                str(dst),
+                size,
+                8.0 * size / info.n_parameters,
+                use_im is not None,
+                True,
+                0.0,
+            )
+            st.done(f"reused {dst.name}", path=str(dst), reused=True)
+            continue
+        meta: dict[str, str | int | float | bool] = {
+            KEY_SOURCE: fingerprint,
+            KEY_IMATRIX: key,
+            KEY_OPTIONS: spec.options_key,
+        }
+        if use_im is not None and calibration is not None:
+            meta[KEY_CALIBRATION] = calibration.name
+        options = spec.quantize_options(t, meta)
+        with _producing(_partial_of(dst), on_event):
+            r = quantize(base, dst, options, imatrix=use_im, on_progress=st.progress, cancel=cancel)
+        results[t] = TypeReport(
+            t.name, str(dst), r.size_bytes, r.bits_per_weight, use_im is not None, False, r.seconds
+        )
+        if on_event is not None:
+            on_event("written", {"path": str(dst)})
+        st.done(
+            f"{dst.name}: {human_bytes(r.size_bytes)}, {r.bits_per_weight:.2f} bpw",
+            path=str(dst),
+            reused=False,
+        )
+
+    # 4. evaluate ----------------------------------------------------------------
+    reference_info: dict[str, Any] | None = None
+    eval_text_info: dict[str, Any] | None = None
+    if spec.evaluates:
+        from quant.evaluate import (
+            DEFAULT_MAX_BYTES,
+            DEFAULT_TOP_K,
+            compute_reference,
+            evaluate,
+            partial_path,
+            reference_cache_path,
+        )
+
+        text = default_mix(Split.HELD_OUT) if spec.eval_text is None else from_path(spec.eval_text)
+        eval_text_info = text.as_dict()
+        st = _Stage("reference", on_progress, on_event)
+        ref_dir = cache_dir / "reference"
+        ref_path = reference_cache_path(
+            ref_dir,
+            base,
+            text,
+            chunk_size=spec.eval_chunk_size,
+            max_chunks=spec.eval_chunks,
+            top_k=DEFAULT_TOP_K,
+            max_bytes=DEFAULT_MAX_BYTES,
+        )
+        with _producing(partial_path(ref_path), on_event):
+            reference = compute_reference(
+                base,
+                text,
+                chunk_size=spec.eval_chunk_size,
+                max_chunks=spec.eval_chunks,
+                cache_dir=ref_dir,
+                threads=spec.threads,
+                on_progress=st.progress,
+                cancel=cancel,
+            )
+        reference_info = {
+            "model": base.name,
+            "perplexity": round(reference.perplexity, 4),
+            "tokens": reference.n_scored,
+            "chunks": len(reference.tokens),
+            "chunk_size": reference.chunk_size,
+            "seconds": round(reference.seconds, 2),
+        }
+        st.done(
+            f"reference PPL {reference.perplexity:.3f} on {reference.n_scored} tokens",
+            **reference_info,
+        )
+        for t in spec.types:
+            st = _Stage(f"evaluate {t.name}", on_progress, on_event)
+            check_cancel(cancel)
+            dst = outputs[t]
+            ev_path = cache_dir / "eval" / f"{model_fingerprint(dst)}-{ref_path.name}.json"
+            cached = _read_json(ev_path)
+            if cached is not None:
+                ev = cached
+                st.done(f"reused evaluation of {dst.name}", reused=True, **ev)
+            else:
+                ev = evaluate(
+                    dst, reference, threads=spec.threads, on_progress=st.progress, cancel=cancel
+                ).as_dict()
+                atomic_write_text(ev_path, json.dumps(ev, indent=2))
+                st.done(
+                    f"KLD {ev['kld_mean']:.4f}, top-1 {100 * ev['top1_agreement']:.1f}%",
+                    reused=False,
+                    **ev,
+                )
+            results[t] = replace(results[t], evaluation=ev)
+
+    # 5. report ------------------------------------------------------------------
+    st = _Stage("report", on_progress, on_event)
+    check_cancel(cancel)
+    report = JobReport(
+        source=spec.source,
+        source_kind=kind.value,
+        model_name=name,
+        base_model=str(base),
+        base_type=base_type,
+        parameters=info.n_parameters,
+        calibration=calibration.as_dict() if calibration is not None else None,
+        imatrix=({**imatrix.summary(), "key": imatrix_key} if imatrix is not None else None),
+        evaluation_text=eval_text_info,
+        reference=reference_info,
+        outputs=tuple(results[t] for t in spec.types),
+        tools=tool_versions(),
+        seconds=time.monotonic() - started,
+        report_path=str(out_dir / f"{name}-report.json"),
+        card_path=str(out_dir / f"{name}-README.md"),
+    )
+    atomic_write_text(Path(report.report_path), json.dumps(report.as_dict(), indent=2))
+    atomic_write_text(Path(report.card_path), model_card(report))
+    st.done(f"report {Path(report.report_path).name}", report=report.report_path)
+    return report
+
+
+def model_fingerprint_dir(folder: Path) -> str:
+    """A cache key for an HF folder: names, sizes and modification times of its files."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            s = p.stat()
+            h.update(f"{p.name}|{s.st_size}|{int(s.st_mtime)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _is_our_output(path: Path, fingerprint: str, imatrix_key: str, options_key: str) -> bool:
+    """Whether ``path`` is a finished output of this same source and imatrix."""
+    if not path.exists():
+        return False
+    from quant.dequantize import read_gguf
+
+    try:
+        info = read_gguf(path)
+    except QuantError:
+        return False
+    return bool(
+        info.get(KEY_SOURCE) == fingerprint
+        and info.get(KEY_IMATRIX) == imatrix_key
+        and info.get(KEY_OPTIONS) == options_key
+    )
+
+
+def _calibration(
+    spec: JobSpec,
+    base: Path,
+    fingerprint: str,
+    cache_dir: Path,
+    *,
+    st: _Stage,
+    cancel: CancelToken | None,
+) -> CalibrationSet:
+    if spec.calibration is None or spec.calibration == "default":
+        return default_mix()
+    if spec.calibration != "self":
+        return from_path(spec.calibration)
+    cached = cache_dir / "calibration" / f"self-{fingerprint[:16]}-{spec.self_tokens}.json"
+    if cached.exists():
+        with contextlib.suppress(QuantError):
+            return CalibrationSet.load(cached)
+    cal = self_generated(
+        base,
+        n_tokens=spec.self_tokens,
+        threads=spec.threads,
+        on_progress=st.progress,
+        cancel=cancel,
+    )
+    cal.save(cached)
+    return cal
+
+
+# -- the model card -------------------------------------------------------------------
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def model_card(report: JobReport) -> str:
+    """A short Markdown model card: what was made, how, and what it cost in quality."""
+    lines = [
+        f"# {report.model_name} — GGUF quantizations",
+        "",
+        f"Made by Quantdesk {report.tools.get('quantdesk', '')} from "
+        f"`{Path(report.base_model).name}` ({report.base_type}, {report.parameters:,} "
+        f"parameters) with llama.cpp (llama-cpp-python "
+        f"{report.tools.get('llama_cpp_python', '?')}).",
+        "",
+        "| type | size | bits/weight | imatrix | KLD mean | KLD p99 | PPL | ΔPPL "
+        "| same top token |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o in report.outputs:
+        ev = o.evaluation or {}
+        top1 = ev.get("top1_agreement")
+        lines.append(
+            f"| {o.type} | {human_bytes(o.size_bytes)} | {o.bits_per_weight:.2f} | "
+            f"{'yes' if o.imatrix else 'no'} | {_fmt(ev.get('kld_mean'))} | "
+            f"{_fmt(ev.get('kld_p99'))} | {_fmt(ev.get('perplexity'), 3)} | "
+            f"{_fmt(ev.get('delta_perplexity'), 3)} | "
+            f"{'—' if top1 is None else f'{100 * top1:.1f}%'} |"
+        )
+    lines.append("")
+    if report.imatrix is not None:
+        cal = report.calibration
+        lines.append(
+            f"Importance matrix: {report.imatrix.get('chunks')} chunks of "
+            f"{report.imatrix.get('chunk_size')} tokens"
+            + (
+                f" from {cal['name']} ({cal['documents']} documents, "
+                f"sha256 {str(cal['sha256'])[:12]}…)"
+                if cal
+                else f" from {report.imatrix.get('file')}"
+            )
+            + "."
+        )
+    else:
+        lines.append("No importance matrix was used.")
+    if report.reference is not None and report.evaluation_text is not None:
+        lines.append(
+            f"Quality measured against `{report.reference['model']}` (PPL "
+            f"{report.reference['perplexity']:.3f}) on {report.reference['tokens']} tokens of "
+            f"{report.evaluation_text['name']}: KL divergence of the next-token "
+            "distributions (mean and 99th percentile), perplexity and the share of "
+            "positions where both models rank the same token first."
+        )
+    lines += [
+        "",
+        "Tools: "
+        + ", ".join(f"{k} {v}" for k, v in report.tools.items() if k != "llama_cpp_system"),
+        "",
+    ]
+    return "\n".join(lines)
