@@ -19,11 +19,31 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+            # mkstemp makes the file private (0600); give it the mode an ordinary
+            # write would: the old file's, else 0644 less the process umask.
+            os.fchmod(fh.fileno(), _target_mode(path))
         Path(tmp).replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             Path(tmp).unlink()
         raise
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before threads.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _target_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o644 & ~_UMASK
 
 
 def atomic_write_text(path: Path, text: str) -> None:

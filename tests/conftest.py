@@ -15,8 +15,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture(autouse=True)
-def quantdesk_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-                   ) -> Iterator[Path]:
+def quantdesk_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Keep settings, history, caches and logs of each test in a fresh folder."""
     home = tmp_path_factory.mktemp("qdhome")
     monkeypatch.setenv("QUANTDESK_HOME", str(home))

@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(code: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=True,
     )
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -40,6 +44,24 @@ print(json.dumps({"modules": names, "qt": qt}))
     result = _run(code)
     assert result["qt"] == [], f"Qt pulled in below the UI layer: {result['qt']}"
     assert len(result["modules"]) >= 10  # type: ignore[arg-type]
+
+
+def test_job_entry_point_imports_llama_cpp_before_gguf() -> None:
+    # The child process that runs conversion, imatrix and quantization jobs loads
+    # models too; on an H100 the reverse order crashed its first load.
+    code = """
+import json, runpy, sys
+sys.argv = ["quant", "--help"]
+try:
+    runpy.run_module("quant", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+import gguf
+mods = list(sys.modules)
+print(json.dumps({"llama": mods.index("llama_cpp"), "gguf": mods.index("gguf")}))
+"""
+    result = _run(code)
+    assert result["llama"] < result["gguf"]  # type: ignore[operator]
 
 
 def test_entry_point_imports_llama_cpp_before_gguf() -> None:

@@ -21,7 +21,7 @@ from quant.errors import Cancelled, QuantError
 logger = logging.getLogger(__name__)
 
 # Order is the order in --help.
-COMMANDS = ("hw", "inspect", "recommend", "chat", "convert_hf", "models")
+COMMANDS = ("hw", "inspect", "recommend", "convert", "convert_hf", "chat", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

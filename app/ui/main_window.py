@@ -252,7 +252,9 @@ class MainWindow(QMainWindow):
     def _make_convert_page(self) -> QWidget:
         try:
             module = importlib.import_module("app.ui.pages.convert_page")
-            page: QWidget = module.ConvertPage(self.settings)
+            convert = module.ConvertPage(self.settings)
+            convert.chat_requested.connect(self.open_chat)
+            page: QWidget = convert
         except Exception as exc:  # a page that fails to build must not take the window down
             logger.exception("convert page could not be built")
             return UnavailablePage(

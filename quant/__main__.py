@@ -1,0 +1,337 @@
+"""Child-process entry of the engine: ``python -m quant JOB …``.
+
+Long jobs run in their own process so Cancel really stops them, memory returns
+to the system when they end, and a native crash cannot take the window down.
+
+Jobs are registered in :data:`COMMANDS`: name → ``"module"`` or
+``"module:attribute"``, where the module (or attribute) has
+``add_arguments(parser)`` and ``run(args) -> int``. Adding a job is one line.
+
+With ``--json-progress`` a job writes one JSON object per line on stdout and
+nothing else:
+
+* progress: ``{"stage", "done", "total", "message", "bytes_done", "bytes_total", "eta_s"}``
+* ``{"stages": [names…]}``: the stages the job will report, in order
+* ``{"event": "writing" | "written" | "stage_done", …}``
+* ``{"log": {"level", "logger", "message"}}`` for INFO and above
+* last: ``{"result": {…}}``, or ``{"error": "one sentence", "kind": …}``, with
+  ``"cancelled": true`` when the job was stopped.
+
+SIGTERM stops a job as a cancellation. Jobs of pure Python code unwind (their
+partial outputs are removed by ``quant.atomic``); jobs blocked in llama.cpp
+cannot unwind, so the handler removes the files they were writing
+(:func:`quant.pipeline.remove_partials`) and exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from quant.native import import_llama_first
+
+# Before anything that may import gguf (and through it sentencepiece): on CUDA
+# builds the other order crashes the first model load of this job.
+import_llama_first()
+
+from quant.errors import Cancelled, QuantError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# Job name → module (or module:attribute) with add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, str] = {
+    "convert-hf": "quant.convert.cli",
+    "pipeline": "quant.__main__:PipelineJob",
+    "quantize": "quant.__main__:QuantizeJob",
+    "imatrix": "quant.__main__:ImatrixJob",
+    "dequantize": "quant.__main__:DequantizeJob",
+}
+
+EXIT_CANCELLED = 130
+_out_lock = threading.Lock()
+
+
+class _State:
+    # Set by jobs that spend their time inside llama.cpp: SIGTERM then exits at once,
+    # after calling this (it removes the files the job was writing).
+    native_cleanup: Callable[[], None] | None = None
+
+
+_state = _State()
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """Write one JSON line on stdout (thread-safe)."""
+    line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+    with _out_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+class _JsonLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.exc_info and record.levelno >= logging.ERROR:
+                msg += "\n" + logging.Formatter().formatException(record.exc_info)
+            emit({"log": {"level": record.levelname, "logger": record.name, "message": msg}})
+        except Exception:  # logging must never end a job
+            self.handleError(record)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    cleanup = _state.native_cleanup
+    if cleanup is not None:
+        # This runs on the main thread, which may be inside emit() holding _out_lock or
+        # inside llama.cpp: take no lock, import nothing, and leave at once. The leading
+        # newline ends any line the interrupted write left half done.
+        cleanup()
+        with contextlib.suppress(OSError):
+            os.write(1, b'\n{"error": "cancelled", "cancelled": true}\n')
+        os._exit(EXIT_CANCELLED)
+    raise Cancelled("stopped by the parent process")
+
+
+def _resolve(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    if module_name == "quant.__main__":
+        module: Any = sys.modules[__name__]
+    else:
+        module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
+
+
+# -- jobs ----------------------------------------------------------------------------
+
+
+def _add_json_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json-progress",
+        action="store_true",
+        help="write progress and the result as JSON lines on stdout",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _run_native(args: argparse.Namespace, fn: Any) -> int:
+    """Run ``fn(on_progress, on_event) -> dict`` with the JSON protocol or plain output."""
+    from quant.pipeline import remove_partials
+
+    _state.native_cleanup = lambda: remove_partials(from_signal=True)
+    import llama_cpp  # noqa: F401  - before gguf (CUDA builds: see app/core/runtime.py)
+
+    from quant.progress import Progress
+
+    if not args.json_progress:
+
+        def show(p: Progress) -> None:
+            if sys.stderr.isatty():
+                eta = f" ETA {p.eta_s:.0f}s" if p.eta_s else ""
+                sys.stderr.write(f"\r{p.stage}: {p.done}/{p.total} {p.message[:60]}{eta}\033[K")
+                sys.stderr.flush()
+
+        result = fn(show, None)
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        json.dump(result, sys.stdout, indent=2 if args.json else None, default=str)
+        sys.stdout.write("\n")
+        return 0
+
+    handler = _JsonLogHandler(level=logging.INFO)
+    root = logging.getLogger()
+    for h in root.handlers:  # the stderr console keeps showing warnings only
+        if h.level == logging.NOTSET:
+            h.setLevel(root.level)
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+
+    def on_event(name: str, data: dict[str, Any]) -> None:
+        if name == "stages":
+            emit({"stages": data["stages"]})
+        else:
+            emit({"event": name, **data})
+
+    try:
+        result = fn(lambda p: emit(p.as_dict()), on_event)
+    except Cancelled:
+        emit({"error": "cancelled", "cancelled": True})
+        return EXIT_CANCELLED
+    except QuantError as exc:
+        emit({"error": str(exc), "kind": type(exc).__name__})
+        return 2
+    except Exception as exc:  # process boundary: log the traceback, report one line
+        logger.exception("job failed")
+        emit({"error": f"Unexpected error: {exc}", "kind": "internal"})
+        return 1
+    finally:
+        root.removeHandler(handler)
+    emit({"result": result})
+    return 0
+
+
+class PipelineJob:
+    """imatrix → quantize → evaluate → report, from a JSON job spec."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--spec", required=True, help="job spec as JSON text, or @FILE to read it from a file"
+        )
+        _add_json_flags(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from quant.pipeline import JobSpec, run_pipeline
+
+        raw = args.spec
+        if raw.startswith("@"):
+            raw = Path(raw[1:]).read_text(encoding="utf-8")
+        try:
+            spec = JobSpec.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise QuantError(f"unreadable job spec ({exc}).") from exc
+        return _run_native(
+            args, lambda p, e: run_pipeline(spec, on_progress=p, on_event=e).as_dict()
+        )
+
+
+class QuantizeJob:
+    """Quantize one GGUF to one type with llama.cpp's mix."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("src", help="F16/BF16/F32/Q8_0 GGUF")
+        parser.add_argument("dst", help="output .gguf")
+        parser.add_argument("type", help="file type, e.g. Q4_K_M")
+        parser.add_argument("--imatrix", help="importance matrix (.gguf or .dat)")
+        parser.add_argument("--threads", type=int)
+        _add_json_flags(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from quant.imatrix import load_imatrix
+        from quant.quantize import QuantizeOptions, parse_file_type, quantize
+
+        options = QuantizeOptions(parse_file_type(args.type), threads=args.threads)
+        im = load_imatrix(args.imatrix) if args.imatrix else None
+
+        def job(p: Any, e: Any) -> dict[str, Any]:
+            from quant.pipeline import _partial_of, _producing
+
+            with _producing(_partial_of(Path(args.dst)), e):
+                return quantize(args.src, args.dst, options, imatrix=im, on_progress=p).as_dict()
+
+        return _run_native(args, job)
+
+
+class ImatrixJob:
+    """Collect an importance matrix and save it in llama.cpp's format."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", help="F16/BF16/F32/Q8_0 GGUF")
+        parser.add_argument("out", help="output .gguf (or .dat for the legacy format)")
+        parser.add_argument(
+            "--calibration",
+            default=None,
+            help="FILE or DIR of text, 'self', or omit for the default mix",
+        )
+        parser.add_argument("--chunk-size", type=int, default=512)
+        parser.add_argument("--chunks", type=int, default=None)
+        parser.add_argument("--threads", type=int)
+        _add_json_flags(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from quant.calibration import resolve, self_generated
+        from quant.imatrix import collect_imatrix
+
+        def job(p: Any, e: Any) -> dict[str, Any]:
+            from quant.pipeline import _partial_of, _producing
+
+            cal = resolve(args.calibration)
+            if cal is None:
+                cal = self_generated(args.model, threads=args.threads, on_progress=p)
+            data = collect_imatrix(
+                args.model,
+                cal,
+                chunk_size=args.chunk_size,
+                max_chunks=args.chunks,
+                threads=args.threads,
+                on_progress=p,
+            )
+            out = Path(args.out)
+            with _producing(_partial_of(out), e):
+                data.save(out)
+            return {**data.with_source(out.name).summary(), "path": str(out)}
+
+        return _run_native(args, job)
+
+
+class DequantizeJob:
+    """Expand any GGUF to F16 (norms F32) with gguf-py."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("src")
+        parser.add_argument("dst")
+        _add_json_flags(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from quant.dequantize import dequantize_gguf
+
+        return _run_native(
+            args, lambda p, e: {"path": str(dequantize_gguf(args.src, args.dst, on_progress=p))}
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m quant", description="Run one engine job in this process."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, target in COMMANDS.items():
+        try:
+            job = _resolve(target)
+        except ImportError as exc:  # an optional engine part is absent
+            logger.debug("job %s unavailable: %s", name, exc)
+            continue
+        p = sub.add_parser(name, help=(job.__doc__ or "").strip().splitlines()[0])
+        job.add_arguments(p)
+        p.set_defaults(run=job.run)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        rc: int = args.run(args)
+        return rc
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except QuantError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
