@@ -21,6 +21,12 @@ _GUI_FLAGS = frozenset({"--quit-after", "--report-startup", "--page"})
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--run-engine-job":
+        # The GUI's child-process jobs in a frozen bundle, where `python -m quant`
+        # is not available (app/workers/process_job.py).
+        from quant.__main__ import main as run_job
+
+        return run_job(args[1:])
     if not args or args[0] in ("gui", "--gui") or args[0] in _GUI_FLAGS:
         from app.ui.main import run_gui
 

@@ -37,6 +37,9 @@ from quant.progress import Progress
 
 logger = logging.getLogger(__name__)
 
+# app/__main__.py runs quant's job entry point for this flag (frozen bundles).
+JOB_FLAG = "--run-engine-job"
+
 KILL_GRACE_S = 5.0
 _STDERR_TAIL = 60
 
@@ -59,6 +62,13 @@ def _engine_root() -> Path:
     import quant
 
     return Path(quant.__file__).resolve().parents[1]
+
+
+def _job_command(python: str) -> list[str]:
+    """How to start ``python -m quant`` here; a frozen bundle has no ``-m``."""
+    if getattr(sys, "frozen", False) and python == sys.executable:
+        return [python, JOB_FLAG]
+    return [python, "-m", "quant"]
 
 
 class ProcessJob(QObject):
@@ -113,7 +123,7 @@ class ProcessJob(QObject):
         root = str(_engine_root())
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [self.python, "-m", "quant", *self.args]
+        cmd = [*_job_command(self.python), *self.args]
         kwargs: dict[str, Any] = {}
         if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
