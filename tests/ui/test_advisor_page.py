@@ -1,18 +1,23 @@
 """The Advisor page ranks a model's options for a simulated machine, plans for a saved
-profile, hands a type to the Convert page, and reports bad input."""
+profile, hands a type to the Convert page, reports bad input, and downloads a hub
+repo's GGUF file into the library (with progress, cancel and resume)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.core.library import LibraryEntry, ModelSource
+import pytest
+
+from app.core.library import LibraryEntry, ModelLibrary, ModelSource
 from app.core.settings import Settings
 from app.ui.pages.advisor_page import AdvisorPage
-from quant.advisor import Fit, Task
+from quant.advisor import Fit, Option, OptionSource, Task
 from quant.hardware.profile import HardwareProfile, MemoryInfo
-from tests.ui.conftest import H100, make_profile, message_boxes
+from tests.fakehub import SHA, FakeHub, serve_fake_hub
+from tests.ui.conftest import H100, make_profile, message_boxes, write_tiny_gguf
 
 GIB = 1024**3
 
@@ -148,3 +153,144 @@ def test_a_bad_model_file_is_reported(
     assert message_boxes()[0].detailedText() == ""
     assert page.summary_label.text().startswith("No plan: ")
     qtbot.waitUntil(lambda: not page.is_busy(), timeout=5_000)
+
+
+# --------------------------------------------------------------------------- hub downloads
+
+HUB_REPO = "acme/tiny-GGUF"
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path) -> Path:
+    return tmp_path / "hf-cache"
+
+
+@pytest.fixture
+def hub(tmp_path: Path, hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A hub repo with two real (tiny) GGUF files, served from 127.0.0.1."""
+    with serve_fake_hub(monkeypatch, hf_cache) as fake:
+        q4 = write_tiny_gguf(tmp_path / "q4.gguf", name="tiny-q4", n_layers=2)
+        q8 = write_tiny_gguf(tmp_path / "q8.gguf", name="tiny-q8", n_layers=3)
+        fake.repos[HUB_REPO] = {
+            "Tiny-Q4_K_M.gguf": q4.read_bytes(),
+            "Tiny-Q8_0.gguf": q8.read_bytes(),
+            "README.md": b"# tiny",
+        }
+        yield fake
+
+
+def _hub_page(qtbot: Any, settings: Settings, library: ModelLibrary) -> AdvisorPage:
+    page = AdvisorPage(settings, library)
+    qtbot.addWidget(page)
+    page.resize(1100, 800)
+    page.set_machine_profile(make_profile())
+    page.set_source(HUB_REPO)
+    _run(qtbot, page)
+    return page
+
+
+def _hub_option(page: AdvisorPage, filename: str) -> Option:
+    return next(
+        o for o in page.options() if o.source is OptionSource.HUB_FILE and o.filename == filename
+    )
+
+
+def test_download_a_hub_file_into_the_library_and_chat_with_it(
+    qtbot: Any, settings: Settings, library: ModelLibrary, hub: FakeHub, hf_cache: Path
+) -> None:
+    page = _hub_page(qtbot, settings, library)
+    remote = [o for o in page.options() if o.source is OptionSource.HUB_FILE]
+    assert {o.filename for o in remote} == {"Tiny-Q4_K_M.gguf", "Tiny-Q8_0.gguf"}
+    # A plan is something to convert to, not a file to download.
+    planned = next(o for o in page.options() if o.source is OptionSource.PLANNED)
+    page.select_option(planned.key)
+    assert not page.download_button.isEnabled()
+    assert not page.download_panel.isVisibleTo(page)
+
+    q8 = _hub_option(page, "Tiny-Q8_0.gguf")
+    page.select_option(q8.key)
+    row = page.options().index(q8)
+    cell = page.table.item(row, 1)
+    assert cell is not None and cell.text() == "Q8_0 · Tiny-Q8_0.gguf"
+    assert page.download_button.isEnabled()
+    assert "Tiny-Q8_0.gguf" in page.download_button.toolTip()
+    before = [e.path for e in library.entries()]
+
+    hub.throttle(16 * 1024, 0.01)  # slow enough to see the bar move
+    bar_values: list[int] = []
+    page.download_bar.valueChanged.connect(bar_values.append)
+    messages: list[str] = []
+    page.download_progress.connect(lambda p: messages.append(p.message))
+    with qtbot.waitSignal(page.model_downloaded, timeout=20_000) as done:
+        page.download_button.click()
+        assert page.is_downloading() and not page.download_button.isEnabled()
+        assert page.download_title.text() == "Downloading Tiny-Q8_0.gguf"
+    entry = done.args[0]
+    assert any(" of " in m and "/s" in m and "left" in m for m in messages)  # rate and ETA
+    expected = hf_cache / "models--acme--tiny-GGUF" / "snapshots" / SHA / "Tiny-Q8_0.gguf"
+    assert entry.path == expected
+    assert expected.read_bytes() == hub.repos[HUB_REPO]["Tiny-Q8_0.gguf"]
+    assert any(0 < v < 1000 for v in bar_values) and bar_values[-1] == 1000
+    # The library grew by the downloaded file.
+    after = [e.path for e in library.entries()]
+    assert set(after) - set(before) == {expected}
+    assert page.download_button.text() == "Downloaded"
+    assert not page.download_button.isEnabled()
+    assert page.download_title.text() == "Tiny-Q8_0.gguf is downloaded"
+    assert page.download_status.text() == "In the Hugging Face cache and your library"
+    assert page.download_status.toolTip() == str(expected)
+    assert page.chat_button.isVisibleTo(page)
+    with qtbot.waitSignal(page.chat_requested, timeout=2_000) as chat:
+        page.chat_button.click()
+    assert chat.args == [expected]
+
+    # The repo's other file is still a download away; coming back offers chat again.
+    page.select_option(_hub_option(page, "Tiny-Q4_K_M.gguf").key)
+    assert page.download_button.isEnabled()
+    assert not page.download_panel.isVisibleTo(page)
+    page.select_option(q8.key)
+    assert page.chat_button.isVisibleTo(page) and not page.download_button.isEnabled()
+
+
+def test_cancel_a_download_then_resume_it_after_a_network_failure(
+    qtbot: Any, settings: Settings, library: ModelLibrary, hub: FakeHub, hf_cache: Path
+) -> None:
+    page = _hub_page(qtbot, settings, library)
+    page.select_option(_hub_option(page, "Tiny-Q4_K_M.gguf").key)
+    data = hub.repos[HUB_REPO]["Tiny-Q4_K_M.gguf"]
+    before = len(library.entries())
+    snapshot = hf_cache / "models--acme--tiny-GGUF" / "snapshots" / SHA / "Tiny-Q4_K_M.gguf"
+    blobs = hf_cache / "models--acme--tiny-GGUF" / "blobs"
+
+    hub.throttle(4 * 1024, 0.02)  # about 200 KiB/s: seconds for the whole file
+    page.download_button.click()
+    qtbot.waitUntil(lambda: page.download_bar.value() > 0, timeout=10_000)
+    page.download_cancel_button.click()
+    qtbot.waitUntil(lambda: not page.is_downloading(), timeout=10_000)
+    assert page.download_title.text() == "Download of Tiny-Q4_K_M.gguf cancelled"
+    assert "kept in the Hugging Face cache" in page.download_status.text()
+    assert not page.download_cancel_button.isVisibleTo(page)
+    assert not message_boxes()  # a cancel is not an error
+    (part,) = blobs.glob("*.incomplete")
+    kept = part.stat().st_size
+    assert 0 < kept < len(data)
+    assert not snapshot.exists() and len(library.entries()) == before
+    assert page.download_button.isEnabled()
+
+    # The network fails part-way: the error is shown, the bytes that came are kept.
+    hub.throttle(1024 * 1024, 0.0)
+    hub.drop_at = kept + 50_000
+    page.download_button.click()
+    qtbot.waitUntil(lambda: bool(message_boxes()), timeout=10_000)
+    assert "download again to resume" in message_boxes()[0].text()
+    assert page.download_title.text() == "Download of Tiny-Q4_K_M.gguf stopped"
+    assert part.stat().st_size == kept + 50_000
+    assert not snapshot.exists() and len(library.entries()) == before
+
+    # Back online: Download continues from where it stopped.
+    hub.drop_at = None
+    with qtbot.waitSignal(page.model_downloaded, timeout=20_000):
+        page.download_button.click()
+    assert hub.downloads("Tiny-Q4_K_M.gguf")[-1][2] == f"bytes={kept + 50_000}-"
+    assert snapshot.read_bytes() == data
+    assert len(library.entries()) == before + 1

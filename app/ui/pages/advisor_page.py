@@ -5,6 +5,10 @@ task and a context length; the advisor ranks every way to run it with the memory
 speed and quality each would have. Inspection and ranking run off the GUI thread;
 changing a setting asks again. "Plan for" switches to a hardware profile saved on
 another machine.
+
+For a hub repo, the GGUF files it already has are options too: "Download this
+file" fetches the selected one into the Hugging Face cache (resumable, with
+progress and Cancel), adds it to the library, and offers "Chat with this".
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QGridLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -32,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.downloads import download_gguf
 from app.core.library import LibraryEntry, ModelLibrary
 from app.core.settings import Settings
 from app.ui import errors
@@ -41,7 +49,7 @@ from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.tasks import TaskHandle, start_task
 from quant.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
-from quant.facts.model import ModelFacts
+from quant.facts.model import ModelFacts, SourceKind
 from quant.formats import FormatFamily
 from quant.hardware.profile import HardwareProfile
 from quant.memory import KvType
@@ -186,12 +194,52 @@ def fit_color(fit: Fit) -> str:
     return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
 
 
+def option_label(o: Option) -> str:
+    """The Format column: a hub repo's own files are named, so they stand apart from plans."""
+    if o.source is OptionSource.HUB_FILE and o.filename:
+        return f"{o.label} · {Path(o.filename).name}"
+    return o.label
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """A GGUF file of a hub repo that the selected option names."""
+
+    repo_id: str
+    filename: str
+    size_bytes: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.repo_id, self.filename)
+
+    @property
+    def name(self) -> str:
+        return Path(self.filename).name
+
+
+def hub_target(facts: ModelFacts | None, o: Option | None) -> HubTarget | None:
+    """The remote file behind ``o`` when it is one of a hub repo's GGUF files."""
+    if facts is None or o is None or facts.kind is not SourceKind.HUB:
+        return None
+    if o.source is not OptionSource.HUB_FILE or not o.filename:
+        return None
+    size = next((r.size_bytes for r in facts.remote_files if r.filename == o.filename), 0)
+    return HubTarget(facts.source, o.filename, size)
+
+
 class AdvisorPage(QWidget):
     status_message = Signal(str)
     #: The user wants to make this file: (source model, [llama.cpp file type names]).
     convert_requested = Signal(str, list)
     #: A new recommendation is on screen.
     advice_shown = Signal(object)
+    #: A hub file was downloaded and added to the library (its LibraryEntry).
+    model_downloaded = Signal(object)
+    #: The user wants to chat with a downloaded model (its path).
+    chat_requested = Signal(object)
+    #: A download's progress (quant.progress.Progress), as shown under the summary.
+    download_progress = Signal(object)
 
     def __init__(
         self,
@@ -212,6 +260,12 @@ class AdvisorPage(QWidget):
         self._advice: Advice | None = None
         self._options: list[Option] = []
         self._entries: list[LibraryEntry] = []
+        self._download: TaskHandle | None = None
+        self._download_target: HubTarget | None = None
+        self._downloaded: dict[tuple[str, str], Path] = {}
+        self._chat_path: Path | None = None
+        # The hub file the download panel describes (the running or the last download).
+        self._panel_key: tuple[str, str] | None = None
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(28, 22, 28, 12)
@@ -284,6 +338,7 @@ class AdvisorPage(QWidget):
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.summary_label)
+        outer.addWidget(self._build_download_panel())
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.setChildrenCollapsible(False)
@@ -326,10 +381,34 @@ class AdvisorPage(QWidget):
         self.extra_label = muted("")
         self.convert_button = QPushButton(icon("convert"), "Convert to this")
         self.convert_button.setEnabled(False)
-        for w in (self.pick_title, self.pick_chips, self.reasons_label, self.extra_label):
-            self.reasons_card.body.addWidget(w)
-        self.reasons_card.body.addStretch(1)
-        self.reasons_card.body.addWidget(self.convert_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.download_button = QPushButton(icon("save"), "Download this file")
+        self.download_button.setEnabled(False)
+        self.reasons_card.body.addWidget(self.pick_title)
+        self.reasons_card.body.addWidget(self.pick_chips)
+        # The reasons scroll when the card is short, so the buttons stay in view.
+        text = QWidget()
+        text.setObjectName("reasonsText")
+        text_layout = QVBoxLayout(text)
+        text_layout.setContentsMargins(0, 0, 6, 0)
+        text_layout.setSpacing(8)
+        text_layout.addWidget(self.reasons_label)
+        text_layout.addWidget(self.extra_label)
+        text_layout.addStretch(1)
+        self.reasons_scroll = QScrollArea()
+        self.reasons_scroll.setWidgetResizable(True)
+        self.reasons_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.reasons_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.reasons_scroll.setStyleSheet(
+            "QScrollArea, QWidget#reasonsText { background: transparent; }"
+        )
+        self.reasons_scroll.setWidget(text)
+        self.reasons_card.body.addWidget(self.reasons_scroll, 1)
+        actions = QHBoxLayout()
+        actions.setSpacing(8)
+        actions.addWidget(self.convert_button)
+        actions.addWidget(self.download_button)
+        actions.addStretch(1)
+        self.reasons_card.body.addLayout(actions)
         ll.addWidget(chart_card, 0, 0)
         ll.addWidget(self.reasons_card, 0, 1)
         ll.setColumnStretch(0, 3)
@@ -354,13 +433,49 @@ class AdvisorPage(QWidget):
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.chart.option_clicked.connect(self.select_option)
         self.convert_button.clicked.connect(self._convert_selected)
+        self.download_button.clicked.connect(self.download_selected)
+        self.download_cancel_button.clicked.connect(self.cancel_download)
+        self.chat_button.clicked.connect(self._chat_with_download)
         self._fill_machines()
+
+    def _build_download_panel(self) -> QWidget:
+        """One row under the summary: the file, its progress, rate and time left, Cancel;
+        once the file is here, where it is and "Chat with this"."""
+        panel = Card()
+        panel.layout().setContentsMargins(16, 10, 16, 10)  # type: ignore[union-attr]
+        row = QHBoxLayout()
+        row.setSpacing(12)
+        self.download_title = QLabel("")
+        self.download_title.setStyleSheet("font-weight: 600;")
+        self.download_bar = QProgressBar()
+        self.download_bar.setRange(0, 1000)
+        self.download_bar.setValue(0)
+        self.download_bar.setMinimumWidth(160)
+        # Wraps rather than widening the window when the text is long.
+        self.download_status = muted("", wrap=True)
+        self.download_status.setMinimumWidth(220)
+        self.download_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.download_cancel_button = QPushButton("Cancel")
+        self.download_cancel_button.setObjectName("cancelButton")
+        self.chat_button = QPushButton(icon("chat", current_theme().accent_text), "Chat with this")
+        self.chat_button.setProperty("primary", True)
+        self.chat_button.setVisible(False)
+        row.addWidget(self.download_title)
+        row.addWidget(self.download_bar, 2)
+        row.addWidget(self.download_status, 3)
+        row.addWidget(self.download_cancel_button)
+        row.addWidget(self.chat_button)
+        panel.body.addLayout(row)
+        panel.setVisible(False)
+        self.download_panel = panel
+        return panel
 
     # ------------------------------------------------------------------ inputs
     def set_entries(self, entries: Sequence[LibraryEntry]) -> None:
         """Offer the library's models; keeps the current choice when it is still there."""
         current = self.current_source()
         self._entries = list(entries)
+        self._update_download_button(sync_panel=False)
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for e in self._entries:
@@ -566,7 +681,7 @@ class AdvisorPage(QWidget):
             same = f"{q.same_top_token * 100:.1f}%" if q.same_top_token is not None else "—"
             cells = [
                 str(o.rank),
-                o.label,
+                option_label(o),
                 o.fit.label,
                 memory_text(o),
                 layers,
@@ -599,7 +714,11 @@ class AdvisorPage(QWidget):
                 if c == 7:
                     item.setToolTip(q.basis)
                 if c == 1 and o.filename:
-                    item.setToolTip(o.filename)
+                    item.setToolTip(
+                        f"{o.filename} — a file the hub repo has; download it below"
+                        if o.source is OptionSource.HUB_FILE
+                        else o.filename
+                    )
                 self.table.setItem(r, c, item)
 
     def select_option(self, key: str) -> None:
@@ -625,12 +744,13 @@ class AdvisorPage(QWidget):
             self.reasons_label.setText("")
             self.extra_label.setText("")
             self.convert_button.setEnabled(False)
+            self._update_download_button()
             return
         is_top = rec.top is not None and o.key == rec.top.key
         title = self.reasons_card.title_label
         assert title is not None
         title.setText("Why this pick" if is_top else f"Why option {o.rank}")
-        self.pick_title.setText(o.label)
+        self.pick_title.setText(option_label(o))
         kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
         chips = [chip(o.fit.label, kind[o.fit])]
         if o.meets_task:
@@ -651,6 +771,7 @@ class AdvisorPage(QWidget):
             if convertible
             else "Only GGUF types Quantdesk can make are converted here"
         )
+        self._update_download_button()
 
     def _convert_selected(self) -> None:
         o = self.selected_option()
@@ -660,11 +781,185 @@ class AdvisorPage(QWidget):
             self._advice.facts.source or self.current_source(), [o.file_type]
         )
 
+    # ------------------------------------------------------------------ downloading
+    def selected_hub_target(self) -> HubTarget | None:
+        """The hub file the selected option names, if it names one."""
+        facts = self._advice.facts if self._advice else None
+        return hub_target(facts, self.selected_option())
+
+    def is_downloading(self) -> bool:
+        return self._download is not None
+
+    def local_copy(self, target: HubTarget) -> Path | None:
+        """A complete copy of ``target`` this page knows about (downloaded, or in the library)."""
+        done = self._downloaded.get(target.key)
+        if done is not None:
+            return done
+        folder = "models--" + target.repo_id.replace("/", "--")
+        tail = Path(target.filename).parts
+        for e in self._entries:
+            parts = e.path.parts
+            if folder in parts and parts[-len(tail) :] == tail:
+                return e.path
+        return None
+
+    def _update_download_button(self, *, sync_panel: bool = True) -> None:
+        """Enable "Download this file" for a hub file not yet here.
+
+        With ``sync_panel`` (a new selection), the download panel follows the
+        selected file while nothing downloads; a download that just ended keeps
+        its outcome on screen until the selection changes.
+        """
+        target = self.selected_hub_target()
+        have = self.local_copy(target) if target is not None else None
+        button = self.download_button
+        button.setText("Downloaded" if have is not None else "Download this file")
+        button.setEnabled(target is not None and have is None and self._download is None)
+        if target is None:
+            button.setToolTip("Only GGUF files that a hub repo already has are downloaded here")
+        elif have is not None:
+            button.setToolTip(f"{target.name} is already here: {have}")
+        elif self._download is not None:
+            button.setToolTip("One download at a time; wait for the current one or cancel it")
+        else:
+            size = f" ({human_bytes(target.size_bytes)})" if target.size_bytes else ""
+            button.setToolTip(
+                f"Download {target.name}{size} from {target.repo_id} into the Hugging Face "
+                "cache and add it to the library; an interrupted download resumes"
+            )
+        if sync_panel and self._download is None:
+            self._sync_panel(target, have)
+
+    def _sync_panel(self, target: HubTarget | None, have: Path | None) -> None:
+        if target is not None and have is not None:
+            if self._chat_path != have or not self.download_panel.isVisibleTo(self):
+                self._show_downloaded(target, have)
+        elif target is None or target.key != self._panel_key:
+            self.download_panel.setVisible(False)
+            self._chat_path = None
+            self._panel_key = None
+
+    def download_selected(self) -> None:
+        """Download the selected hub file off the GUI thread."""
+        target = self.selected_hub_target()
+        if target is None or self._download is not None:
+            return
+        self._download_target = target
+        self._panel_key = target.key
+        self._chat_path = None
+        self.download_panel.setVisible(True)
+        self.download_title.setText(f"Downloading {target.name}")
+        self.download_title.setToolTip(f"{target.filename} from {target.repo_id}")
+        self.download_bar.setValue(0)
+        self.download_bar.setVisible(True)
+        self.download_cancel_button.setVisible(True)
+        self.download_cancel_button.setEnabled(True)
+        self.download_status.setText("Starting…")
+        self.download_status.setToolTip("")
+        self.chat_button.setVisible(False)
+        self.status_message.emit(f"Downloading {target.name}…")
+        # The strip takes room from the table: keep the chosen row in view.
+        QTimer.singleShot(0, self._scroll_to_selection)
+        self._download = start_task(
+            download_gguf,
+            target.repo_id,
+            target.filename,
+            on_progress=self._on_download_progress,
+            on_finished=self._on_downloaded,
+            on_failed=self._on_download_failed,
+            on_cancelled=self._on_download_cancelled,
+            parent=self,
+        )
+        self._update_download_button()
+
+    def _scroll_to_selection(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self.table.scrollTo(rows[0])
+
+    def cancel_download(self) -> None:
+        if self._download is None:
+            return
+        self.download_cancel_button.setEnabled(False)
+        self.download_status.setText("Cancelling…")
+        self._download.cancel()
+
+    def _on_download_progress(self, p: Progress) -> None:
+        if self._download is None:
+            return
+        fraction = p.fraction
+        if fraction is not None:
+            self.download_bar.setValue(round(fraction * 1000))
+        if p.message:
+            self.download_status.setText(p.message)
+        self.download_progress.emit(p)
+
+    def _download_ended(self) -> HubTarget | None:
+        target = self._download_target
+        self._download = None
+        self.download_cancel_button.setVisible(False)
+        return target
+
+    def _on_downloaded(self, entry: LibraryEntry) -> None:
+        target = self._download_ended()
+        if self.library is not None:
+            try:
+                self.library.record(entry)
+            except OSError as exc:  # the file is in the cache either way
+                logger.warning("could not add %s to the library: %s", entry.path, exc)
+        if target is not None:
+            self._downloaded[target.key] = entry.path
+            self._show_downloaded(target, entry.path)
+        self.status_message.emit(f"Downloaded {entry.name}")
+        self.model_downloaded.emit(entry)
+        self._update_download_button(sync_panel=False)
+
+    def _show_downloaded(self, target: HubTarget, path: Path) -> None:
+        self._chat_path = path
+        self._panel_key = target.key
+        self.download_panel.setVisible(True)
+        self.download_title.setText(f"{target.name} is downloaded")
+        self.download_bar.setValue(1000)
+        self.download_bar.setVisible(False)
+        self.download_cancel_button.setVisible(False)
+        where = "the Hugging Face cache and your library" if self.library else "the cache"
+        self.download_title.setToolTip(f"{target.filename} from {target.repo_id}")
+        self.download_status.setText(f"In {where}")
+        self.download_status.setToolTip(str(path))
+        self.chat_button.setVisible(True)
+
+    def _on_download_failed(self, exc: BaseException) -> None:
+        target = self._download_ended()
+        name = target.name if target else "the file"
+        self.download_title.setText(f"Download of {name} stopped")
+        self.download_status.setText(
+            "What arrived is kept in the Hugging Face cache; Download resumes from there."
+        )
+        self._update_download_button(sync_panel=False)
+        errors.show_error(self, exc)
+
+    def _on_download_cancelled(self) -> None:
+        target = self._download_ended()
+        name = target.name if target else "the file"
+        self.download_title.setText(f"Download of {name} cancelled")
+        self.download_status.setText(
+            "The part downloaded so far is kept in the Hugging Face cache; Download resumes "
+            "from there."
+        )
+        self.status_message.emit(f"Download of {name} cancelled")
+        self._update_download_button(sync_panel=False)
+
+    def _chat_with_download(self) -> None:
+        if self._chat_path is not None:
+            self.chat_requested.emit(self._chat_path)
+
     def shutdown(self) -> None:
         self._debounce.stop()
         if self._task is not None:
             self._rerun = False
             self._task.cancel()
+        if self._download is not None:
+            self._download.cancel()
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)

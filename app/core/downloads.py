@@ -1,0 +1,700 @@
+"""Downloads of model files from the Hugging Face hub into the standard HF cache.
+
+A file lands where huggingface_hub itself puts it:
+``<HF_HUB_CACHE>/models--ORG--NAME/blobs/<etag>``, with a
+``snapshots/<commit>/<filename>`` link to it and ``refs/<revision>`` naming the
+commit. Other huggingface_hub-based tools therefore reuse it, and Quantdesk's
+library lists it with the rest of that cache.
+
+Why the bytes are not fetched with ``hf_hub_download``: huggingface_hub 2.x
+writes each download to a temporary file unique to the call and deletes it when
+the call fails, and it offers no way to stop a download, so an interrupted
+multi-gigabyte file would start over from zero. Here the bytes received so far
+stay in ``blobs/<etag>.incomplete`` (the name huggingface_hub's cache scanner
+reports as an interrupted download) and the next call continues from there
+with an HTTP range request. A dropped connection that had delivered bytes is
+resumed on the spot a few times before the call gives up.
+
+Everything else follows huggingface_hub: its endpoint, token, timeouts and
+offline switch (``HF_HUB_OFFLINE``), its HEAD request for the file's commit,
+ETag and size, and its lock file, so two programs never write the same blob at
+once. When the ETag is a SHA-256 (every LFS file's is), the received bytes are
+checked against it before the file is put in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from app.core.errors import AppError
+from app.core.library import LibraryEntry, ModelSource, read_entry
+from quant.atomic import atomic_write_text
+from quant.errors import HubError, InsufficientResourcesError, QuantError
+from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
+from quant.units import human_bytes
+
+logger = logging.getLogger(__name__)
+
+STAGE = "download"
+# Progress reports are at least this far apart (the first and the last always go out).
+PROGRESS_EVERY_S = 0.1
+# A dropped connection is resumed this many times within one call, as long as each
+# attempt delivered some bytes; after that the call fails and a later call resumes.
+MAX_RESUMES = 5
+_LOCK_POLL_S = 0.25
+_WRITE_BUFFER = 1024 * 1024
+_HASH_BLOCK = 8 * 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# llama.cpp's split files: NAME-00001-of-00003.gguf (llama.cpp's llama_split_path).
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+ProgressFn = Callable[[Progress], None]
+
+
+class DownloadError(AppError):
+    """A downloaded file could not be written into the cache (permissions, a full disk…)."""
+
+
+class NotEnoughDiskError(InsufficientResourcesError):
+    """The disk holding the HF cache has less free space than the download needs."""
+
+    def __init__(self, message: str, *, needed_bytes: int, available_bytes: int) -> None:
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+
+
+@dataclass(frozen=True)
+class RemoteBlob:
+    """What the hub says about one file: which bytes to expect and where they are."""
+
+    repo_id: str
+    filename: str
+    revision: str
+    commit: str
+    etag: str
+    size: int
+    url: str
+
+    @property
+    def sha256(self) -> str | None:
+        """The file's SHA-256 when the ETag is one (LFS files), else None."""
+        return self.etag if _SHA256_HEX.fullmatch(self.etag) else None
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Where one file of one repo lives in the HF cache (huggingface_hub's layout)."""
+
+    storage: Path
+    blob: Path
+    partial: Path
+    pointer: Path
+    lock: Path
+
+    @classmethod
+    def of(cls, cache_dir: Path, remote: RemoteBlob) -> CacheLayout:
+        folder = "models--" + remote.repo_id.replace("/", "--")
+        storage = cache_dir / folder
+        blob = storage / "blobs" / remote.etag
+        return cls(
+            storage=storage,
+            blob=blob,
+            partial=blob.with_name(remote.etag + ".incomplete"),
+            pointer=storage / "snapshots" / remote.commit / PurePosixPath(remote.filename),
+            lock=cache_dir / ".locks" / folder / f"{remote.etag}.lock",
+        )
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def hub_cache_dir() -> Path:
+    """The HF hub cache folder huggingface_hub uses now (``HF_HUB_CACHE``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Path | None:
+    """The complete local copy of ``filename`` in the HF cache, without asking the hub."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(
+            repo_id, filename, cache_dir=hub_cache_dir(), revision=revision
+        )
+    except Exception:  # a damaged cache only means "not there"
+        logger.debug("HF cache lookup for %s/%s failed", repo_id, filename, exc_info=True)
+        return None
+    if isinstance(found, str) and Path(found).is_file():
+        return Path(found)
+    return None
+
+
+def free_disk_bytes(path: Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def split_parts(filename: str) -> list[str]:
+    """Every part of a llama.cpp split GGUF (``X-00001-of-00003.gguf``); else ``[filename]``."""
+    path = PurePosixPath(filename)
+    m = _SPLIT.match(path.name)
+    if m is None:
+        return [filename]
+    count = int(m.group("count"))
+    if count < 1:
+        return [filename]
+    prefix = m.group("prefix")
+    return [
+        str(path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf")) for i in range(1, count + 1)
+    ]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures of the HTTP client (huggingface_hub 2.x uses httpx2).
+
+    Not its ``HTTPError`` root: huggingface_hub's HTTP status errors derive from
+    it, and an answer such as 404 is no reason to resume.
+    """
+    import sys
+
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module in ("httpx2", "httpx"):
+        cls = getattr(sys.modules.get(module), "TransportError", None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def _offline_error(repo_id: str, filename: str) -> HubError:
+    return HubError(
+        f"{repo_id}: cannot download {filename} in offline mode (HF_HUB_OFFLINE is set); "
+        "turn offline mode off and try again, or choose a file that is already downloaded"
+    )
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, filename: str) -> Iterator[None]:
+    """Turn huggingface_hub and network failures into one-sentence HubErrors."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except (QuantError, AppError):
+        raise
+    except OfflineModeIsEnabled:
+        raise _offline_error(repo_id, filename) from None
+    except GatedRepoError:
+        raise HubError(
+            f"{repo_id}: the repo is gated; accept its licence on the hub page and log in "
+            "with 'hf auth login', then download again"
+        ) from None
+    except RepositoryNotFoundError:
+        raise HubError(
+            f"{repo_id}: no such model on the Hugging Face hub; check the spelling "
+            "(private repos need 'hf auth login')"
+        ) from None
+    except RevisionNotFoundError:
+        raise HubError(f"{repo_id}: the requested revision does not exist on the hub") from None
+    except RemoteEntryNotFoundError:
+        raise HubError(
+            f"{repo_id}: {filename} is not in the repo on the hub; plan again to see the "
+            "files it has now"
+        ) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise HubError(
+            f"{repo_id}: the hub answered HTTP {status} for {filename}; try again later"
+        ) from exc
+    except _transport_errors() as exc:
+        raise HubError(
+            f"{repo_id}: cannot reach the Hugging Face hub to download {filename} ({exc}); "
+            "check the network connection and try again"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path, filename: str) -> Iterator[None]:
+    """Turn failures to write the cache into sentences that name the folder."""
+    try:
+        yield
+    except (QuantError, AppError):
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise InsufficientResourcesError(
+                f"the disk holding {path.parent} filled up while downloading {filename}; the "
+                "part downloaded so far is kept, so free up space and download again to resume"
+            ) from exc
+        raise DownloadError(
+            f"cannot write {path} ({exc.strerror or exc}); check that the Hugging Face cache "
+            "folder is writable, or set HF_HUB_CACHE to one that is"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class _Reporter:
+    """Bytes done and total, transfer rate and time left, at most every PROGRESS_EVERY_S."""
+
+    def __init__(self, on_progress: ProgressFn | None, filename: str, total: int) -> None:
+        self._emit = on_progress
+        self.name = PurePosixPath(filename).name
+        self.total = total
+        self._first = 0
+        self._started = time.monotonic()
+        self._eta = EtaEstimator()
+        self._last = 0.0
+        self._done = 0
+
+    def note(self, message: str, done: int = 0) -> None:
+        if self._emit is not None:
+            total = self.total
+            self._emit(Progress(STAGE, done, total, message, done, total))
+
+    def checking(self, hashed: int, have: int) -> None:
+        """Progress of reading back the bytes an earlier attempt left."""
+        now = time.monotonic()
+        if self._emit is None or (now - self._last < PROGRESS_EVERY_S and hashed < have):
+            return
+        self._last = now
+        message = f"Checking the {human_bytes(have)} downloaded earlier…"
+        self._emit(Progress(STAGE, hashed, self.total, message, hashed, self.total))
+
+    def start(self, already: int) -> None:
+        """Bytes from now on count toward the rate; ``already`` were on disk before."""
+        self._first = already
+        self._done = already
+        self._started = time.monotonic()
+        self._eta = EtaEstimator(self._started)
+        self._last = 0.0
+
+    def bytes(self, done: int, *, force: bool = False) -> None:
+        self._done = done
+        now = time.monotonic()
+        if self._emit is None or (not force and now - self._last < PROGRESS_EVERY_S):
+            return
+        self._last = now
+        fresh = done - self._first
+        elapsed = max(now - self._started, 1e-6)
+        rate = fresh / elapsed
+        eta = self._eta.eta(fresh, self.total - self._first)
+        parts = [f"{human_bytes(done)} of {human_bytes(self.total)}"]
+        if fresh > 0 and done < self.total:
+            parts.append(f"{human_bytes(rate)}/s")
+            if eta is not None:
+                parts.append(f"about {_duration(eta)} left")
+        self._emit(Progress(STAGE, done, self.total, " · ".join(parts), done, self.total, eta))
+
+    @property
+    def done(self) -> int:
+        return self._done
+
+
+# --------------------------------------------------------------------------- the hub side
+
+
+def _check_names(repo_id: str, filename: str) -> None:
+    parts = PurePosixPath(filename).parts
+    if (
+        not filename
+        or filename.startswith("/")
+        or "\\" in filename
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise HubError(f"{repo_id}: {filename!r} is not a file name inside a repo")
+    if repo_id.count("/") != 1 or any(p in ("", ".", "..") for p in repo_id.split("/")):
+        raise HubError(f"{repo_id!r} is not a hub repo id; expected the form org/name")
+
+
+def _timeout_s() -> float:
+    from huggingface_hub import constants
+
+    return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+
+
+def remote_blob(repo_id: str, filename: str, *, revision: str | None = None) -> RemoteBlob:
+    """Ask the hub (one HEAD request) for the file's commit, ETag and size."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    rev = revision or constants.DEFAULT_REVISION
+    url = hf_hub_url(repo_id, filename, revision=rev, endpoint=constants.ENDPOINT)
+    with _hub_errors(repo_id, filename):
+        meta = get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    if not meta.commit_hash or not meta.etag or meta.size is None:
+        raise HubError(
+            f"{repo_id}: the hub did not say which version of {filename} to download "
+            "(no commit, ETag or size in its answer); try again later"
+        )
+    etag = meta.etag
+    if not etag or "/" in etag or etag in (".", ".."):
+        raise HubError(f"{repo_id}: the hub sent an unusable ETag for {filename}; try again later")
+    return RemoteBlob(repo_id, filename, rev, meta.commit_hash, etag, int(meta.size), url)
+
+
+class _Sink:
+    """The partial file, how many bytes it holds, and the running SHA-256 of them."""
+
+    def __init__(self, fh: IO[bytes], path: Path, filename: str, hasher: Any) -> None:
+        self.fh = fh
+        self.path = path
+        self.filename = filename
+        self.hasher = hasher  # hashlib's sha256 object, or None when there is nothing to check
+
+    def write(self, chunk: bytes) -> None:
+        with _disk_errors(self.path, self.filename):
+            self.fh.write(chunk)
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+
+    def restart(self) -> None:
+        """Drop everything written so far (the server sent the file from its start)."""
+        with _disk_errors(self.path, self.filename):
+            self.fh.seek(0)
+            self.fh.truncate()
+        if self.hasher is not None:
+            self.hasher = hashlib.sha256()
+
+    def finish(self) -> None:
+        with _disk_errors(self.path, self.filename):
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
+
+class _Interrupted(Exception):  # noqa: N818 - an internal signal, never raised to callers
+    """A transfer attempt ended early after ``received`` bytes."""
+
+    def __init__(self, received: int, cause: BaseException | None) -> None:
+        super().__init__(str(cause) if cause else "the connection closed early")
+        self.received = received
+        self.cause = cause
+
+
+def _stream(remote: RemoteBlob, sink: _Sink, report: _Reporter, cancel: CancelToken | None) -> None:
+    """One GET of the bytes from ``report.done`` on, appended to ``sink``.
+
+    Raises :class:`_Interrupted` when the connection fails or ends early.
+    """
+    from huggingface_hub import get_session, hf_raise_for_status
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+    start = report.done
+    headers: dict[str, str] = {**build_hf_headers(), "Accept-Encoding": "identity"}
+    if start > 0:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        with get_session().stream("GET", remote.url, headers=headers, timeout=_timeout_s()) as r:
+            hf_raise_for_status(r)
+            if start > 0 and r.status_code != 206:
+                logger.info("%s: the server ignored a resume request; starting over", remote.url)
+                sink.restart()
+                report.start(0)
+            for chunk in r.iter_bytes():
+                if not chunk:
+                    continue
+                done = report.done + len(chunk)
+                if done > remote.size:
+                    raise HubError(
+                        f"{remote.repo_id}: the hub sent more than the {remote.size:,} bytes "
+                        f"it announced for {remote.filename}; try again later"
+                    )
+                sink.write(chunk)
+                report.bytes(done)
+                check_cancel(cancel)
+    except _transport_errors() as exc:
+        raise _Interrupted(report.done - start, exc) from exc
+    if report.done < remote.size:
+        raise _Interrupted(report.done - start, None)
+
+
+def _hash_existing(partial: Path, have: int, report: _Reporter, cancel: CancelToken | None) -> Any:
+    """SHA-256 of the bytes downloaded earlier, so a resumed file is checked whole."""
+    hasher = hashlib.sha256()
+    hashed = 0
+    report.checking(0, have)
+    with _disk_errors(partial, partial.name), partial.open("rb") as fh:
+        while hashed < have:
+            block = fh.read(min(_HASH_BLOCK, have - hashed))
+            if not block:
+                break
+            hasher.update(block)
+            hashed += len(block)
+            report.checking(hashed, have)
+            check_cancel(cancel)
+    return hasher
+
+
+def _transfer(
+    remote: RemoteBlob, layout: CacheLayout, report: _Reporter, cancel: CancelToken | None
+) -> None:
+    """Fill ``layout.partial`` up to the full size, resuming what is there; then check it."""
+    partial = layout.partial
+    with _disk_errors(partial, remote.filename):
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > remote.size:
+            logger.warning("%s is larger than the file; starting over", partial)
+            partial.unlink()
+            have = 0
+    needed = remote.size - have
+    free = free_disk_bytes(partial.parent)
+    if free < needed:
+        raise NotEnoughDiskError(
+            f"{remote.filename} needs {human_bytes(needed)} ({needed:,} bytes) more on the disk "
+            f"holding {layout.storage.parent}, but only {human_bytes(free)} ({free:,} bytes) "
+            "is free; free up space or set HF_HUB_CACHE to a folder on a larger disk",
+            needed_bytes=needed,
+            available_bytes=free,
+        )
+    expected = remote.sha256
+    hasher: Any = None
+    if expected:
+        hasher = _hash_existing(partial, have, report, cancel) if have else hashlib.sha256()
+    if have:
+        logger.info("resuming %s at byte %d of %d", remote.filename, have, remote.size)
+    report.start(have)
+    report.bytes(have, force=True)
+
+    resumes = 0
+    with _disk_errors(partial, remote.filename):
+        fh = partial.open("ab", buffering=_WRITE_BUFFER)
+    with fh:
+        sink = _Sink(fh, partial, remote.filename, hasher)
+        while report.done < remote.size:
+            try:
+                with _hub_errors(remote.repo_id, remote.filename):
+                    _stream(remote, sink, report, cancel)
+            except _Interrupted as stop:
+                if stop.received > 0 and resumes < MAX_RESUMES:
+                    resumes += 1
+                    logger.info(
+                        "download of %s interrupted at byte %d (%s); resuming",
+                        remote.filename,
+                        report.done,
+                        stop,
+                    )
+                    continue
+                raise HubError(
+                    f"{remote.repo_id}: the download of {remote.filename} stopped at "
+                    f"{human_bytes(report.done)} of {human_bytes(remote.size)} "
+                    f"({str(stop).rstrip('.')}); the "
+                    "part downloaded so far is kept, so check the network connection and "
+                    "download again to resume"
+                ) from stop.cause
+        sink.finish()
+    report.bytes(report.done, force=True)
+    if sink.hasher is not None and sink.hasher.hexdigest() != expected:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise HubError(
+            f"{remote.repo_id}: {remote.filename} arrived damaged (its SHA-256 does not match "
+            "the hub's), so it was deleted; download it again"
+        )
+
+
+# --------------------------------------------------------------------------- the cache side
+
+
+def _link(blob: Path, pointer: Path) -> None:
+    """Make ``pointer`` a relative link to ``blob``, replacing whatever was there at once."""
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        tmp.symlink_to(os.path.relpath(blob, pointer.parent))
+    except OSError:
+        # No symlinks here (Windows without developer mode): the snapshot holds the
+        # file itself, as huggingface_hub does in that case.
+        logger.info("symlinks unavailable; moving %s to %s", blob, pointer)
+        blob.replace(pointer)
+        return
+    tmp.replace(pointer)
+
+
+def _write_ref(layout: CacheLayout, remote: RemoteBlob) -> None:
+    """Record which commit ``remote.revision`` named, for offline use later."""
+    if remote.revision == remote.commit:
+        return
+    ref = layout.storage / "refs" / PurePosixPath(remote.revision)
+    try:
+        if ref.is_file() and ref.read_text() == remote.commit:
+            return
+        atomic_write_text(ref, remote.commit)
+    except OSError as exc:  # a read-only cache still serves the file just fetched
+        logger.warning("could not record %s in %s: %s", remote.commit, ref, exc)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, cancel: CancelToken | None, report: _Reporter) -> Iterator[None]:
+    """Hold huggingface_hub's lock for this blob; waiting for it can be cancelled."""
+    from filelock import FileLock, Timeout
+
+    with _disk_errors(path, path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    told = False
+    while True:
+        check_cancel(cancel)
+        try:
+            lock.acquire(timeout=_LOCK_POLL_S)
+            break
+        except Timeout:
+            if not told:
+                told = True
+                report.note(f"Waiting for another download of {report.name} to finish…")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _is_complete(path: Path, size: int) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def download_hub_file(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    on_progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Download ``filename`` of hub repo ``repo_id`` into the HF cache; return its path.
+
+    The path is the cache's ``snapshots/<commit>/<filename>``. A file already in
+    the cache costs one HEAD request (none in offline mode). A download that was
+    interrupted or cancelled earlier resumes from the bytes already received.
+    ``Cancelled`` leaves no file at the returned path: only the resumable
+    ``blobs/<etag>.incomplete`` stays, and the next call continues from it.
+
+    Raises :class:`HubError` (offline mode, no network, unknown repo or file, a
+    damaged transfer), :class:`NotEnoughDiskError` before any byte is fetched
+    when the cache's disk is too small, and :class:`DownloadError` when the cache
+    cannot be written.
+    """
+    from huggingface_hub import constants
+
+    _check_names(repo_id, filename)
+    check_cancel(cancel)
+    if revision is not None and _COMMIT.fullmatch(revision):
+        # A commit's files never change: a cached copy needs no question to the hub.
+        found = cached_hub_file(repo_id, filename, revision=revision)
+        if found is not None:
+            return found
+    if constants.HF_HUB_OFFLINE:
+        found = cached_hub_file(repo_id, filename, revision=revision)
+        if found is not None:
+            return found
+        raise _offline_error(repo_id, filename)
+
+    report = _Reporter(on_progress, filename, 0)
+    report.note(f"Asking the hub about {report.name}…")
+    remote = remote_blob(repo_id, filename, revision=revision)
+    check_cancel(cancel)
+    report.total = remote.size
+    layout = CacheLayout.of(hub_cache_dir(), remote)
+    if _is_complete(layout.pointer, remote.size):
+        _write_ref(layout, remote)
+        report.bytes(remote.size, force=True)
+        return layout.pointer
+
+    with _locked(layout.lock, cancel, report):
+        if not _is_complete(layout.blob, remote.size):
+            _transfer(remote, layout, report, cancel)
+            with _disk_errors(layout.blob, filename):
+                layout.partial.replace(layout.blob)
+            logger.info("downloaded %s/%s into %s", repo_id, filename, layout.blob)
+        with _disk_errors(layout.pointer, filename):
+            _link(layout.blob, layout.pointer)
+    _write_ref(layout, remote)
+    report.note(f"Downloaded {report.name} ({human_bytes(remote.size)})", remote.size)
+    return layout.pointer
+
+
+def download_gguf(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    on_progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> LibraryEntry:
+    """Download a GGUF model file (every part of a split one) and describe it for the library.
+
+    Returns the library entry of the file llama.cpp opens (the first part of a
+    split model); the caller records it (:meth:`ModelLibrary.record`). Raises as
+    :func:`download_hub_file` does, and :class:`quant.errors.ModelFormatError`
+    when the file turns out not to be GGUF.
+    """
+    parts = split_parts(filename)
+    paths: list[Path] = []
+    for i, part in enumerate(parts, start=1):
+        forward = on_progress
+        if on_progress is not None and len(parts) > 1:
+            forward = _part_progress(on_progress, i, len(parts))
+        paths.append(
+            download_hub_file(repo_id, part, revision=revision, on_progress=forward, cancel=cancel)
+        )
+    return read_entry(paths[0], ModelSource.ADDED)
+
+
+def _part_progress(on_progress: ProgressFn, index: int, count: int) -> ProgressFn:
+    def forward(p: Progress) -> None:
+        on_progress(
+            Progress(
+                p.stage,
+                p.done,
+                p.total,
+                f"Part {index} of {count}: {p.message}",
+                p.bytes_done,
+                p.bytes_total,
+                p.eta_s,
+            )
+        )
+
+    return forward
