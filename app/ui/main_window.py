@@ -215,6 +215,8 @@ class MainWindow(QMainWindow):
             adv = AdvisorPage(self.settings, self.library)
             adv.status_message.connect(self.show_status)
             adv.convert_requested.connect(self.open_convert)
+            adv.chat_requested.connect(self.open_chat)
+            adv.model_downloaded.connect(lambda _entry: self.models_page.reload())
             if self._machine_profile is not None:
                 adv.set_machine_profile(self._machine_profile)
             adv.set_entries(self.models_page.entries())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox, QWidget
 
@@ -189,7 +189,7 @@ def test_drag_enter_accepts_files_only(make_window: Any) -> None:
     files = QMimeData()
     files.setUrls([QUrl.fromLocalFile("/tmp/a.gguf")])
     ev = QDragEnterEvent(
-        QPointF(5, 5),
+        QPoint(5, 5),
         Qt.DropAction.CopyAction,
         files,
         Qt.MouseButton.LeftButton,
@@ -200,7 +200,7 @@ def test_drag_enter_accepts_files_only(make_window: Any) -> None:
     text = QMimeData()
     text.setText("hello")
     ev = QDragEnterEvent(
-        QPointF(5, 5),
+        QPoint(5, 5),
         Qt.DropAction.CopyAction,
         text,
         Qt.MouseButton.LeftButton,
