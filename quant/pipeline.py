@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_write_text
 from quant.calibration import (
@@ -53,6 +53,9 @@ from quant.facts.ggml_types import GGMLType, LlamaFileType
 from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
 from quant.quantize import QuantizeOptions
 from quant.units import human_bytes
+
+if TYPE_CHECKING:
+    from quant.dequantize import GgufFile
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,16 @@ class ImatrixMode(StrEnum):
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def _quantized_types(info: GgufFile) -> list[str]:
+    """Matrix tensor types that are neither full precision nor Q8_0."""
+    base = {int(x) for x in _BASE_TYPES}
+    return sorted({t.type_name for t in info.tensors if len(t.shape) > 1 and t.type not in base})
+
+
+def info_parameters(info: GgufFile) -> int:
+    return sum(t.n_elements for t in info.tensors)
+
+
 def classify_source(source: str) -> SourceKind:
     """What ``source`` names: a GGUF file, an HF folder, or a hub repo id."""
     p = Path(source).expanduser()
@@ -139,6 +152,10 @@ class JobSpec:
     # ggml type names ("Q8_0", "F16") for output.weight / token_embd.weight; None: llama.cpp's mix
     output_tensor_type: str | None = None
     token_embedding_type: str | None = None
+    # Accept an already-quantized GGUF by expanding it to F16 first. The new types
+    # then carry the earlier loss too, and the quality measured is against the
+    # expanded file, not the original full-precision model.
+    requantize: bool = False
 
     def quantize_options(
         self, file_type: LlamaFileType, metadata: dict[str, str | int | float | bool] | None = None
@@ -516,17 +533,24 @@ def run_pipeline(
             with _producing(_partial_of(base), on_event):
                 _convert(folder, base, st.progress, cancel)
     info = read_gguf(base)
-    odd = sorted(
-        {
-            t.type_name
-            for t in info.tensors
-            if len(t.shape) > 1 and t.type not in {int(x) for x in _BASE_TYPES}
-        }
-    )
+    odd = _quantized_types(info)
+    if odd and spec.requantize:
+        expanded = cache_dir / "f16" / f"{name}-{model_fingerprint(base)}-F16.gguf"
+        if not expanded.exists():
+            from quant.dequantize import dequantize_gguf
+
+            st.note(f"expanding {base.name} ({', '.join(odd)}) to F16")
+            _check_disk(cache_dir, 2 * info_parameters(info), "the F16 expansion")
+            with _producing(_partial_of(expanded), on_event):
+                dequantize_gguf(base, expanded, on_progress=st.progress, cancel=cancel)
+        base = expanded
+        info = read_gguf(base)
+        odd = _quantized_types(info)
     if odd:
         raise QuantError(
             f"{base.name} is already quantized ({', '.join(odd)}); start from an F16, BF16, F32 "
-            "or Q8_0 model so the new types are not built on an earlier loss."
+            "or Q8_0 model so the new types are not built on an earlier loss, or allow "
+            "requantizing (--requantize) to expand it to F16 first."
         )
     base_type = info.file_type.name if info.file_type is not None else "unknown"
     fingerprint = model_fingerprint(base)

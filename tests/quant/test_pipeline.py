@@ -285,3 +285,23 @@ def test_experts_get_one_importance_row_each(
     assert up.counts.sum() == 2 * 64 * 2  # every token goes to two experts
     assert len(up.sums) == 8 * 64
     assert np.isfinite(up.means()).all()
+
+
+def test_a_quantized_source_is_refused_unless_requantizing_is_allowed(
+    starter_model: Path, tmp_path: Path
+) -> None:
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    spec = small_spec(starter_model, out, cache, "Q8_0", imatrix="none", eval_text="none")
+    with pytest.raises(QuantError, match=r"already quantized.*--requantize"):
+        run_pipeline(spec)
+    assert not out.exists() or list(out.glob("*.gguf")) == []
+
+    allowed = small_spec(
+        starter_model, out, cache, "Q8_0", imatrix="none", eval_text="none", requantize=True
+    )
+    report = run_pipeline(allowed)
+    made = Path(report.outputs[0].path)
+    assert made.exists()
+    assert read_gguf(made).file_type is LlamaFileType.Q8_0
+    # The expansion is cached beside the other intermediates and reused on a rerun.
+    assert len(list((cache / "f16").glob("*-F16.gguf"))) == 1

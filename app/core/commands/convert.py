@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.core.commands.common import resolve_model_arg
 from app.core.paths import app_paths
 from quant.errors import Cancelled, QuantError
 from quant.progress import Progress
@@ -41,7 +42,9 @@ def register(subparsers: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="HF folder, hub repo id, or GGUF file")
+    parser.add_argument(
+        "src", metavar="SRC", help="HF folder, hub repo id, GGUF file, or 'starter'"
+    )
     parser.add_argument(
         "--to",
         default=DEFAULT_TYPES,
@@ -112,6 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores)")
     parser.add_argument(
+        "--requantize",
+        action="store_true",
+        help="accept an already-quantized GGUF (such as the starter model) by expanding it "
+        "to F16 first; the new files carry its loss too",
+    )
+    parser.add_argument(
         "--json-progress",
         action="store_true",
         help="write progress and the result as JSON lines on stdout",
@@ -131,7 +140,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     if args.eval_chunks is not None:
         kw["eval_chunks"] = args.eval_chunks
     return JobSpec(
-        source=args.src,
+        source=resolve_model_arg(args.src),
         types=parse_file_types(args.to),
         imatrix=args.imatrix,
         calibration=args.calibration,
@@ -143,6 +152,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         output_tensor_type=args.output_type,
         token_embedding_type=args.embedding_type,
         eval_chunk_size=args.chunk_size,
+        requantize=args.requantize,
         **kw,
     )
 

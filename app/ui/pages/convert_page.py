@@ -185,6 +185,7 @@ class ConvertPage(QWidget):
         self._job_started_at = 0.0
         self._report: dict[str, Any] | None = None
         self._params: int | None = None
+        self._facts: Any = None
         self._plot: Any = None
         self._source_seq = 0
         self._build()
@@ -260,8 +261,7 @@ class ConvertPage(QWidget):
         out_row = QHBoxLayout()
         self.out_edit = QLineEdit(str(app_paths().models_dir))
         self.out_edit.setObjectName("outEdit")
-        out_btn = QPushButton("…")
-        out_btn.setFixedWidth(32)
+        out_btn = QPushButton("Browse…")
         out_btn.clicked.connect(self._choose_out)
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(out_btn)
@@ -285,6 +285,7 @@ class ConvertPage(QWidget):
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("startButton")
+        self.start_button.setProperty("primary", True)
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start)
         buttons.addStretch(1)
@@ -487,6 +488,7 @@ class ConvertPage(QWidget):
         """Describe the source in the background (headers are read from disk)."""
         text = self.source_edit.text().strip()
         self._params = None
+        self._facts = None
         self._describe_types()
         if not text:
             self.source_note.setText("")
@@ -504,12 +506,13 @@ class ConvertPage(QWidget):
             parent=self,
         )
 
-    def _on_source_described(self, seq: int, result: tuple[str, int | None]) -> None:
+    def _on_source_described(self, seq: int, result: tuple[str, Any]) -> None:
         if seq != self._source_seq:  # the user has typed something else since
             return
-        note, params = result
+        note, facts = result
         self.source_note.setText(note)
-        self._params = params
+        self._facts = facts
+        self._params = int(facts.parameters) if facts is not None else None
         self._describe_types()
 
     def _describe_types(self) -> None:
@@ -528,7 +531,7 @@ class ConvertPage(QWidget):
                 continue
             parts = [name, f"{spec.effective_bpw:.2f} bpw"]
             if self._params:
-                parts.append(f"≈ {human_bytes(self._params * spec.effective_bpw / 8)}")
+                parts.append(f"≈ {human_bytes(self._predicted_size(name, spec))}")
                 q = predict_quality(spec, parameters=self._params, imatrix=im)
                 if q.kld is not None:
                     parts.append(f"KLD ≈ {q.kld:.3f}")
@@ -538,6 +541,19 @@ class ConvertPage(QWidget):
                 parts.append("needs an importance matrix")
             item.setText("   ·   ".join(parts))
             item.setToolTip(spec.description or spec.label)
+
+    def _predicted_size(self, name: str, spec: Any) -> float:
+        """The file size llama.cpp's per-tensor mix gives, when the source's tensors are known."""
+        assert self._params is not None
+        if self._facts is None:
+            return float(self._params * spec.effective_bpw / 8)
+        from quant.formats import QuantType
+        from quant.memory import plan_tensors, weights_bytes
+
+        weights = weights_bytes(plan_tensors(self._facts, QuantType.from_name(name)))
+        tensor_bytes = sum(t.n_bytes for t in self._facts.tensors)
+        header = max(0, self._facts.file_size_bytes - tensor_bytes) if tensor_bytes else 0
+        return float(weights + header)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -576,6 +592,9 @@ class ConvertPage(QWidget):
             cache_dir=str(app_paths().cache_dir),
             imatrix_chunk_size=chunk,
             eval_chunk_size=chunk,
+            # A quantized GGUF (the starter model, say) is expanded to F16 first; the
+            # source note says the new files carry its loss.
+            requantize=True,
             **kw,
         )
 
@@ -853,35 +872,38 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describe_source(text: str) -> tuple[str, int | None]:
-    """(a one-line description of the source, its parameter count when known)."""
+def describe_source(text: str) -> tuple[str, Any]:
+    """(a one-line description of the source, its ModelFacts when they can be read)."""
+    from quant.facts import inspect_model
     from quant.pipeline import SourceKind, classify_source
 
     try:
         kind = classify_source(text)
     except (QuantError, OSError) as exc:
         return str(exc), None
-    if kind is SourceKind.GGUF:
-        from quant.dequantize import read_gguf
-
-        try:
-            info = read_gguf(text)
-        except QuantError as exc:
-            return str(exc), None
-        ft = info.file_type.name if info.file_type is not None else "?"
-        note = f"GGUF {info.architecture}, {ft}, {info.n_parameters / 1e9:.2f} B parameters"
-        return note, info.n_parameters
-    if kind is SourceKind.HF_FOLDER:
-        return "Hugging Face folder: converted to F16 GGUF first", _hf_parameters(Path(text))
-    return "Hub repo: downloaded (resumable) and converted first", None
-
-
-def _hf_parameters(folder: Path) -> int | None:
-    """Parameter count of an HF folder from its safetensors headers, when cheap to read."""
+    if kind is SourceKind.HUB:
+        return "Hub repo: downloaded (resumable) and converted first", None
     try:
-        from quant.facts.hf_folder import inspect_hf_folder
+        facts = inspect_model(text, offline=True)
+    except QuantError as exc:
+        return str(exc), None
+    if kind is SourceKind.HF_FOLDER:
+        return "Hugging Face folder: converted to F16 GGUF first", facts
+    note = f"GGUF {facts.architecture}, {facts.file_type or '?'}, {_params_text(facts.parameters)}"
+    quantized = sorted(
+        {
+            t.type
+            for t in facts.tensors
+            if len(t.shape) > 1 and t.type not in ("F32", "F16", "BF16", "Q8_0")
+        }
+    )
+    if quantized:
+        note += (
+            f" — already quantized ({', '.join(quantized)}): it is expanded to F16 first, "
+            "and the new files carry its loss as well"
+        )
+    return note, facts
 
-        facts = inspect_hf_folder(folder)
-        return int(facts.parameters) or None
-    except Exception:  # the estimate is a nicety; never fail the page for it
-        return None
+
+def _params_text(n: int) -> str:
+    return f"{n / 1e9:.2f} B parameters" if n >= 1e9 else f"{n / 1e6:.0f} M parameters"
