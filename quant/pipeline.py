@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import inspect
 import json
 import logging
 import re
@@ -439,21 +438,9 @@ def _download(repo_id: str, revision: str | None) -> Path:
 def _convert(
     src: Path, out: Path, on_progress: ProgressCallback | None, cancel: CancelToken | None
 ) -> Path:
-    try:
-        from quant.convert import convert_hf
-    except ImportError as exc:
-        raise QuantError(
-            f"{src.name}: converting Hugging Face folders is not available in this build "
-            f"({exc}); convert to GGUF first and pass the .gguf file."
-        ) from exc
-    kwargs: dict[str, Any] = {"outtype": "f16"}
-    params = inspect.signature(convert_hf).parameters
-    if "on_progress" in params:
-        kwargs["on_progress"] = on_progress
-    if "cancel" in params:
-        kwargs["cancel"] = cancel
-    result = convert_hf(src, out, **kwargs)
-    return Path(getattr(result, "output", out))
+    from quant.convert import convert_hf
+
+    return convert_hf(src, out, outtype="f16", on_progress=on_progress, cancel=cancel).output
 
 
 def _check_disk(folder: Path, needed: int, what: str) -> None:

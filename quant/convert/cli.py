@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write progress and the result as JSON lines on stdout",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--force", action="store_true", help="replace OUT.gguf if it exists (never a source file)"
+    )
 
 
 def _emit(stream: TextIO, obj: dict[str, Any]) -> None:
@@ -60,7 +63,13 @@ def run(args: argparse.Namespace) -> int:
             _emit(out, p.as_dict())
 
         try:
-            result = convert_hf(args.src_dir, args.out, outtype=args.outtype, on_progress=report)
+            result = convert_hf(
+                args.src_dir,
+                args.out,
+                outtype=args.outtype,
+                on_progress=report,
+                overwrite=args.force,
+            )
         except Cancelled:
             _emit(out, {"error": "cancelled", "cancelled": True})
             return 130
@@ -86,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stderr.flush()
 
-    result = convert_hf(args.src_dir, args.out, outtype=args.outtype, on_progress=show)
+    result = convert_hf(
+        args.src_dir, args.out, outtype=args.outtype, on_progress=show, overwrite=args.force
+    )
     if tty:
         sys.stderr.write("\n")
     if args.json:

@@ -90,8 +90,13 @@ def convert_hf(
     outtype: str | OutType = "f16",
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    overwrite: bool = False,
 ) -> ConvertResult:
     """Convert the Hugging Face model in ``src_dir`` to a GGUF at ``out_path``.
+
+    An existing file at ``out_path`` is replaced only with ``overwrite=True``, and
+    only if it is a ``.gguf`` outside the model folder: a mistyped output path
+    must never destroy the user's files.
 
     ``outtype`` is ``f16``, ``bf16``, ``f32`` or ``q8_0``. ``out_path`` may be an
     existing folder, in which case the file is named after the model and type.
@@ -136,6 +141,15 @@ def convert_hf(
         out = out / f"{_safe_name(source.name)}-{kind.value.upper()}.gguf"
     if out.resolve() in {p.resolve() for p in checkpoint.shards}:
         raise CheckpointError(f"{out} is one of the model's own shards; choose another output path")
+    if out.suffix.lower() != ".gguf":
+        raise CheckpointError(
+            f"{out.name}: the output must be a .gguf file name (or an existing folder)"
+        )
+    if out.exists() and (not overwrite or out.resolve().is_relative_to(src.resolve())):
+        raise CheckpointError(
+            f"{out} already exists; choose another name"
+            + ("" if out.resolve().is_relative_to(src.resolve()) else " or pass --force")
+        )
 
     def add_metadata(writer: Any) -> None:
         _add_general(writer, source, kind, label)

@@ -212,8 +212,42 @@ def test_cancel_midway_leaves_no_file_and_keeps_old_output(
             token.cancel()
 
     with pytest.raises(Cancelled):
-        convert_hf(built.path, target, on_progress=on_progress, cancel=token)
+        convert_hf(built.path, target, on_progress=on_progress, cancel=token, overwrite=True)
     convert_events = [p for p in seen if p.stage == "convert"]
     assert 5 <= convert_events[-1].done < convert_events[-1].total
     assert target.read_bytes() == b"previous conversion"
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.gguf"]
+
+
+def test_existing_output_is_kept_unless_overwrite_is_asked(
+    build: Callable[..., ckpt.Built], out_dir: Path
+) -> None:
+    built = build("llama")
+    target = out_dir / "m.gguf"
+    target.write_bytes(b"the user's earlier file")
+    with pytest.raises(CheckpointError, match=r"already exists.*--force"):
+        convert_hf(built.path, target)
+    assert target.read_bytes() == b"the user's earlier file"
+    convert_hf(built.path, target, overwrite=True)
+    assert target.read_bytes()[:4] == b"GGUF"
+
+
+def test_output_never_replaces_a_file_of_the_model_folder_or_a_non_gguf(
+    build: Callable[..., ckpt.Built], tmp_path: Path
+) -> None:
+    built = build("llama")
+    config = built.path / "config.json"
+    before = config.read_bytes()
+    with pytest.raises(CheckpointError, match=r"must be a \.gguf"):
+        convert_hf(built.path, config, overwrite=True)
+    planted = built.path / "old.gguf"
+    planted.write_bytes(b"keep")
+    with pytest.raises(CheckpointError, match=r"already exists; choose another name$"):
+        convert_hf(built.path, planted, overwrite=True)
+    assert config.read_bytes() == before
+    assert planted.read_bytes() == b"keep"
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    with pytest.raises(CheckpointError, match=r"must be a \.gguf"):
+        convert_hf(built.path, other)
+    assert other.read_text() == "mine"
