@@ -595,6 +595,22 @@ def test_load_non_object_names_the_file(tmp_path: Path) -> None:
         HardwareProfile.load(path)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"cpu": "AMD", "memory": {"total_bytes": 1}}',
+        '{"cpu": {}, "memory": 5}',
+        '{"cpu": {}}',
+        '{"cpu": {}, "memory": {"total_bytes": -1}}',
+    ],
+)
+def test_malformed_sections_name_the_file_and_the_fix(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "edited.json"
+    path.write_text(body)
+    with pytest.raises(HardwareProfileError, match=r"edited\.json.*quantdesk hw --json"):
+        HardwareProfile.load(path)
+
+
 def test_saved_profile_loads_back(tmp_path: Path) -> None:
     path = tmp_path / "box.json"
     path.write_text(sample_profile().to_json())

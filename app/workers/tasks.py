@@ -89,6 +89,9 @@ class TaskHandle(QObject):
         super().__init__(parent)
         self.worker = worker
         self.worker_thread = thread
+        # Set once the thread has finished and its objects are scheduled for deletion:
+        # from then on the handle answers from this flag, never from the deleted thread.
+        self.finished_running = False
         # Signal-to-signal connections are queued into this handle's thread.
         worker.progress.connect(self.progress)
         worker.finished.connect(self.finished)
@@ -99,10 +102,10 @@ class TaskHandle(QObject):
         self.worker.cancel()
 
     def is_running(self) -> bool:
-        return self.worker_thread.isRunning()
+        return not self.finished_running and self.worker_thread.isRunning()
 
     def wait(self, ms: int = 30_000) -> bool:
-        return self.worker_thread.wait(ms)
+        return self.finished_running or self.worker_thread.wait(ms)
 
 
 _live: set[TaskHandle] = set()
@@ -145,8 +148,10 @@ def start_task(
 
     def _cleanup() -> None:
         _live.discard(handle)
+        handle.finished_running = True
         worker.deleteLater()
         thread.deleteLater()
+        handle.deleteLater()
 
     thread.finished.connect(_cleanup)
     _live.add(handle)

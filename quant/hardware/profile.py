@@ -115,13 +115,16 @@ class HardwareProfile:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "file") -> HardwareProfile:
         notes: list[str] = list(_as_list(data.get("notes")))
-        try:
-            cpu_d = data["cpu"]
-            mem_d = data["memory"]
-        except (KeyError, TypeError) as exc:
-            raise HardwareProfileError(
-                f"hardware profile has no {exc} section (expected 'cpu' and 'memory')"
-            ) from exc
+        cpu_d = data.get("cpu")
+        mem_d = data.get("memory")
+        for key, section in (("cpu", cpu_d), ("memory", mem_d)):
+            if not isinstance(section, dict):
+                raise HardwareProfileError(
+                    f"{source}: the hardware profile's '{key}' section is "
+                    f"{'missing' if section is None else 'not an object'}; "
+                    "save a new one with 'quantdesk hw --json'"
+                )
+        assert isinstance(cpu_d, dict) and isinstance(mem_d, dict)
         logical = _int(cpu_d.get("logical_cores"), 0)
         physical = _int(cpu_d.get("physical_cores"), 0)
         if physical <= 0:
@@ -139,7 +142,10 @@ class HardwareProfile:
         )
         total = _int(mem_d.get("total_bytes"), 0)
         if total <= 0:
-            raise HardwareProfileError("hardware profile: memory.total_bytes must be positive")
+            raise HardwareProfileError(
+                f"{source}: memory.total_bytes must be a positive number of bytes; "
+                "save a new profile with 'quantdesk hw --json'"
+            )
         available = _int(mem_d.get("available_bytes"), 0)
         if available <= 0:
             available = int(total * 0.75)

@@ -466,7 +466,7 @@ class ChatPage(QWidget):
     def _on_unloaded(self) -> None:
         self.info = None
         self.model_label.setText("No model loaded.")
-        self.chart.set_prediction(None)
+        self.chart.set_prediction(None, loaded=False)
         self._update_controls()
         self.model_unloaded.emit()
 

@@ -94,6 +94,7 @@ class LiveChart(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._loaded = False
         t = current_theme()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -152,8 +153,10 @@ class LiveChart(QWidget):
         self.mem_view.setGeometry(vb.sceneBoundingRect())
         self.mem_view.linkedViewChanged(vb, self.mem_view.XAxis)
 
-    def set_prediction(self, prediction: Prediction | None) -> None:
+    def set_prediction(self, prediction: Prediction | None, *, loaded: bool = True) -> None:
+        """Draw ``prediction`` beside the measurement; ``loaded`` says a model is in use."""
         self.prediction = prediction
+        self._loaded = loaded
         if prediction is None:
             self.predicted_speed.setVisible(False)
             self.predicted_mem.setVisible(False)
@@ -214,6 +217,8 @@ class LiveChart(QWidget):
                 f"(+{p.ram_bytes / MIB:,.0f} MiB for the model)"
                 + ("" if p.calibrated else " (uncalibrated)")
             )
-        else:
+        elif self._loaded:
             parts.append("no prediction for this model")
+        else:
+            parts.append("load a model: its predicted speed and memory are drawn here")
         self.legend.setText(" &nbsp; ".join(parts))
