@@ -627,6 +627,46 @@ def _sort_key(o: Option, bits: TaskBits, c: _Ctx, best_slow_speed: float) -> tup
 # Reasons
 
 
+def _source_bounded(options: list[Option]) -> bool:
+    """True when the inspected file is quantized and bounds what can be made from it."""
+    return any(o.quality.basis.startswith("made from this ") for o in options)
+
+
+def _bound_by_source_loss(cands: list[Option], notes: list[str]) -> list[Option]:
+    """Planned types made from an already-quantized file cannot be better than it.
+
+    Requantizing a Q4_K_M to BF16 gives a bigger file with the Q4_K_M's loss, so
+    such options carry the file's quality, and the file itself ranks above them.
+    """
+    this = next((o for o in cands if o.source is OptionSource.THIS_FILE), None)
+    if this is None or this.precision_bits >= 8 or this.quality.kld is None:
+        return cands
+    floor = this.quality
+    notes.append(
+        f"This file is already quantized ({this.file_type}): types made from it keep its "
+        "loss. For better quality, start from the original weights (an HF folder or hub id)."
+    )
+    out = []
+    for o in cands:
+        if o.source is OptionSource.PLANNED and (o.quality.kld or 0.0) < (floor.kld or 0.0):
+            bounded = replace(
+                o,
+                # The weights are no more precise than the file they are made from.
+                precision_bits=min(o.precision_bits, this.precision_bits),
+                quality=replace(
+                    o.quality,
+                    kld=floor.kld,
+                    delta_ppl=floor.delta_ppl,
+                    same_top_token=floor.same_top_token,
+                    basis=f"made from this {this.file_type} file, it keeps that file's loss",
+                ),
+            )
+            out.append(bounded)
+        else:
+            out.append(o)
+    return out
+
+
 def _fmt_speed(s: SpeedEstimate) -> str:
     return f"{format_rate(s.generation_low)}–{format_rate(s.generation_high)} tokens/s"
 
@@ -869,6 +909,7 @@ def recommend(
         if opt is not None:
             cands.append(opt)
         progress(rf.filename)
+    cands = _bound_by_source_loss(cands, notes)
     cc = _best_cc(profile)
     if include_gpu_formats and _nvidia(profile) and not apple:
         for fmt in GpuFormat:
@@ -923,6 +964,18 @@ def recommend(
             + f", and {human_bytes(_ram_budget(profile))} of RAM is available."
         )
         suggestions = _suggestions(c, bits)
+    elif not acceptable and _source_bounded(final):
+        top = final[0]
+        summary = (
+            f"Run {name} as {top.label} ({top.fit.label}): about "
+            f"{format_rate(top.speed.generation)} tokens/s. Types made from this file keep "
+            f"its loss; for {bits.minimum} bits or more for {task.value}, start from the "
+            "original weights."
+        )
+        suggestions = [
+            "Convert the original model (its Hugging Face folder or hub id) to the type you "
+            "want: types made from an already-quantized file keep its loss."
+        ]
     elif not acceptable:
         top = final[0]
         summary = (

@@ -204,11 +204,19 @@ def test_moe_prefers_eight_bits() -> None:
         assert rec.top is not None and rec.top.precision_bits >= 8, machine_name
 
 
-def test_small_models_keep_more_bits(starter_model: Path) -> None:
-    facts = inspect_model(starter_model)
+def test_small_models_keep_more_bits() -> None:
+    # Gemma 3 270M from its published config (full-precision weights to start from).
+    config = json.loads((Path(__file__).parent / "data/configs/gemma-3-270m.json").read_text())
+    facts = facts_from_config(
+        config, source="gemma-3-270m", kind=SourceKind.CONFIG, name="gemma-3-270m"
+    )
     rec = recommend(facts, machine("laptop"), task=Task.CHAT, use_calibration=False)
     assert rec.top is not None and rec.top.precision_bits >= 6
-    # The file itself is listed, with its exact size.
+
+
+def test_the_inspected_file_is_listed_with_its_exact_size(starter_model: Path) -> None:
+    facts = inspect_model(starter_model)
+    rec = recommend(facts, machine("laptop"), task=Task.CHAT, use_calibration=False)
     this = next(o for o in rec.options if o.source is OptionSource.THIS_FILE)
     assert this.weights_bytes == sum(t.n_bytes for t in facts.tensors)
 
@@ -322,3 +330,15 @@ def test_cli_explains_a_bad_model_path(tmp_path: Path, capsys: pytest.CaptureFix
     rc = run_cli(["recommend", str(missing), "--hardware", str(hw)])
     assert rc == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_an_already_quantized_file_bounds_what_can_be_made_from_it(starter_model: Path) -> None:
+    # Re-making the starter's Q4_K_M as BF16 would be bigger with the same loss:
+    # the file itself ranks first and the way to more quality is the original weights.
+    rec = recommend(inspect_model(starter_model), machine("laptop"), task=Task.CHAT)
+    assert rec.options[0].source is OptionSource.THIS_FILE
+    this_kld = rec.options[0].quality.kld
+    bf16 = next(o for o in rec.options if o.file_type == "BF16")
+    assert bf16.quality.kld == this_kld
+    assert "original weights" in rec.summary
+    assert any("already quantized" in n for n in rec.notes)
