@@ -337,7 +337,11 @@ class _Ctx:
 
 
 def _place_gguf(
-    c: _Ctx, plan: Sequence[PlannedTensor], ctx: int, kv_type: KvType
+    c: _Ctx,
+    plan: Sequence[PlannedTensor],
+    ctx: int,
+    kv_type: KvType,
+    file_type: QuantType | None = None,
 ) -> tuple[Fit, MemoryEstimate]:
     """Where a GGUF runs best on the machine: all on GPU, partly, or on the CPU."""
     facts, profile = c.facts, c.profile
@@ -354,6 +358,7 @@ def _place_gguf(
         )
     est = estimate_memory(
         facts,
+        file_type=file_type,  # labels the estimate; the tensors come from ``plan``
         ctx=ctx,
         kv_type=kv_type,
         n_gpu_layers=ngl,
@@ -388,7 +393,7 @@ def _gguf_option(
     label: str | None = None,
 ) -> Option:
     facts = c.facts
-    fit, est = _place_gguf(c, plan, c.ctx, c.kv_type)
+    fit, est = _place_gguf(c, plan, c.ctx, c.kv_type, qt)
     speed = estimate_speed(
         facts,
         c.profile,

@@ -164,6 +164,18 @@ def quant_text(f: ModelFacts) -> str:
 
 
 # Rows about the file rather than the network's shape; shown beside the shape.
+def _template_text(f: ModelFacts) -> str:
+    """Whether chat uses the file's own template or a built-in one (and which)."""
+    if f.has_chat_template:
+        return "in the file"
+    from app.core.chat.templates import guess_family
+
+    family = guess_family(f.architecture, lambda _token: False)
+    if family == "plain":
+        return "none in the file; chat uses a plain format"
+    return f"none in the file; chat uses the built-in {family.capitalize()} template"
+
+
 FILE_ROWS = ("Tokenizer", "Chat template", "License", "File size", "File")
 
 
@@ -194,7 +206,7 @@ def fact_rows(entry: LibraryEntry, f: ModelFacts) -> list[tuple[str, str]]:
         rows.append(("Experts", f"{f.n_experts} ({f.n_experts_used} used per token)"))
     tok = f.tokenizer_model or ("yes" if f.has_tokenizer else "none")
     rows.append(("Tokenizer", tok))
-    rows.append(("Chat template", "yes" if f.has_chat_template else "none"))
+    rows.append(("Chat template", _template_text(f)))
     if f.license:
         rows.append(("License", f.license))
     rows.append(("File size", human_bytes(entry.size_bytes)))
