@@ -294,6 +294,12 @@ def test_missing_file(tmp_path: Path) -> None:
     assert info.value.failure is LoadFailure.NOT_FOUND
 
 
+def test_a_folder_is_told_apart_from_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ChatLoadError, match=r"is a folder.*convert-hf"):
+        ChatSession.load(tmp_path)
+
+
 # ----------------------------------------------------------------------------- fit check
 
 

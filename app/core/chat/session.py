@@ -623,6 +623,12 @@ class ChatSession:
                 failure=LoadFailure.NO_RUNTIME,
             )
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise ChatLoadError(
+                f"{p} is a folder, not a model file; chat runs GGUF files — convert a Hugging "
+                "Face folder first (quantdesk convert-hf, or the Convert page)",
+                failure=LoadFailure.NOT_FOUND,
+            )
         if not p.is_file():
             raise ChatLoadError(
                 f"{p}: no such model file; check the path or pick the model again",
