@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.core.chat.session import Prediction
 from app.core.chat.stats import AnswerStats, LiveSample
 from app.ui.theme import current_theme
+from app.ui.widgets.flow_layout import FlowLayout
 
 MIB = 1024**2
 
@@ -19,9 +20,9 @@ class StatsBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(16)
+        # A flow layout wraps the figures onto a second line on narrow windows
+        # instead of widening the page past the window.
+        lay = FlowLayout(self, spacing=16)
         self.labels: dict[str, QLabel] = {}
         for key, tip in (
             ("ttft", "Time to first token, prompt processing included"),
@@ -37,7 +38,6 @@ class StatsBar(QWidget):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.labels[key] = label
             lay.addWidget(label)
-        lay.addStretch(1)
         self.clear()
 
     def clear(self) -> None:

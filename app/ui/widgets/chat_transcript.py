@@ -86,7 +86,13 @@ class TextBlock(QLabel):
         self.setWordWrap(True)
         self.setOpenExternalLinks(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        # Height follows the width (Preferred + height-for-width). With a Minimum
+        # vertical policy the label's size hint, taken at a narrow guessed width,
+        # became its minimum height, and a long answer was followed by a screen of
+        # blank space in the transcript.
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
         self.segment = segment
         self.setText(segment.content)
 
@@ -174,7 +180,9 @@ class MessageBubble(QFrame):
         self.message_id = message_id
         self._text = ""
         self.setObjectName("userBubble" if role == "user" else "assistantBubble")
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)  # see TextBlock: the height follows the width
+        self.setSizePolicy(policy)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(14, 8, 14, 8)
         outer.setSpacing(6)
