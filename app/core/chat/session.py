@@ -66,6 +66,7 @@ from app.core.runtime import import_llama_first
 from quant.errors import Cancelled, ModelFormatError, QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
+from quant.llama_session import physical_cores
 from quant.memory import (
     KvType,
     MemoryEstimate,
@@ -182,12 +183,6 @@ class Answer:
 
 
 # ----------------------------------------------------------------------------- fit check
-
-
-def physical_cores() -> int:
-    """Threads for generation: the physical core count (hyper-threads do not help)."""
-    n = psutil.cpu_count(logical=False)
-    return max(1, n or psutil.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
