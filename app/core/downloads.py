@@ -41,6 +41,7 @@ from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelSource, read_entry
 from quant.atomic import atomic_write_text
 from quant.errors import HubError, InsufficientResourcesError, QuantError
+from quant.hub_errors import hub_errors, transport_errors
 from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
 from quant.units import human_bytes
 
@@ -170,22 +171,6 @@ def split_parts(filename: str) -> list[str]:
 # --------------------------------------------------------------------------- errors
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Network failures of the HTTP client (huggingface_hub 2.x uses httpx2).
-
-    Not its ``HTTPError`` root: huggingface_hub's HTTP status errors derive from
-    it, and an answer such as 404 is no reason to resume.
-    """
-    import sys
-
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module in ("httpx2", "httpx"):
-        cls = getattr(sys.modules.get(module), "TransportError", None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
-
-
 def _offline_error(repo_id: str, filename: str) -> HubError:
     return HubError(
         f"{repo_id}: cannot download {filename} in offline mode (HF_HUB_OFFLINE is set); "
@@ -193,51 +178,14 @@ def _offline_error(repo_id: str, filename: str) -> HubError:
     )
 
 
-@contextlib.contextmanager
-def _hub_errors(repo_id: str, filename: str) -> Iterator[None]:
-    """Turn huggingface_hub and network failures into one-sentence HubErrors."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+def _hub_errors(repo_id: str, filename: str) -> contextlib.AbstractContextManager[None]:
+    return hub_errors(
+        repo_id,
+        filename,
+        offline=lambda: _offline_error(repo_id, filename),
+        again="download again",
+        missing_hint="; plan again to see the files it has now",
     )
-
-    try:
-        yield
-    except (QuantError, AppError):
-        raise
-    except OfflineModeIsEnabled:
-        raise _offline_error(repo_id, filename) from None
-    except GatedRepoError:
-        raise HubError(
-            f"{repo_id}: the repo is gated; accept its licence on the hub page and log in "
-            "with 'hf auth login', then download again"
-        ) from None
-    except RepositoryNotFoundError:
-        raise HubError(
-            f"{repo_id}: no such model on the Hugging Face hub; check the spelling "
-            "(private repos need 'hf auth login')"
-        ) from None
-    except RevisionNotFoundError:
-        raise HubError(f"{repo_id}: the requested revision does not exist on the hub") from None
-    except RemoteEntryNotFoundError:
-        raise HubError(
-            f"{repo_id}: {filename} is not in the repo on the hub; plan again to see the "
-            "files it has now"
-        ) from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise HubError(
-            f"{repo_id}: the hub answered HTTP {status} for {filename}; try again later"
-        ) from exc
-    except _transport_errors() as exc:
-        raise HubError(
-            f"{repo_id}: cannot reach the Hugging Face hub to download {filename} ({exc}); "
-            "check the network connection and try again"
-        ) from exc
 
 
 @contextlib.contextmanager
@@ -438,7 +386,7 @@ def _stream(remote: RemoteBlob, sink: _Sink, report: _Reporter, cancel: CancelTo
                 sink.write(chunk)
                 report.bytes(done)
                 check_cancel(cancel)
-    except _transport_errors() as exc:
+    except transport_errors() as exc:
         raise _Interrupted(report.done - start, exc) from exc
     if report.done < remote.size:
         raise _Interrupted(report.done - start, None)

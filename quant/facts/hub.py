@@ -13,9 +13,7 @@ raise :class:`~quant.errors.HubError` with a sentence and a next step.
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,6 +33,7 @@ from quant.facts.hf_folder import (
     read_json,
 )
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
+from quant.hub_errors import hub_errors
 
 logger = logging.getLogger(__name__)
 
@@ -73,60 +72,13 @@ def _offline_error(repo_id: str) -> HubError:
     return HubError(f"{repo_id}: cannot ask the Hugging Face hub in offline mode{hint}")
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """Exception types of the HTTP client huggingface_hub uses, whichever it is."""
-    errors: list[type[BaseException]] = [OSError]
-    candidates = (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException"))
-    for module, attr in candidates:
-        mod = sys.modules.get(module)
-        cls = getattr(mod, attr, None) if mod else None
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            errors.append(cls)
-    return tuple(errors)
-
-
-@contextmanager
-def _hub_errors(repo_id: str, what: str) -> Iterator[None]:
-    """Turn huggingface_hub and network failures into one-sentence HubErrors."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+def _hub_errors(repo_id: str, what: str) -> AbstractContextManager[None]:
+    return hub_errors(
+        repo_id,
+        what,
+        offline=lambda: _offline_error(repo_id),
+        network_hint="check the network connection or pass the path of a downloaded copy",
     )
-
-    try:
-        yield
-    except HubError:
-        raise
-    except OfflineModeIsEnabled:
-        raise _offline_error(repo_id) from None
-    except GatedRepoError:
-        raise HubError(
-            f"{repo_id}: the repo is gated; accept its licence on the hub page and log in "
-            "with 'hf auth login', then try again"
-        ) from None
-    except RepositoryNotFoundError:
-        raise HubError(
-            f"{repo_id}: no such model on the Hugging Face hub; check the spelling "
-            "(private repos need 'hf auth login')"
-        ) from None
-    except RevisionNotFoundError:
-        raise HubError(f"{repo_id}: the requested revision does not exist on the hub") from None
-    except RemoteEntryNotFoundError:
-        raise HubError(f"{repo_id}: {what} is missing on the hub") from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise HubError(
-            f"{repo_id}: the hub answered HTTP {status} while fetching {what}; try again later"
-        ) from exc
-    except _network_errors() as exc:
-        raise HubError(
-            f"{repo_id}: cannot reach the Hugging Face hub while fetching {what} ({exc}); "
-            "check the network connection or pass the path of a downloaded copy"
-        ) from exc
 
 
 class _RemoteFile:
