@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -199,6 +199,7 @@ class ConvertPage(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         outer.addWidget(scroll)
+        self._scroll = scroll
         content = QWidget()
         scroll.setWidget(content)
         lay = QVBoxLayout(content)
@@ -295,6 +296,7 @@ class ConvertPage(QWidget):
 
         # Jobs
         jobs_card = Card("Jobs", "play")
+        self._jobs_card = jobs_card
         self.queue_list = QListWidget()
         self.queue_list.setObjectName("queueList")
         self.queue_list.setMaximumHeight(110)
@@ -326,6 +328,7 @@ class ConvertPage(QWidget):
 
         # Report
         report_card = Card("Report", "gauge")
+        self._report_card = report_card
         split = QSplitter(Qt.Orientation.Horizontal)
         self.report_table = QTableWidget(0, len(REPORT_COLUMNS))
         self.report_table.setObjectName("reportTable")
@@ -341,6 +344,10 @@ class ConvertPage(QWidget):
         split.addWidget(self.report_table)
         self.chart = self._make_chart()
         split.addWidget(self.chart)
+        # The table carries the numbers a user reads; the chart is the overview.
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([600, 400])
         report_card.body.addWidget(split)
         self.report_note = muted("")
         report_card.body.addWidget(self.report_note)
@@ -657,6 +664,8 @@ class ConvertPage(QWidget):
             self._on_failed(JobFailure(f"Could not start the job process ({exc}).", "internal"))
             self._on_done()
             return
+        # The stage bars and log are below the form: bring them into view.
+        QTimer.singleShot(0, self, lambda: self._scroll.ensureWidgetVisible(self._jobs_card, 0, 0))
         self.job_started.emit(job.number)
 
     def _set_item(self, job: QueuedJob, state: str) -> None:
@@ -714,6 +723,9 @@ class ConvertPage(QWidget):
             job.report = report
             self._set_item(job, "done")
         self.show_report(report)
+        QTimer.singleShot(
+            0, self, lambda: self._scroll.ensureWidgetVisible(self._report_card, 0, 0)
+        )
         self.status_message.emit(f"Finished {job.title if job else 'job'}")
         self.job_finished.emit(report)
 
@@ -817,6 +829,11 @@ class ConvertPage(QWidget):
             label = pg.TextItem(name, anchor=(0, 1))
             label.setPos(x, y)
             plot.addItem(label)
+        # Room around the points so their labels are not cut at the edges.
+        x_pad = max((max(xs) - min(xs)) * 0.15, 1.0)
+        y_pad = max((max(ys) - min(ys)) * 0.15, max(ys) * 0.1, 1e-4)
+        plot.setXRange(min(xs) - x_pad, max(xs) + x_pad * 2, padding=0)
+        plot.setYRange(max(0.0, min(ys) - y_pad), max(ys) + y_pad * 2, padding=0)
 
     def report_rows(self) -> list[list[str]]:
         """The report table's text, row by row (what the user reads)."""
