@@ -33,6 +33,8 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 class FakeHub:
     url: str = ""
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: Extra fields of a repo's /api/models answer (e.g. "config", "gated").
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     #: File bodies stop at this byte offset of the file: the connection drops there,
     #: and a request that starts at or past it is dropped before any answer.
@@ -126,6 +128,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     for name, data in hub.repos[repo].items()
                 ]
                 body = {"id": repo, "modelId": repo, "sha": SHA, "tags": [], "siblings": siblings}
+                body.update(hub.info.get(repo, {}))
                 return self._send(200, json.dumps(body).encode(), {}, head)
             m = re.match(r"^/([^/]+/[^/]+)/resolve/[^/]+/(.+)$", path)
             if m and m.group(1) in hub.repos:

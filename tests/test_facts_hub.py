@@ -7,14 +7,9 @@ every request, so the tests can check that no weights are ever downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,108 +24,15 @@ from safetensors.numpy import save  # noqa: E402
 
 from quant.errors import HubError, UnsupportedArchitectureError  # noqa: E402
 from quant.facts import SourceKind, inspect_model, looks_like_repo_id  # noqa: E402
+from tests.fakehub import FakeHub, serve_fake_hub  # noqa: E402
 from tests.test_facts_config import hf_tensors, tiny  # noqa: E402
 from tests.test_facts_gguf import arch_kv, llama_like, n_elements, write_gguf  # noqa: E402
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-@dataclass
-class FakeHub:
-    url: str = ""
-    repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    info: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
-
-    def downloads(self, suffix: str) -> list[tuple[str, str, str | None]]:
-        """GET requests for files ending with ``suffix``."""
-        return [r for r in self.requests if r[0] == "GET" and r[1].endswith(suffix)]
-
-
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._serve(head=True)
-
-        def do_GET(self) -> None:
-            self._serve(head=False)
-
-        def _send(self, code: int, body: bytes, headers: dict[str, str], head: bool) -> None:
-            self.send_response(code)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-
-        def _serve(self, head: bool) -> None:
-            path = self.path.split("?")[0]
-            hub.requests.append((self.command, path, self.headers.get("Range")))
-            m = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/[^/]+)?$", path)
-            if m:
-                repo = m.group(1)
-                if repo not in hub.repos:
-                    return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"}, head)
-                siblings = [
-                    {"rfilename": name, "size": len(data), "blobId": hashlib.sha1(data).hexdigest()}
-                    for name, data in hub.repos[repo].items()
-                ]
-                body = {"id": repo, "modelId": repo, "sha": SHA, "tags": [], "siblings": siblings}
-                body.update(hub.info.get(repo, {}))
-                return self._send(200, json.dumps(body).encode(), {}, head)
-            m = re.match(r"^/([^/]+/[^/]+)/resolve/[^/]+/(.+)$", path)
-            if m and m.group(1) in hub.repos:
-                data = hub.repos[m.group(1)].get(m.group(2))
-                if data is None:
-                    return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, head)
-                headers = {
-                    "X-Repo-Commit": SHA,
-                    "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                    "Accept-Ranges": "bytes",
-                }
-                wanted = self.headers.get("Range")
-                if wanted:
-                    start_s, end_s = wanted.removeprefix("bytes=").split("-")
-                    start = int(start_s)
-                    end = min(int(end_s) if end_s else len(data) - 1, len(data) - 1)
-                    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                    return self._send(206, data[start : end + 1], headers, head)
-                return self._send(200, data, headers, head)
-            return self._send(404, b"", {"X-Error-Code": "RepoNotFound"}, head)
-
-    return Handler
 
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    fake = FakeHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    # huggingface_hub reads these into constants at import; set both.
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(
-        huggingface_hub.constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        fake.url + "/{repo_id}/resolve/{revision}/{filename}",
-    )
-    try:
+    with serve_fake_hub(monkeypatch, tmp_path / "hf-cache") as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def safetensors_repo(config: dict[str, Any], shards: int = 1) -> dict[str, bytes]:
