@@ -269,7 +269,23 @@ def read_gguf(path: Path | str) -> GgufFile:
             align_v = metadata.get("general.alignment")
             alignment = int(align_v.value) if align_v is not None else GGUF_DEFAULT_ALIGNMENT
             data_offset = -(-cur.pos // alignment) * alignment
+    _check_tensor_data(path, tensors, data_offset, size)
     return GgufFile(path, version, metadata, tuple(tensors), alignment, data_offset, size)
+
+
+def _check_tensor_data(path: Path, tensors: list[GgufTensor], data_offset: int, size: int) -> None:
+    """Every tensor's bytes must lie inside the file (a cut download would map past its end)."""
+    for t in tensors:
+        try:
+            n_bytes = t.n_bytes
+        except ValueError as exc:  # a ggml type number this version does not know
+            raise ModelFormatError(f"{path.name}: tensor {t.name}: {exc}") from exc
+        end = data_offset + t.offset + n_bytes
+        if end > size:
+            raise ModelFormatError(
+                f"{path.name}: truncated — tensor {t.name} ends at byte {end:,} but the file "
+                f"has {size:,} bytes; download or convert it again."
+            )
 
 
 def _writer_value(v: GgufValue) -> tuple[Any, Any, Any] | None:

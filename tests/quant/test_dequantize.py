@@ -61,3 +61,16 @@ def test_cancel_leaves_no_file(starter_model: Path, tmp_path: Path) -> None:
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
     assert seen[-1].done == 1 and seen[-1].total == 236
+
+
+def test_a_cut_download_is_refused_before_any_tensor_is_mapped(
+    starter_model: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.gguf"
+    with starter_model.open("rb") as src:
+        cut.write_bytes(src.read(100_000_000))
+    with pytest.raises(ModelFormatError, match=r"cut\.gguf: truncated — tensor .* ends at byte"):
+        read_gguf(cut)
+    with pytest.raises(ModelFormatError, match="truncated"):
+        dequantize_gguf(cut, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
