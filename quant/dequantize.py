@@ -18,6 +18,7 @@ F16 reference from the bundled Q4_K_M starter model this way).
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -86,10 +87,7 @@ class GgufTensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_bytes(self) -> int:

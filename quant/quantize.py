@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -259,10 +260,7 @@ def _check_source(src: Path, info: GgufFile, options: QuantizeOptions) -> bool:
 
 
 def _tensor_bytes(shape: tuple[int, ...], type_name: str) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return _ggml_type(type_name).n_bytes(n)
+    return _ggml_type(type_name).n_bytes(math.prod(shape))
 
 
 def _pad(n: int, align: int = GGUF_ALIGNMENT) -> int:

@@ -631,10 +631,7 @@ class TensorPlan:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def source_bytes(self) -> int:

@@ -11,6 +11,7 @@ the target and renamed only when complete (:func:`quant.atomic.atomic_output`).
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -99,10 +100,7 @@ def _nbytes(shape: tuple[int, ...], ggml_type: Any) -> int:
     import gguf
 
     block, size = gguf.GGML_QUANT_SIZES[ggml_type]
-    n = 1
-    for d in shape:
-        n *= d
-    return int(n // block * size)
+    return int(math.prod(shape) // block * size)
 
 
 def check_disk(folder: Path, needed: int) -> None:

@@ -19,6 +19,7 @@ length is kept.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import struct
 from collections import Counter
@@ -117,10 +118,7 @@ class GGUFTensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
