@@ -1013,3 +1013,70 @@ def recommend(
         suggestions=tuple(suggestions),
         notes=tuple(notes),
     )
+
+
+def file_option(
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    *,
+    task: Task = Task.CHAT,
+    ctx: int | None = None,
+    kv_type: KvType = KvType.F16,
+    margin_bytes: int | None = None,
+    options: RuntimeOptions | None = None,
+    store: CalibrationStore | None = None,
+    use_calibration: bool = True,
+) -> Option:
+    """How the GGUF file ``facts`` describes runs on ``profile`` as it is.
+
+    The same "this file" option :func:`recommend` lists for a GGUF (fit badge,
+    memory, speed, reasons), without planning every other type: a few
+    milliseconds, which is what a library listing of many files needs. The
+    option is unranked (``rank`` 0). ``ctx`` is clamped to the trained context
+    like in :func:`recommend`. Raises :class:`~quant.errors.QuantError` when
+    ``facts`` is not a GGUF file with its tensor list.
+    """
+    from quant.errors import QuantError
+
+    if facts.kind is not SourceKind.GGUF or not facts.tensors:
+        raise QuantError(
+            f"{facts.name}: a fit for the file itself needs a GGUF file's facts with its "
+            f"tensors (got {facts.kind.value}); use recommend() for other sources"
+        )
+    trained = facts.context_length or 0
+    want = ctx if ctx and ctx > 0 else task.default_ctx
+    if trained and want > trained:
+        want = trained
+    has_gpu = profile.apple is not None or bool(_nvidia(profile))
+    c = _Ctx(
+        facts=facts,
+        profile=profile,
+        task=task,
+        ctx=want,
+        kv_type=kv_type,
+        options=options or RuntimeOptions(),
+        store=store,
+        use_calibration=use_calibration,
+        training_tokens=None,
+        margin_bytes=margin_bytes,
+        has_gpu=has_gpu,
+        source=source_tensors(facts),
+    )
+    qt = None
+    if facts.file_type:
+        try:
+            qt = quant_type_for_file_type(LlamaFileType.from_name(facts.file_type))
+        except ValueError:
+            qt = None
+    option = _gguf_option(
+        c,
+        qt,
+        source=OptionSource.THIS_FILE,
+        plan=_plan(c, None),
+        filename=facts.source.replace("\\", "/").rsplit("/", 1)[-1],
+        imatrix=any("imatrix" in str(k) for k in facts.extra),
+        label=f"{qt.value if qt else facts.file_type} (this file)",
+    )
+    bits = task_bits(task, facts, want)
+    reasons = _reasons(option, bits, c, None, top=False)
+    return replace(option, reasons=tuple(reasons), meets_task=_meets_min(option, bits, c))

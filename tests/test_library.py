@@ -238,6 +238,7 @@ def test_default_roots_follow_environment(tmp_path: Path, monkeypatch: pytest.Mo
     assert {r.source for r in roots} == set(ModelSource) - {
         ModelSource.STARTER,
         ModelSource.ADDED,
+        ModelSource.FOLDER,
         ModelSource.QUANTDESK,
     }
 
@@ -320,7 +321,7 @@ def test_cli_lists_adds_and_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], starter_model: Path
 ) -> None:
     path = real_gguf(tmp_path / "cli-model.gguf")
-    assert run_cli(["models", "--add", str(path), "--json", "--no-other-apps"]) == 0
+    assert run_cli(["models", "--add", str(path), "--json", "--no-other-apps", "--no-fit"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(e["source"], e["path"]) for e in listed] == [
         ("starter", str(starter_model)),
@@ -328,9 +329,11 @@ def test_cli_lists_adds_and_refuses(
     ]
     assert listed[1]["size_bytes"] == path.stat().st_size
 
-    assert run_cli(["models", "--no-other-apps"]) == 0
+    assert run_cli(["models", "--no-other-apps", "--no-fit"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["NAME", "SOURCE", "SIZE", "PATH"]
+    assert table[0].split() == [
+        "NAME", "SOURCE", "ARCH", "PARAMS", "TYPE", "CTX", "SIZE", "FIT", "LAST", "USED", "PATH"
+    ]  # fmt: skip
     assert any(line.startswith("cli-model") and "Added" in line for line in table[1:])
 
     bad = tmp_path / "bad.gguf"
@@ -339,7 +342,7 @@ def test_cli_lists_adds_and_refuses(
     err = capsys.readouterr().err
     assert "bad.gguf: not a GGUF file" in err
 
-    assert run_cli(["models", "--remove", str(path), "--json", "--no-other-apps"]) == 0
+    assert run_cli(["models", "--remove", str(path), "--json", "--no-other-apps", "--no-fit"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [e["source"] for e in listed] == ["starter"]
     assert path.exists()

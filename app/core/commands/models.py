@@ -1,26 +1,36 @@
-"""``quantdesk models``: list, add and forget the models in the library."""
+"""``quantdesk models``: list the library with facts and fit badges; add and forget models."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
+from collections.abc import Sequence
 
-from app.core.commands.common import human_bytes, print_json
+from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from app.core.commands.inspect import human_count
 from app.core.errors import AppError
-from app.core.library import LibraryEntry, ModelLibrary
+from app.core.library import ModelLibrary
+from app.core.library_index import ModelRow, describe_library
 from quant.errors import QuantError
+from quant.progress import Progress
 
 logger = logging.getLogger(__name__)
+
+COLUMNS = ("NAME", "SOURCE", "ARCH", "PARAMS", "TYPE", "CTX", "SIZE", "FIT", "LAST USED", "PATH")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "models",
-        help="list the model library (starter model, added files, other apps' downloads)",
+        help="list the model library with facts and fit badges; add files and folders",
         description="List the GGUF models Quantdesk knows: the bundled starter model, "
-        "files you added, files Quantdesk made, and files other apps (Hugging Face cache, "
-        "LM Studio, Ollama, Jan, GPT4All) downloaded, which are used in place.",
+        "files and folders you added, files Quantdesk made, and files other apps "
+        "(Hugging Face cache, LM Studio, Ollama, Jan, GPT4All) downloaded, which are used "
+        "in place. Each model shows what its header says (architecture, parameters, type, "
+        "context) and whether it fits this machine (or the one in --hardware). A file seen "
+        "through several apps is listed once; damaged files are listed with the reason.",
     )
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.add_argument(
@@ -38,10 +48,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="forget a file (the file itself is left in place; repeatable)",
     )
     p.add_argument(
+        "--add-folder",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="list the GGUF files in DIR and its subfolders from now on (repeatable)",
+    )
+    p.add_argument(
+        "--remove-folder",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="stop listing the files in DIR (the files are left in place; repeatable)",
+    )
+    p.add_argument(
+        "--hash",
+        action="store_true",
+        help="find copies of the same model by content (reads every file whose size "
+        "matches another's; digests are cached)",
+    )
+    p.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="skip the hardware probe and the fit badges",
+    )
+    p.add_argument(
         "--no-other-apps",
         action="store_true",
         help="leave out other apps' downloads from this listing",
     )
+    add_hardware_arg(p)
     p.set_defaults(func=run)
 
 
@@ -52,6 +88,16 @@ def run(args: argparse.Namespace) -> int:
         logger.info("added %s", entry.path)
     for path in args.remove:
         library.remove(path)
+    for folder in args.add_folder:
+        added = library.add_folder(folder)
+        logger.info("listing the models in %s", added)
+    for folder in args.remove_folder:
+        if not library.remove_folder(folder):
+            print(
+                f"quantdesk: note: {folder} was not one of the library's folders; "
+                "'quantdesk models --json' lists where each model comes from",
+                file=sys.stderr,
+            )
     starter_problem = None
     try:
         library.starter_model_path()
@@ -60,21 +106,106 @@ def run(args: argparse.Namespace) -> int:
         starter_problem = str(exc)
     if args.no_other_apps:
         library = ModelLibrary(library.settings, external_roots=())
-    entries = library.entries()
+    profile = None if args.no_fit else load_hardware(args)
+    show = _StderrProgress() if args.hash and sys.stderr.isatty() else None
+    try:
+        rows = describe_library(library, profile, hash_duplicates=args.hash, on_progress=show)
+    finally:
+        if show is not None:
+            show.close()
     if args.json:
-        print_json([e.to_dict() for e in entries])
+        print_json([r.to_dict() for r in rows])
     else:
-        print(_table(entries))
+        print(render(rows))
     if starter_problem:
         print(f"quantdesk: warning: {starter_problem}", file=sys.stderr)
     return 0
 
 
-def _table(entries: list[LibraryEntry]) -> str:
-    if not entries:
-        return "The library is empty. Add a model with: quantdesk models --add FILE.gguf"
-    rows = [("NAME", "SOURCE", "SIZE", "PATH")]
-    rows += [(e.name, e.source.label, human_bytes(e.size_bytes), str(e.path)) for e in entries]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+class _StderrProgress:
+    """One self-overwriting line on a terminal's stderr while files are hashed."""
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage != "hash" or not p.bytes_total:
+            return
+        pct = 100 * p.bytes_done / p.bytes_total
+        line = f"{p.message}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
+        sys.stderr.write("\r" + line[:100].ljust(100))
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+            sys.stderr.flush()
+
+
+def _ctx(n: int | None) -> str:
+    if not n:
+        return "—"
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def since(when: float | None, now: float | None = None) -> str:
+    """A last-used time the way people say it: "5 min ago", "3 d ago", or a date."""
+    if when is None:
+        return "—"
+    age = (time.time() if now is None else now) - when
+    if age < 60:
+        return "just now"
+    if age < 3600:
+        return f"{int(age // 60)} min ago"
+    if age < 86400:
+        return f"{int(age // 3600)} h ago"
+    if age < 30 * 86400:
+        return f"{int(age // 86400)} d ago"
+    return time.strftime("%Y-%m-%d", time.localtime(when))
+
+
+def _cells(r: ModelRow) -> tuple[str, ...]:
+    e = r.entry
+    fit = "BROKEN" if e.broken else (r.fit_label or "—")
+    return (
+        e.name,
+        e.source.label,
+        r.architecture or "—",
+        human_count(r.parameters) if r.parameters else "—",
+        r.file_type or "—",
+        _ctx(r.context_length),
+        human_bytes(e.size_bytes),
+        fit,
+        since(e.last_used),
+        str(e.path),
+    )
+
+
+def render(rows: Sequence[ModelRow]) -> str:
+    """The library as a table; broken rows and copies get a line of their own below."""
+    if not rows:
+        return (
+            "The library is empty. Add a model with: quantdesk models --add FILE.gguf "
+            "(or a folder of them with --add-folder DIR)"
+        )
+    cells = [COLUMNS, *(_cells(r) for r in rows)]
+    last = len(COLUMNS) - 1
+    widths = [max(len(c[i]) for c in cells) for i in range(last)]
+    lines = []
+    for i, c in enumerate(cells):
+        lines.append("  ".join(c[j].ljust(widths[j]) for j in range(last)) + "  " + c[last])
+        if i == 0:
+            continue
+        e = rows[i - 1].entry
+        if e.broken:
+            lines.append(f"    broken: {e.broken}")
+        if e.also_at:
+            lines.append("    also at: " + ", ".join(str(p) for p in e.also_at))
+    broken = sum(1 for r in rows if r.broken)
+    if broken:
+        lines.append(
+            f"({broken} broken file{'s' if broken != 1 else ''} listed with the reason; "
+            "'quantdesk models --remove FILE' forgets one)"
+        )
     return "\n".join(lines)
