@@ -22,7 +22,7 @@ from app.core.downloads import (
 )
 from app.core.library import ExternalRoot, ModelLibrary, ModelSource
 from app.core.settings import Settings
-from quant.errors import Cancelled, HubError, InsufficientResourcesError
+from quant.errors import Cancelled, HubError, InsufficientResourcesError, ModelFormatError
 from quant.progress import CancelToken, Progress
 from quant.units import human_bytes
 from tests.fakehub import SHA, FakeHub, serve_fake_hub, sha256
@@ -239,7 +239,7 @@ def test_unknown_files_and_an_unreachable_hub(
 def test_a_split_gguf_comes_with_all_its_parts(hub: FakeHub, cache: Path) -> None:
     names = ["big/Big-Q8_0-00001-of-00002.gguf", "big/Big-Q8_0-00002-of-00002.gguf"]
     assert split_parts(names[1]) == names and split_parts(NAME) == [NAME]
-    hub.repos["acme/big"] = {names[0]: gguf_bytes(300_000, 1), names[1]: os_random(200_000, 2)}
+    hub.repos["acme/big"] = {names[0]: gguf_bytes(300_000, 1), names[1]: gguf_bytes(200_000, 2)}
     seen: list[Progress] = []
     entry = download_gguf("acme/big", names[1], on_progress=seen.append)
     snapshot = cache / "models--acme--big" / "snapshots" / SHA
@@ -247,3 +247,88 @@ def test_a_split_gguf_comes_with_all_its_parts(hub: FakeHub, cache: Path) -> Non
     assert entry.name == "Big-Q8_0-00001-of-00002" and entry.size_bytes == 300_000
     assert (snapshot / names[1]).read_bytes() == hub.repos["acme/big"][names[1]]
     assert any(p.message.startswith("Part 2 of 2: ") for p in seen)
+
+
+# --------------------------------------------------------------------------- split models
+
+
+def big_split(hub: FakeHub) -> list[str]:
+    names = [f"Big-Q8_0-{i:05d}-of-00003.gguf" for i in (1, 2, 3)]
+    hub.repos["acme/big"] = {n: gguf_bytes(400_000 + 1000 * i, i) for i, n in enumerate(names)}
+    return names
+
+
+def test_a_split_model_reports_progress_over_all_its_parts(hub: FakeHub) -> None:
+    names = big_split(hub)
+    total = sum(len(d) for d in hub.repos["acme/big"].values())
+    hub.throttle(64 * 1024, 0.002)
+    seen: list[Progress] = []
+    told: list[list[str]] = []
+    download_gguf(
+        "acme/big",
+        names[0],
+        on_progress=seen.append,
+        on_remotes=lambda rs: told.append([r.filename for r in rs]),
+    )
+    assert told == [names]  # every part was looked up before the first byte
+    heads = [i for i, r in enumerate(hub.requests) if r[0] == "HEAD"]
+    gets = [i for i, r in enumerate(hub.requests) if r[0] == "GET"]
+    assert len(heads) == 3 and max(heads) < min(gets)
+    counted = [p for p in seen if p.bytes_total == total]
+    done = [p.bytes_done for p in counted]
+    assert done == sorted(done) and done[-1] == total
+    assert any(p.message.startswith("Part 3 of 3: ") for p in counted)
+    assert all(p.total == total for p in counted)
+
+
+def test_a_split_model_with_a_missing_part_stops_before_any_byte(hub: FakeHub) -> None:
+    names = big_split(hub)
+    del hub.repos["acme/big"][names[2]]
+    with pytest.raises(
+        HubError,
+        match=f"acme/big: {names[2]} is not in the repo on the hub; it is part 3 of 3 of a "
+        "split model, so the model cannot be downloaded whole",
+    ):
+        download_gguf("acme/big", names[1])
+    assert not hub.downloads(".gguf")
+
+
+def test_a_split_model_needs_room_for_every_part(
+    hub: FakeHub, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = big_split(hub)
+    total = sum(len(d) for d in hub.repos["acme/big"].values())
+    # Room for each part, not for all three.
+    monkeypatch.setattr(downloads, "free_disk_bytes", lambda _p: 500_000)
+    with pytest.raises(NotEnoughDiskError, match=r"the 3 parts of Big-Q8_0-00001-of-00003.gguf"):
+        download_gguf("acme/big", names[0])
+    assert not hub.downloads(".gguf")
+    monkeypatch.setattr(downloads, "free_disk_bytes", lambda _p: total)
+    assert download_gguf("acme/big", names[0]).path.name == names[0]
+
+
+def test_a_part_that_is_not_gguf_is_refused(hub: FakeHub) -> None:
+    names = big_split(hub)
+    hub.repos["acme/big"][names[1]] = os_random(300_000, 7)
+    with pytest.raises(ModelFormatError, match=f"{names[1]}: not a GGUF file"):
+        download_gguf("acme/big", names[0])
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def test_bytes_damaged_in_transit_are_rejected_and_removed(hub: FakeHub, cache: Path) -> None:
+    hub.corrupt_at[NAME] = SIZE // 2  # the server sends one wrong byte, with the right ETag
+    with pytest.raises(
+        HubError,
+        match=rf"{REPO}: {NAME} arrived damaged \(its SHA-256 does not match the hub's\), so it "
+        "was deleted; download it again",
+    ):
+        download_gguf(REPO, NAME)
+    assert partials(cache) == []
+    assert not (repo_dir(cache) / "snapshots" / SHA / NAME).exists()
+    assert not (repo_dir(cache) / "blobs" / sha256(hub.repos[REPO][NAME])).exists()
+    hub.corrupt_at.clear()
+    entry = download_gguf(REPO, NAME)
+    assert sha256(entry.path.read_bytes()) == sha256(hub.repos[REPO][NAME])
+    assert entry.source is ModelSource.HUGGINGFACE

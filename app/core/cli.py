@@ -21,7 +21,17 @@ from quant.errors import Cancelled, QuantError
 logger = logging.getLogger(__name__)
 
 # Order is the order in --help.
-COMMANDS = ("hw", "inspect", "recommend", "convert", "convert_hf", "chat", "models")
+COMMANDS = (
+    "hw",
+    "inspect",
+    "recommend",
+    "convert",
+    "convert_hf",
+    "chat",
+    "models",
+    "search",
+    "pull",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

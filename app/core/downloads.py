@@ -20,6 +20,11 @@ offline switch (``HF_HUB_OFFLINE``), its HEAD request for the file's commit,
 ETag and size, and its lock file, so two programs never write the same blob at
 once. When the ETag is a SHA-256 (every LFS file's is), the received bytes are
 checked against it before the file is put in place.
+
+A split GGUF (``NAME-00001-of-00003.gguf``) is one model: :func:`download_gguf`
+asks the hub about every part before fetching any byte, so a part missing from
+the repo or a disk too small for all of them stops the download at once, reports
+progress over the whole model, and checks that each part arrived as a GGUF file.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from app.core.errors import AppError
+from app.core.hub_token import gated_errors
 from app.core.library import LibraryEntry, ModelSource, read_entry
 from quant.atomic import atomic_write_text
 from quant.errors import HubError, InsufficientResourcesError, QuantError
@@ -62,6 +68,7 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 ProgressFn = Callable[[Progress], None]
+RemotesFn = Callable[[list["RemoteBlob"]], None]
 
 
 class DownloadError(AppError):
@@ -93,6 +100,30 @@ class RemoteBlob:
     def sha256(self) -> str | None:
         """The file's SHA-256 when the ETag is one (LFS files), else None."""
         return self.etag if _SHA256_HEX.fullmatch(self.etag) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.repo_id,
+            "filename": self.filename,
+            "revision": self.revision,
+            "commit": self.commit,
+            "etag": self.etag,
+            "size": self.size,
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RemoteBlob:
+        """The blob :meth:`to_dict` wrote; ``KeyError``/``TypeError``/``ValueError`` if damaged."""
+        return cls(
+            repo_id=str(data["repo_id"]),
+            filename=str(data["filename"]),
+            revision=str(data["revision"]),
+            commit=str(data["commit"]),
+            etag=str(data["etag"]),
+            size=int(data["size"]),
+            url=str(data["url"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -153,6 +184,32 @@ def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def split_info(filename: str) -> tuple[str, int, int] | None:
+    """``(prefix, index, count)`` of a llama.cpp split GGUF part's name, else None.
+
+    The prefix keeps the folder: ``"q8/Big-Q8_0-00002-of-00003.gguf"`` gives
+    ``("q8/Big-Q8_0", 2, 3)``.
+    """
+    path = PurePosixPath(filename)
+    m = _SPLIT.match(path.name)
+    if m is None or int(m.group("count")) < 1:
+        return None
+    return str(path.with_name(m.group("prefix"))), int(m.group("index")), int(m.group("count"))
+
+
+def cached_bytes(remote: RemoteBlob) -> int:
+    """Bytes of ``remote`` already in the HF cache: its size when complete, else the partial's."""
+    layout = CacheLayout.of(hub_cache_dir(), remote)
+    try:
+        if layout.blob.is_file():
+            return min(layout.blob.stat().st_size, remote.size)
+        if layout.partial.is_file():
+            return min(layout.partial.stat().st_size, remote.size)
+    except OSError:
+        pass
+    return 0
+
+
 def split_parts(filename: str) -> list[str]:
     """Every part of a llama.cpp split GGUF (``X-00001-of-00003.gguf``); else ``[filename]``."""
     path = PurePosixPath(filename)
@@ -178,14 +235,19 @@ def _offline_error(repo_id: str, filename: str) -> HubError:
     )
 
 
-def _hub_errors(repo_id: str, filename: str) -> contextlib.AbstractContextManager[None]:
-    return hub_errors(
-        repo_id,
-        filename,
-        offline=lambda: _offline_error(repo_id, filename),
-        again="download again",
-        missing_hint="; plan again to see the files it has now",
-    )
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, filename: str, missing_hint: str | None = None) -> Iterator[None]:
+    with (
+        hub_errors(
+            repo_id,
+            filename,
+            offline=lambda: _offline_error(repo_id, filename),
+            again="download again",
+            missing_hint=missing_hint or "; plan again to see the files it has now",
+        ),
+        gated_errors(repo_id, "download again"),
+    ):
+        yield
 
 
 @contextlib.contextmanager
@@ -298,13 +360,18 @@ def _timeout_s() -> float:
     return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
 
 
-def remote_blob(repo_id: str, filename: str, *, revision: str | None = None) -> RemoteBlob:
-    """Ask the hub (one HEAD request) for the file's commit, ETag and size."""
+def remote_blob(
+    repo_id: str, filename: str, *, revision: str | None = None, missing_hint: str | None = None
+) -> RemoteBlob:
+    """Ask the hub (one HEAD request) for the file's commit, ETag and size.
+
+    ``missing_hint`` ends the sentence raised when the file is not in the repo.
+    """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
 
     rev = revision or constants.DEFAULT_REVISION
     url = hf_hub_url(repo_id, filename, revision=rev, endpoint=constants.ENDPOINT)
-    with _hub_errors(repo_id, filename):
+    with _hub_errors(repo_id, filename, missing_hint):
         meta = get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
     if not meta.commit_hash or not meta.etag or meta.size is None:
         raise HubError(
@@ -561,14 +628,26 @@ def download_hub_file(
     ``blobs/<etag>.incomplete`` stays, and the next call continues from it.
 
     Raises :class:`HubError` (offline mode, no network, unknown repo or file, a
-    damaged transfer), :class:`NotEnoughDiskError` before any byte is fetched
-    when the cache's disk is too small, and :class:`DownloadError` when the cache
-    cannot be written.
+    gated repo without access, a damaged transfer), :class:`NotEnoughDiskError`
+    before any byte is fetched when the cache's disk is too small, and
+    :class:`DownloadError` when the cache cannot be written.
     """
-    from huggingface_hub import constants
-
     _check_names(repo_id, filename)
     check_cancel(cancel)
+    found = _cached_without_asking(repo_id, filename, revision)
+    if found is not None:
+        return found
+    report = _Reporter(on_progress, filename, 0)
+    report.note(f"Asking the hub about {report.name}…")
+    remote = remote_blob(repo_id, filename, revision=revision)
+    check_cancel(cancel)
+    return _fetch(remote, report, cancel)
+
+
+def _cached_without_asking(repo_id: str, filename: str, revision: str | None) -> Path | None:
+    """The cached copy when the hub need not (commit) or cannot (offline) be asked."""
+    from huggingface_hub import constants
+
     if revision is not None and _COMMIT.fullmatch(revision):
         # A commit's files never change: a cached copy needs no question to the hub.
         found = cached_hub_file(repo_id, filename, revision=revision)
@@ -579,11 +658,12 @@ def download_hub_file(
         if found is not None:
             return found
         raise _offline_error(repo_id, filename)
+    return None
 
-    report = _Reporter(on_progress, filename, 0)
-    report.note(f"Asking the hub about {report.name}…")
-    remote = remote_blob(repo_id, filename, revision=revision)
-    check_cancel(cancel)
+
+def _fetch(remote: RemoteBlob, report: _Reporter, cancel: CancelToken | None) -> Path:
+    """Bring ``remote`` into the cache (resuming a partial) and link its snapshot path."""
+    filename = remote.filename
     report.total = remote.size
     layout = CacheLayout.of(hub_cache_dir(), remote)
     if _is_complete(layout.pointer, remote.size):
@@ -596,7 +676,7 @@ def download_hub_file(
             _transfer(remote, layout, report, cancel)
             with _disk_errors(layout.blob, filename):
                 layout.partial.replace(layout.blob)
-            logger.info("downloaded %s/%s into %s", repo_id, filename, layout.blob)
+            logger.info("downloaded %s/%s into %s", remote.repo_id, filename, layout.blob)
         with _disk_errors(layout.pointer, filename):
             _link(layout.blob, layout.pointer)
     _write_ref(layout, remote)
@@ -611,37 +691,102 @@ def download_gguf(
     revision: str | None = None,
     on_progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    on_remotes: RemotesFn | None = None,
 ) -> LibraryEntry:
     """Download a GGUF model file (every part of a split one) and describe it for the library.
 
+    ``filename`` may name any part of a split model. Before the first byte, every
+    part is looked up on the hub (``on_remotes`` then receives what the hub said
+    about each, which is what a caller needs to find the partial bytes later) and
+    the disk is checked for room for all of them. Progress covers the whole model:
+    ``bytes_done``/``bytes_total`` count every part, and the message says which part
+    is arriving.
+
     Returns the library entry of the file llama.cpp opens (the first part of a
-    split model); the caller records it (:meth:`ModelLibrary.record`). Raises as
-    :func:`download_hub_file` does, and :class:`quant.errors.ModelFormatError`
-    when the file turns out not to be GGUF.
+    split model), with source :attr:`ModelSource.HUGGINGFACE`; the caller records it
+    (:meth:`ModelLibrary.record`). Raises as :func:`download_hub_file` does, and
+    :class:`quant.errors.ModelFormatError` when a file turns out not to be GGUF.
     """
     parts = split_parts(filename)
-    paths: list[Path] = []
+    for part in parts:
+        _check_names(repo_id, part)
+    check_cancel(cancel)
+    cached = [_cached_without_asking(repo_id, part, revision) for part in parts]
+    if all(p is not None for p in cached):
+        return _checked_entry([p for p in cached if p is not None])
+
+    first = _Reporter(on_progress, parts[0], 0)
+    count = len(parts)
+    first.note(
+        f"Asking the hub about {first.name}…"
+        if count == 1
+        else f"Asking the hub about the {count} parts of {first.name}…"
+    )
+    remotes: list[RemoteBlob] = []
     for i, part in enumerate(parts, start=1):
+        hint = None
+        if count > 1:
+            hint = (
+                f"; it is part {i} of {count} of a split model, so the model cannot be "
+                "downloaded whole: choose another file of the repo"
+            )
+        remotes.append(remote_blob(repo_id, part, revision=revision, missing_hint=hint))
+        check_cancel(cancel)
+    if on_remotes is not None:
+        on_remotes(list(remotes))
+    if count > 1:
+        _check_room(remotes)
+
+    total = sum(r.size for r in remotes)
+    paths: list[Path] = []
+    offset = 0
+    for i, remote in enumerate(remotes, start=1):
         forward = on_progress
-        if on_progress is not None and len(parts) > 1:
-            forward = _part_progress(on_progress, i, len(parts))
-        paths.append(
-            download_hub_file(repo_id, part, revision=revision, on_progress=forward, cancel=cancel)
+        if on_progress is not None and count > 1:
+            forward = _part_progress(on_progress, i, count, offset, total)
+        paths.append(_fetch(remote, _Reporter(forward, remote.filename, remote.size), cancel))
+        offset += remote.size
+    return _checked_entry(paths)
+
+
+def _check_room(remotes: list[RemoteBlob]) -> None:
+    """Room on the cache's disk for every part still to come, before the first byte."""
+    cache = hub_cache_dir()
+    needed = sum(r.size - cached_bytes(r) for r in remotes)
+    if needed <= 0:
+        return
+    free = free_disk_bytes(cache)
+    if free < needed:
+        name = PurePosixPath(remotes[0].filename).name
+        raise NotEnoughDiskError(
+            f"the {len(remotes)} parts of {name} need {human_bytes(needed)} ({needed:,} bytes) "
+            f"more on the disk holding {cache}, but only {human_bytes(free)} ({free:,} bytes) "
+            "is free; free up space or set HF_HUB_CACHE to a folder on a larger disk",
+            needed_bytes=needed,
+            available_bytes=free,
         )
-    return read_entry(paths[0], ModelSource.ADDED)
 
 
-def _part_progress(on_progress: ProgressFn, index: int, count: int) -> ProgressFn:
+def _checked_entry(paths: list[Path]) -> LibraryEntry:
+    """Every part must be a GGUF file; the first one is the model's library entry."""
+    entries = [read_entry(p, ModelSource.HUGGINGFACE) for p in paths]
+    return entries[0]
+
+
+def _part_progress(
+    on_progress: ProgressFn, index: int, count: int, offset: int, total: int
+) -> ProgressFn:
+    """Progress of part ``index`` as progress over the whole split model."""
+
     def forward(p: Progress) -> None:
+        done = offset + p.bytes_done
+        eta = p.eta_s
+        part_left = p.bytes_total - p.bytes_done
+        if eta is not None and part_left > 0:
+            eta = eta * (total - done) / part_left  # the later parts at this part's rate
         on_progress(
             Progress(
-                p.stage,
-                p.done,
-                p.total,
-                f"Part {index} of {count}: {p.message}",
-                p.bytes_done,
-                p.bytes_total,
-                p.eta_s,
+                p.stage, done, total, f"Part {index} of {count}: {p.message}", done, total, eta
             )
         )
 

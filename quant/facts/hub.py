@@ -13,6 +13,7 @@ raise :class:`~quant.errors.HubError` with a sentence and a next step.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -192,6 +193,32 @@ def _gguf_repo_facts(
         notes=tuple(notes),
         file_size=size,
     )
+
+
+def inspect_hub_gguf(
+    repo_id: str,
+    filename: str,
+    sizes: Mapping[str, int],
+    *,
+    revision: str | None = None,
+    offline: bool | None = None,
+) -> ModelFacts:
+    """Facts from the header of one GGUF file of hub repo ``repo_id``, by HTTP range requests.
+
+    ``filename`` is the file (the first part of a split model, whose other parts'
+    tensors are read too); ``sizes`` maps the repo's file names to their sizes, as
+    its file list gives them. No tensor data is fetched. ``remote_files`` lists the
+    repo's GGUF files from ``sizes``.
+    """
+    if offline if offline is not None else _is_offline():
+        raise _offline_error(repo_id)
+    files = dict(sizes)
+    if filename not in files:
+        raise HubError(f"{repo_id}: {filename} is not in the repo's file list")
+    ftype = file_type_from_filename(filename)
+    chosen = RemoteFile(filename, files[filename], ftype.name if ftype else None)
+    facts = _gguf_repo_facts(repo_id, files, chosen, revision)
+    return replace(facts, name=repo_id, remote_files=_remote_ggufs(files))
 
 
 def _safetensors_tensors(
