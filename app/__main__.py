@@ -1,6 +1,7 @@
 """Entry point: ``quantdesk`` / ``python -m app``.
 
-Without arguments the GUI starts; with arguments the CLI runs. ``llama_cpp`` is
+Without arguments the GUI starts; with arguments the CLI runs; ``--self-test``
+checks the installation (:mod:`app.selftest`). ``llama_cpp`` is
 imported before anything that may pull in ``gguf`` (and through it
 ``sentencepiece``): on CUDA builds the reverse order crashes the next model load.
 ``tests/test_import_order.py`` pins this.
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from quant.__main__ import main as run_job
 
         return run_job(args[1:])
+    if args and args[0] == "--self-test":
+        from app.selftest import main as self_test
+
+        return self_test(args[1:])
     if not args or args[0] in ("gui", "--gui") or args[0] in _GUI_FLAGS:
         from app.ui.main import run_gui
 

@@ -15,8 +15,38 @@ import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+from app import __version__
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
 
 logger = logging.getLogger(__name__)
+
+#: The base name of the installed launcher entry (packaging/quantdesk.desktop). Wayland
+#: compositors match windows to it for their icon and name; X11 uses WM_CLASS, which
+#: Qt takes from the executable's name (``quantdesk``, the desktop file's StartupWMClass).
+DESKTOP_FILE_NAME = "quantdesk"
+
+
+def configure_application(qapp: QApplication) -> None:
+    """Name and icon for every window of ``qapp``: title suffix, dock, task bar, dialogs."""
+    from app.ui.widgets.icons import app_icon, resources_dir
+
+    qapp.setApplicationName("Quantdesk")
+    qapp.setOrganizationName("Quantdesk")
+    qapp.setApplicationDisplayName("Quantdesk")
+    qapp.setApplicationVersion(__version__)
+    qapp.setDesktopFileName(DESKTOP_FILE_NAME)
+    icon = app_icon()
+    if icon.isNull():
+        logger.warning(
+            "app icon files missing from %s; windows get the default icon",
+            resources_dir() / "icons",
+        )
+    else:
+        qapp.setWindowIcon(icon)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -50,9 +80,7 @@ def run_gui(argv: list[str]) -> int:
     setup_logging(verbose=args.verbose)
     app = QApplication.instance() or QApplication([sys.argv[0], *argv])
     assert isinstance(app, QApplication)
-    app.setApplicationName("Quantdesk")
-    app.setOrganizationName("Quantdesk")
-    app.setApplicationDisplayName("Quantdesk")
+    configure_application(app)
     settings = Settings()
     apply_theme(app, choose_theme(str(settings.get("theme", "system"))))
 

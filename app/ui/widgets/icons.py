@@ -6,7 +6,9 @@ Kept in code rather than as files so they ship inside the package. Each icon is 
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QRectF, QSize, Qt
 from PySide6.QtGui import QIcon, QPainter, QPixmap
@@ -103,3 +105,35 @@ def icon(
 
 def icon_size(size: int = 18) -> QSize:
     return QSize(size, size)
+
+
+#: Pixel sizes of the rendered app icon in ``resources/icons`` (``quantdesk-<N>.png``).
+APP_ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+
+
+def resources_dir() -> Path:
+    """The ``resources/`` folder: beside the packages in a checkout, at the top of a bundle.
+
+    A PyInstaller bundle unpacks its data under ``sys._MEIPASS``, where the spec puts
+    ``resources/`` (packaging/quantdesk.spec); a checkout has it at the repository root.
+    """
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and frozen_root:
+        return Path(frozen_root) / "resources"
+    return Path(__file__).resolve().parents[3] / "resources"
+
+
+@lru_cache(maxsize=1)
+def app_icon() -> QIcon:
+    """Quantdesk's own icon in every rendered size (null when the files are missing).
+
+    Set once on the application (``QApplication.setWindowIcon``) so every window and
+    dialog carries it.
+    """
+    folder = resources_dir() / "icons"
+    ic = QIcon()
+    for size in APP_ICON_SIZES:
+        png = folder / f"quantdesk-{size}.png"
+        if png.is_file():
+            ic.addFile(str(png), QSize(size, size))
+    return ic
