@@ -3,7 +3,8 @@
 The window shows before any slow work starts: the hardware probe and the library
 scan (which may assemble the starter model on first launch) begin once it is on
 screen, and the pages fill in as their results arrive. Pages other than Machine
-and Models are built the first time they are opened.
+and Models are built the first time they are opened. The sidebar's foot opens the
+About box (version, llama.cpp build and backends, :mod:`app.ui.about`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
+    QDialog,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -151,6 +154,8 @@ class MainWindow(QMainWindow):
         self.models_page.status_message.connect(self.show_status)
         self.models_page.entries_changed.connect(self._on_entries)
         self.models_page.chat_requested.connect(self.open_chat)
+        self.models_page.advise_requested.connect(self.open_advisor)
+        self.models_page.convert_requested.connect(lambda path: self.open_convert(str(path), []))
 
         self._machine_label = QLabel("Probing this machine…")
         self._library_label = QLabel("")
@@ -187,6 +192,20 @@ class MainWindow(QMainWindow):
             item.setSizeHint(QSize(170, 40))
             self.nav.addItem(item)
         lay.addWidget(self.nav, 1)
+        self.about_button = QToolButton()
+        self.about_button.setObjectName("aboutButton")
+        self.about_button.setText("About Quantdesk")
+        self.about_button.setToolTip("Version, llama.cpp build and backends")
+        self.about_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.about_button.setAutoRaise(True)
+        self.about_button.setIconSize(QSize(18, 18))
+        self.about_button.clicked.connect(self.show_about)
+        about_row = QHBoxLayout()
+        about_row.setContentsMargins(12, 4, 12, 4)
+        about_row.addWidget(self.about_button)
+        about_row.addStretch(1)
+        lay.addLayout(about_row)
+        self.about_dialog: QDialog | None = None
         self.retint()
         return pane
 
@@ -197,6 +216,7 @@ class MainWindow(QMainWindow):
             item = self.nav.item(row)
             if item is not None:
                 item.setIcon(icon(spec.icon, t.text, selected_color=t.accent_text))
+        self.about_button.setIcon(icon("info", t.text_muted))
 
     def _install(self, key: str, page: QWidget) -> None:
         status = getattr(page, "status_message", None)
@@ -241,7 +261,10 @@ class MainWindow(QMainWindow):
             )
         try:
             module = importlib.import_module("app.ui.pages.chat_page")
-            page: QWidget = module.ChatPage(self.settings, library=self.library)
+            chat = module.ChatPage(self.settings, library=self.library)
+            # The library shows when each model was last opened in chat.
+            chat.model_loaded.connect(lambda info: self.models_page.mark_used(info.path))
+            page: QWidget = chat
         except Exception as exc:  # a page that fails to build must not take the window down
             logger.exception("chat page could not be built")
             return UnavailablePage(
@@ -315,6 +338,15 @@ class MainWindow(QMainWindow):
         else:
             self.show_status("Chat is unavailable; see the Chat page for why")
 
+    def open_advisor(self, path: Path) -> None:
+        """The advisor's plan for a library model on this machine."""
+        page = self.switch_to("advisor")
+        set_source: Callable[[str], Any] | None = getattr(page, "set_source", None)
+        run: Callable[[], Any] | None = getattr(page, "run", None)
+        if set_source is not None and run is not None:
+            set_source(str(path))
+            run()
+
     def open_convert(self, source: str, types: list[str]) -> None:
         if "convert" not in self.page_keys():
             self.show_status("Conversion is not available in this build")
@@ -323,6 +355,28 @@ class MainWindow(QMainWindow):
         preset: Callable[..., Any] | None = getattr(page, "preset", None)
         if preset is not None:
             preset(source, types)
+
+    def show_about(self) -> QDialog:
+        """Open the About box (window-modal, not blocking) and return it.
+
+        The runtime part comes from the machine page's probe when it has finished.
+        """
+        from app.ui.about import AboutDialog, collect_build_info
+
+        profile = self._machine_profile
+        info = (
+            collect_build_info(profile.runtime, profile.backends)
+            if profile is not None
+            else collect_build_info()
+        )
+        if self.about_dialog is not None:
+            self.about_dialog.close()
+            self.about_dialog.deleteLater()
+        dialog = AboutDialog(info, self)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        self.about_dialog = dialog
+        dialog.open()
+        return dialog
 
     def show_status(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
@@ -342,6 +396,7 @@ class MainWindow(QMainWindow):
         else:
             parts.append("no GPU")
         self._machine_label.setText(" · ".join(parts))
+        self.models_page.set_profile(profile)
         adv = self._pages.get("advisor")
         setter = getattr(adv, "set_machine_profile", None)
         if setter is not None:

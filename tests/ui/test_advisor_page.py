@@ -294,3 +294,49 @@ def test_cancel_a_download_then_resume_it_after_a_network_failure(
     assert hub.downloads("Tiny-Q4_K_M.gguf")[-1][2] == f"bytes={kept + 50_000}-"
     assert snapshot.read_bytes() == data
     assert len(library.entries()) == before + 1
+
+
+def test_a_serving_format_finds_ready_made_repos_with_a_command(
+    qtbot: Any,
+    settings: Settings,
+    library: ModelLibrary,
+    hf_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an NVIDIA machine, an FP8 option of a hub model finds FP8 repos of it."""
+    from tests.test_facts_config import tiny
+    from tests.test_facts_hub import safetensors_repo
+
+    base = "acme/Base-1B"
+    with serve_fake_hub(monkeypatch, hf_cache) as fake:
+        fake.repos[base] = safetensors_repo(tiny("llama"))
+        fake.repos["someone/Base-1B-FP8-Dynamic"] = {
+            "config.json": b'{"quantization_config": {"quant_method": "fp8"}}',
+            "model.safetensors": b"\0" * 4096,
+        }
+        fake.info["someone/Base-1B-FP8-Dynamic"] = {
+            "tags": [f"base_model:quantized:{base}"],
+            "cardData": {"base_model": base},
+            "config": {"quantization_config": {"quant_method": "fp8"}},
+            "downloads": 500,
+        }
+        page = AdvisorPage(settings, library)
+        qtbot.addWidget(page)
+        page.resize(1200, 850)
+        page.set_machine_profile(make_profile(gpus=(H100,)))
+        page.set_source(base)
+        _run(qtbot, page)
+        fp8 = next(o for o in page.options() if o.file_type == "FP8")
+        page.select_option(fp8.key)
+        assert page.serving_button.isVisibleTo(page)
+        assert page.serving_button.isEnabled()
+        page.serving_button.click()
+        qtbot.waitUntil(lambda: "vllm serve" in page.serving_text(), timeout=10_000)
+        text = page.serving_text()
+        assert "someone/Base-1B-FP8-Dynamic" in text
+        assert "vllm serve someone/Base-1B-FP8-Dynamic" in text
+        # A GGUF option has no such button.
+        gguf = next(o for o in page.options() if o.family.value == "gguf")
+        page.select_option(gguf.key)
+        assert not page.serving_button.isVisibleTo(page)
+        assert not message_boxes()

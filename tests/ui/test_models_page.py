@@ -15,6 +15,7 @@ from app.core.settings import Settings
 from app.ui.pages.models_page import (
     COL_ARCH,
     COL_CTX,
+    COL_FIT,
     COL_NAME,
     COL_QUANT,
     COL_SOURCE,
@@ -171,7 +172,8 @@ def test_an_unreadable_listed_file_is_explained_in_the_details(
     page.reload()
     qtbot.waitUntil(lambda: not page.is_busy(), timeout=10_000)
     row = _row_of(page, tiny_gguf)
-    assert _cell(page, row, COL_ARCH) == "unreadable"
+    assert _cell(page, row, COL_ARCH) == "broken"
+    assert _cell(page, row, COL_FIT) == "broken"
     page.select_path(tiny_gguf)
     qtbot.waitUntil(lambda: "cannot be used" in page.details_message.text(), timeout=5_000)
     assert "tiny-llama.gguf" in page.details_message.text()

@@ -50,7 +50,7 @@ from app.ui.widgets.icons import icon
 from app.workers.tasks import TaskHandle, start_task
 from quant.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
 from quant.facts.model import ModelFacts, SourceKind
-from quant.formats import FormatFamily
+from quant.formats import FormatFamily, GpuFormat
 from quant.hardware.profile import HardwareProfile
 from quant.memory import KvType
 from quant.progress import CancelToken, Progress, check_cancel
@@ -383,6 +383,14 @@ class AdvisorPage(QWidget):
         self.convert_button.setEnabled(False)
         self.download_button = QPushButton(icon("save"), "Download this file")
         self.download_button.setEnabled(False)
+        self.serving_button = QPushButton(icon("open"), "Find on the hub")
+        self.serving_button.setVisible(False)
+        self.serving_label = QLabel("")
+        self.serving_label.setObjectName("servingRepos")
+        self.serving_label.setWordWrap(True)
+        self.serving_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.serving_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.serving_label.setVisible(False)
         self.reasons_card.body.addWidget(self.pick_title)
         self.reasons_card.body.addWidget(self.pick_chips)
         # The reasons scroll when the card is short, so the buttons stay in view.
@@ -393,6 +401,7 @@ class AdvisorPage(QWidget):
         text_layout.setSpacing(8)
         text_layout.addWidget(self.reasons_label)
         text_layout.addWidget(self.extra_label)
+        text_layout.addWidget(self.serving_label)
         text_layout.addStretch(1)
         self.reasons_scroll = QScrollArea()
         self.reasons_scroll.setWidgetResizable(True)
@@ -407,6 +416,7 @@ class AdvisorPage(QWidget):
         actions.setSpacing(8)
         actions.addWidget(self.convert_button)
         actions.addWidget(self.download_button)
+        actions.addWidget(self.serving_button)
         actions.addStretch(1)
         self.reasons_card.body.addLayout(actions)
         ll.addWidget(chart_card, 0, 0)
@@ -433,6 +443,7 @@ class AdvisorPage(QWidget):
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.chart.option_clicked.connect(self.select_option)
         self.convert_button.clicked.connect(self._convert_selected)
+        self.serving_button.clicked.connect(self.find_serving_repos)
         self.download_button.clicked.connect(self.download_selected)
         self.download_cancel_button.clicked.connect(self.cancel_download)
         self.chat_button.clicked.connect(self._chat_with_download)
@@ -468,6 +479,8 @@ class AdvisorPage(QWidget):
         panel.body.addLayout(row)
         panel.setVisible(False)
         self.download_panel = panel
+        self._serving_task: TaskHandle | None = None
+        self._serving_key: str | None = None
         return panel
 
     # ------------------------------------------------------------------ inputs
@@ -744,6 +757,7 @@ class AdvisorPage(QWidget):
             self.reasons_label.setText("")
             self.extra_label.setText("")
             self.convert_button.setEnabled(False)
+            self._update_serving(None)
             self._update_download_button()
             return
         is_top = rec.top is not None and o.key == rec.top.key
@@ -771,7 +785,92 @@ class AdvisorPage(QWidget):
             if convertible
             else "Only GGUF types Quantdesk can make are converted here"
         )
+        self._update_serving(o)
         self._update_download_button()
+
+    # ------------------------------------------------------------------ serving repos
+    def serving_base(self) -> str | None:
+        """The hub repo whose pre-quantized versions are looked for (a hub source only)."""
+        if self._advice is None:
+            return None
+        f = self._advice.facts
+        return f.source if f.kind is SourceKind.HUB and f.source else None
+
+    def _update_serving(self, o: Option | None) -> None:
+        gpu = o is not None and o.family is FormatFamily.GPU
+        self.serving_button.setVisible(gpu)
+        if o is None or o.key != self._serving_key:
+            self.serving_label.setVisible(False)
+        if o is None or not gpu:
+            return
+        base = self.serving_base()
+        self.serving_button.setEnabled(base is not None and self._serving_task is None)
+        self.serving_button.setToolTip(
+            f"Look for {o.file_type} versions of {base} that others published on the hub, "
+            "with the command that serves them"
+            if base
+            else "Enter the model as a hub repo id (org/name) to look for pre-quantized "
+            "versions of it"
+        )
+
+    def find_serving_repos(self) -> None:
+        """Find pre-quantized repos of the model in the selected serving format (off-thread)."""
+        from app.core.hub import find_serving_repos
+
+        o = self.selected_option()
+        base = self.serving_base()
+        if o is None or base is None or o.family is not FormatFamily.GPU:
+            return
+        try:
+            fmt = GpuFormat(o.file_type)
+        except ValueError:
+            return
+        self._serving_key = o.key
+        self.serving_button.setEnabled(False)
+        self.serving_label.setText(f"Looking for {fmt.value} versions of {base} on the hub…")
+        self.serving_label.setVisible(True)
+        self._serving_task = start_task(
+            find_serving_repos,
+            base,
+            fmt,
+            limit=8,
+            ctx=o.ctx,
+            pass_progress=False,
+            on_finished=self._on_serving_repos,
+            on_failed=self._on_serving_failed,
+            on_cancelled=self._on_serving_failed,
+            parent=self,
+        )
+
+    def _on_serving_repos(self, repos: list[Any]) -> None:
+        self._serving_task = None
+        o = self.selected_option()
+        if o is not None and o.key == self._serving_key:
+            if repos:
+                lines = ["Ready-made on the hub (llama.cpp does not run these; vLLM does):"]
+                for r in repos[:5]:
+                    size = f" · {human_bytes(r.size_bytes)}" if r.size_bytes else ""
+                    lines.append(f"• {r.repo_id}{size}")
+                lines.append(f"Serve the first with:\n{repos[0].command}")
+            else:
+                lines = [
+                    f"No {o.file_type} versions of this model were found on the hub; "
+                    "make one with the serving engine's own tools (for example "
+                    "llm-compressor), or run a GGUF option here."
+                ]
+            self.serving_label.setText("\n".join(lines))
+            self.serving_label.setVisible(True)
+        self._update_serving(o)
+
+    def _on_serving_failed(self, exc: BaseException | None = None) -> None:
+        self._serving_task = None
+        if exc is not None:
+            self.serving_label.setText(str(exc))
+            self.serving_label.setVisible(True)
+        self._update_serving(self.selected_option())
+
+    def serving_text(self) -> str:
+        return self.serving_label.text() if self.serving_label.isVisibleTo(self) else ""
 
     def _convert_selected(self) -> None:
         o = self.selected_option()
@@ -960,6 +1059,8 @@ class AdvisorPage(QWidget):
             self._task.cancel()
         if self._download is not None:
             self._download.cancel()
+        if self._serving_task is not None:
+            self._serving_task.cancel()
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)

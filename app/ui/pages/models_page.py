@@ -1,14 +1,25 @@
-"""The Models page: the library as a table, and the inspected facts of the selected model.
+"""The Models page: the library (a table with filters and fit badges) and the hub.
 
-Listing the library (which may assemble the starter model on first launch) and
-reading model headers run off the GUI thread. Adding a file validates it and
-reads its header first; a file that is not a usable GGUF is reported through
-:func:`app.ui.errors.show_error` and is not added.
+The **Library** tab lists every GGUF file Quantdesk knows — the starter model,
+files and folders the user added, Quantdesk's own conversions, and other apps'
+downloads used in place — with the facts read from each header (cached), the
+advisor's fit badge for this machine, and when it was last used. Broken files
+are listed with the reason. The folders are watched: a model that appears or
+disappears shows up without pressing Refresh. Duplicates seen through several
+apps are merged once their contents have been hashed in the background.
+
+The **Hub** tab (:mod:`app.ui.pages.hub_tab`) searches the Hugging Face hub and
+downloads into the standard cache; a finished download joins this library.
+
+Listing, header reads and hashing run off the GUI thread. Adding a file
+validates it and reads its header first; a file that is not a usable GGUF is
+reported through :func:`app.ui.errors.show_error` and is not added.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,32 +28,39 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QFileSystemWatcher,
     QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
+    QPoint,
     QSortFilterProxyModel,
     Qt,
+    QTimer,
     QUrl,
     Signal,
 )
 from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QScrollArea,
     QSplitter,
     QTableView,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelLibrary, ModelSource, StarterModel, read_entry
+from app.core.library_index import LibraryIndex, ModelRow
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.theme import current_theme
@@ -50,17 +68,49 @@ from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinne
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
 from app.workers.tasks import TaskHandle, start_task
+from quant.advisor import Fit
 from quant.errors import Cancelled, QuantError
 from quant.facts.model import ModelFacts
-from quant.progress import CancelToken, Progress, check_cancel
+from quant.hardware.profile import HardwareProfile
+from quant.progress import CancelToken, Progress
 from quant.units import human_bytes
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("Name", "Source", "Size", "Architecture", "Params", "Quant", "Context")
-COL_NAME, COL_SOURCE, COL_SIZE, COL_ARCH, COL_PARAMS, COL_QUANT, COL_CTX = range(len(COLUMNS))
+COLUMNS = (
+    "Name",
+    "Source",
+    "Size",
+    "Architecture",
+    "Params",
+    "Quant",
+    "Context",
+    "Fit",
+    "Last used",
+)
+(
+    COL_NAME,
+    COL_SOURCE,
+    COL_SIZE,
+    COL_ARCH,
+    COL_PARAMS,
+    COL_QUANT,
+    COL_CTX,
+    COL_FIT,
+    COL_USED,
+) = range(len(COLUMNS))
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 PATH_ROLE = Qt.ItemDataRole.UserRole + 2
+# A burst of file-system events (a download writing, an app unpacking) is one rescan.
+WATCH_DEBOUNCE_MS = 1500
+
+FIT_FILTERS = (
+    ("Any fit", None),
+    ("Runs on this machine", "runs"),
+    ("Fits on the GPU", "gpu"),
+    ("Too large", "too-large"),
+    ("Broken", "broken"),
+)
 
 InspectFn = Callable[[Path], ModelFacts]
 
@@ -77,18 +127,24 @@ def default_inspect(path: Path) -> ModelFacts:
 
 @dataclass(frozen=True)
 class LibraryLoad:
-    entries: list[LibraryEntry]
+    rows: list[ModelRow]
     starter: StarterModel | None
     starter_problem: BaseException | None
+
+    @property
+    def entries(self) -> list[LibraryEntry]:
+        return [r.entry for r in self.rows]
 
 
 def load_library(
     library: ModelLibrary,
+    profile: HardwareProfile | None,
+    index: LibraryIndex | None = None,
     *,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> LibraryLoad:
-    """Locate (and on first launch assemble) the starter model, then list the library."""
+    """Locate (and on first launch assemble) the starter model, list and describe the library."""
     starter: StarterModel | None = None
     problem: BaseException | None = None
     try:
@@ -100,28 +156,34 @@ def load_library(
         problem = exc
     if on_progress:
         on_progress(Progress("library", 0, 0, "Looking for models…"))
-    return LibraryLoad(library.entries(starter=starter, cancel=cancel), starter, problem)
+    entries = library.entries(starter=starter, cancel=cancel)
+    index = index if index is not None else LibraryIndex()
+    rows = index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
+    return LibraryLoad(rows, starter, problem)
 
 
-def inspect_many(
-    paths: Sequence[Path],
-    inspect: InspectFn,
+def merge_duplicates(
+    entries: Sequence[LibraryEntry],
+    profile: HardwareProfile | None,
+    index: LibraryIndex,
     *,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
-) -> dict[str, ModelFacts | BaseException]:
-    """Read every model's header; a failure is kept as the value, not raised."""
-    out: dict[str, ModelFacts | BaseException] = {}
-    for i, p in enumerate(paths):
-        check_cancel(cancel)
-        try:
-            out[str(p)] = inspect(p)
-        except Exception as exc:  # one bad file must not hide the facts of the others
-            logger.info("could not inspect %s: %s", p, exc)
-            out[str(p)] = exc
-        if on_progress:
-            on_progress(Progress("inspect", i + 1, len(paths), f"Read {p.name}"))
-    return out
+) -> list[ModelRow]:
+    """Hash files whose sizes collide (cached), merge copies, describe the result."""
+    merged = index.find_duplicates(entries, cancel=cancel, on_progress=on_progress)
+    return index.describe(merged, profile, cancel=cancel)
+
+
+def describe_entries(
+    entries: Sequence[LibraryEntry],
+    profile: HardwareProfile | None,
+    index: LibraryIndex,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> list[ModelRow]:
+    return index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
 
 
 def inspect_keyed(path: Path, inspect: InspectFn) -> tuple[str, ModelFacts | BaseException]:
@@ -230,54 +292,91 @@ def tensor_type_summary(f: ModelFacts) -> list[tuple[str, int, int]]:
 # --------------------------------------------------------------------------- table model
 
 
+def fit_color(fit: Fit | None) -> str:
+    t = current_theme()
+    if fit is None:
+        return t.text_muted
+    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
+
+
+def last_used_text(when: float | None, now: float | None = None) -> str:
+    if not when:
+        return "never"
+    age = (now if now is not None else time.time()) - when
+    if age < 60:
+        return "just now"
+    if age < 3600:
+        return f"{int(age // 60)} min ago"
+    if age < 86400:
+        return f"{int(age // 3600)} h ago"
+    days = int(age // 86400)
+    return "yesterday" if days == 1 else f"{days} days ago"
+
+
 class LibraryTableModel(QAbstractTableModel):
+    """Library rows (:class:`ModelRow`), with full facts for files inspected in detail."""
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._entries: list[LibraryEntry] = []
+        self._rows: list[ModelRow] = []
         self._facts: dict[str, ModelFacts | BaseException] = {}
 
     # data
-    def set_entries(self, entries: Sequence[LibraryEntry]) -> None:
+    def set_rows(self, rows: Sequence[ModelRow]) -> None:
         self.beginResetModel()
-        self._entries = list(entries)
+        self._rows = list(rows)
         self.endResetModel()
 
-    def add_entry(self, entry: LibraryEntry) -> int:
-        for i, e in enumerate(self._entries):
-            if e.path == entry.path:
+    def add_row(self, row: ModelRow) -> int:
+        for i, r in enumerate(self._rows):
+            if r.entry.path == row.entry.path:
+                self._rows[i] = row
+                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
                 return i
-        row = len(self._entries)
-        self.beginInsertRows(QModelIndex(), row, row)
-        self._entries.append(entry)
+        n = len(self._rows)
+        self.beginInsertRows(QModelIndex(), n, n)
+        self._rows.append(row)
         self.endInsertRows()
-        return row
+        return n
 
     def remove_path(self, path: Path) -> None:
-        for i, e in enumerate(self._entries):
-            if e.path == path:
+        for i, r in enumerate(self._rows):
+            if r.entry.path == path:
                 self.beginRemoveRows(QModelIndex(), i, i)
-                del self._entries[i]
+                del self._rows[i]
                 self.endRemoveRows()
                 return
 
     def set_facts(self, path: str, value: ModelFacts | BaseException) -> None:
         self._facts[path] = value
-        for i, e in enumerate(self._entries):
-            if str(e.path) == path:
+        for i, r in enumerate(self._rows):
+            if str(r.entry.path) == path:
                 self.dataChanged.emit(self.index(i, COL_ARCH), self.index(i, COL_CTX))
 
     def facts(self, path: Path) -> ModelFacts | BaseException | None:
         return self._facts.get(str(path))
 
+    def rows(self) -> list[ModelRow]:
+        return list(self._rows)
+
+    def row_of(self, path: Path) -> ModelRow | None:
+        """The row of ``path``: its own, or the one that lists it as a copy."""
+        return next((r for r in self._rows if r.entry.path == path), None) or next(
+            (r for r in self._rows if path in r.entry.also_at), None
+        )
+
     def entries(self) -> list[LibraryEntry]:
-        return list(self._entries)
+        return [r.entry for r in self._rows]
 
     def entry(self, row: int) -> LibraryEntry:
-        return self._entries[row]
+        return self._rows[row].entry
+
+    def model_row(self, row: int) -> ModelRow:
+        return self._rows[row]
 
     # Qt interface
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._entries)
+        return 0 if parent.isValid() else len(self._rows)
 
     def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(COLUMNS)
@@ -294,68 +393,161 @@ class LibraryTableModel(QAbstractTableModel):
     ) -> Any:
         if not index.isValid():
             return None
-        e = self._entries[index.row()]
+        r = self._rows[index.row()]
+        e = r.entry
         col = index.column()
         if role == PATH_ROLE:
             return str(e.path)
-        f = self._facts.get(str(e.path))
-        facts = f if isinstance(f, ModelFacts) else None
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(e, facts, f, col)
+            return self._display(r, col)
         if role == SORT_ROLE:
-            return self._sort_key(e, facts, col)
+            return self._sort_key(r, col)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if isinstance(f, BaseException):
-                return str(f)
+            if e.broken:
+                return e.broken
+            if col == COL_FIT and r.fit is not None:
+                return self._fit_tooltip(r)
+            also = getattr(e, "also_at", ())
+            if also:
+                return f"{e.path}\nAlso at:\n" + "\n".join(str(p) for p in also)
             return str(e.path)
         if role == Qt.ItemDataRole.ForegroundRole:
-            if isinstance(f, BaseException) and col >= COL_ARCH:
-                return QColor(current_theme().bad)
-            if col in (COL_SOURCE, COL_SIZE) or (f is None and col >= COL_ARCH):
-                return QColor(current_theme().text_muted)
+            t = current_theme()
+            if e.broken and col in (COL_NAME, COL_FIT):
+                return QColor(t.bad)
+            if col == COL_FIT:
+                return QColor(fit_color(r.fit))
+            if col in (COL_SOURCE, COL_SIZE, COL_USED):
+                return QColor(t.text_muted)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_SIZE, COL_PARAMS, COL_CTX):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     @staticmethod
-    def _display(e: LibraryEntry, facts: ModelFacts | None, raw: object, col: int) -> str:
+    def _fit_tooltip(r: ModelRow) -> str:
+        bits = [r.fit_label]
+        if r.predicted_tokens_per_s:
+            bits.append(f"about {r.predicted_tokens_per_s:.0f} tokens/s")
+        if r.predicted_ram_bytes:
+            bits.append(f"{human_bytes(r.predicted_ram_bytes)} of RAM")
+        if r.predicted_vram_bytes:
+            bits.append(f"{human_bytes(r.predicted_vram_bytes)} of GPU memory")
+        return "Predicted on this machine: " + ", ".join(bits)
+
+    def _display(self, r: ModelRow, col: int) -> str:
+        e = r.entry
         if col == COL_NAME:
-            return e.name
+            copies = len(getattr(e, "also_at", ()))
+            return e.name + (f"  (+{copies} copies)" if copies else "")
         if col == COL_SOURCE:
             return e.source.label
         if col == COL_SIZE:
             return human_bytes(e.size_bytes)
-        if facts is None:
-            if isinstance(raw, BaseException):
-                return "unreadable" if col == COL_ARCH else ""
-            return "…"
+        if col == COL_USED:
+            return last_used_text(e.last_used)
+        if e.broken:
+            return "broken" if col in (COL_ARCH, COL_FIT) else ""
+        f = self._facts.get(str(e.path))
+        facts = f if isinstance(f, ModelFacts) else None
         if col == COL_ARCH:
-            return facts.architecture
+            return (facts.architecture if facts else r.architecture) or "—"
         if col == COL_PARAMS:
-            return params_text(facts)
+            return params_text(facts) if facts else human_count(r.parameters)
         if col == COL_QUANT:
-            return quant_text(facts)
+            return (facts.file_type if facts else r.file_type) or "—"
         if col == COL_CTX:
-            return f"{facts.context_length:,}" if facts.context_length else "—"
+            ctx = facts.context_length if facts else r.context_length
+            return f"{ctx:,}" if ctx else "—"
+        if col == COL_FIT:
+            return r.fit_label or "—"
         return ""
 
     @staticmethod
-    def _sort_key(e: LibraryEntry, facts: ModelFacts | None, col: int) -> Any:
+    def _sort_key(r: ModelRow, col: int) -> Any:
+        e = r.entry
         if col == COL_NAME:
             return e.name.lower()
         if col == COL_SOURCE:
             return list(ModelSource).index(e.source)
         if col == COL_SIZE:
             return e.size_bytes
-        if facts is None:
-            return "" if col in (COL_ARCH, COL_QUANT) else -1
         if col == COL_ARCH:
-            return facts.architecture
+            return r.architecture or ""
         if col == COL_PARAMS:
-            return facts.parameters
+            return r.parameters or -1
         if col == COL_QUANT:
-            return facts.file_type or ""
-        return facts.context_length
+            return r.file_type or ""
+        if col == COL_CTX:
+            return r.context_length or -1
+        if col == COL_FIT:
+            return r.fit.rank if r.fit is not None else -2
+        return e.last_used or 0.0
+
+
+class LibraryFilter(QSortFilterProxyModel):
+    """Text (name, source, architecture, type), source and fit filters."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self._source: str | None = None
+        self._fit: str | None = None
+
+    def _refilter(self, change: Callable[[], None]) -> None:
+        # Qt 6.10 replaced invalidateFilter() with begin/endFilterChange().
+        if hasattr(self, "beginFilterChange"):
+            self.beginFilterChange()
+            change()
+            self.endFilterChange()
+        else:
+            change()
+            self.invalidateFilter()
+
+    def set_text(self, text: str) -> None:
+        self._refilter(lambda: setattr(self, "_text", text.strip().lower()))
+
+    def set_source(self, source: str | None) -> None:
+        self._refilter(lambda: setattr(self, "_source", source))
+
+    def set_fit(self, fit: str | None) -> None:
+        self._refilter(lambda: setattr(self, "_fit", fit))
+
+    def _fit_accepts(self, r: ModelRow) -> bool:
+        if self._fit == "broken":
+            return bool(r.entry.broken)
+        if r.entry.broken or r.fit is None:
+            return False
+        wanted = {
+            "runs": r.fit is not Fit.TOO_LARGE,
+            "gpu": r.fit is Fit.GPU,
+            "too-large": r.fit is Fit.TOO_LARGE,
+        }
+        return wanted.get(self._fit or "", True)
+
+    def filterAcceptsRow(
+        self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
+    ) -> bool:
+        model = self.sourceModel()
+        if not isinstance(model, LibraryTableModel):
+            return True
+        r = model.model_row(source_row)
+        if self._source is not None and r.entry.source.value != self._source:
+            return False
+        if self._fit is not None and not self._fit_accepts(r):
+            return False
+        if self._text:
+            hay = " ".join(
+                str(x)
+                for x in (
+                    r.entry.name,
+                    r.entry.source.label,
+                    r.architecture or "",
+                    r.file_type or "",
+                    r.entry.path,
+                )
+            ).lower()
+            return all(word in hay for word in self._text.split())
+        return True
 
 
 # --------------------------------------------------------------------------- the page
@@ -364,6 +556,10 @@ class LibraryTableModel(QAbstractTableModel):
 class ModelsPage(QWidget):
     #: The user asked to chat with a model (its path).
     chat_requested = Signal(object)
+    #: The user asked for the advisor's plan for a model (its path).
+    advise_requested = Signal(object)
+    #: The user asked to convert/quantize a model (its path).
+    convert_requested = Signal(object)
     #: The list of entries changed (list[LibraryEntry]).
     entries_changed = Signal(list)
     status_message = Signal(str)
@@ -373,34 +569,53 @@ class ModelsPage(QWidget):
         settings: Settings,
         library: ModelLibrary,
         *,
+        downloads: Any = None,
         inspect_fn: InspectFn | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``downloads`` is the app's DownloadManager (made with the Hub tab when None)."""
         super().__init__(parent)
         self.setObjectName("modelsPage")
         self.settings = settings
         self.library = library
+        self._downloads = downloads
         self._inspect: InspectFn = inspect_fn or default_inspect
+        self._profile: HardwareProfile | None = None
+        # One index for the page's life: headers and fit badges are remembered between scans.
+        self.index = LibraryIndex()
         self._load_task: TaskHandle | None = None
-        self._inspect_task: TaskHandle | None = None
+        self._describe_task: TaskHandle | None = None
+        self._dedupe_task: TaskHandle | None = None
+        # Bumped whenever the listing changes (listed again, a file added or removed):
+        # fit badges or a duplicate check computed for an older listing are dropped.
+        self._generation = 0
+        # The profile the running listing was started with.
+        self._load_profile: HardwareProfile | None = None
         self._pending_adds = 0
         self._single_inspects: set[str] = set()
+        self._reload_again = False
+        self.hub_tab: Any = None
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(28, 22, 28, 12)
         outer.setSpacing(14)
         header = PageHeader(
             "Models",
-            "The starter model, files you added, and GGUF files other apps downloaded — "
-            "used where they are, never copied. Drop .gguf files anywhere to add them.",
+            "The starter model, files and folders you added, and GGUF files other apps "
+            "downloaded — used where they are, never copied. Drop .gguf files anywhere to "
+            "add them, or find new ones on the Hub tab.",
         )
         self.spinner = Spinner()
         self.add_button = QPushButton(icon("add", current_theme().accent_text), "Add…")
         self.add_button.setProperty("primary", True)
         self.add_button.setToolTip("Add GGUF files to the library")
+        self.add_folder_button = QPushButton(icon("folder"), "Add folder…")
+        self.add_folder_button.setToolTip(
+            "Watch a folder: every GGUF file in it (and its subfolders) is listed"
+        )
         self.refresh_button = QPushButton(icon("refresh"), "Refresh")
         self.refresh_button.setToolTip("Look for new models again")
-        for w in (self.spinner, self.refresh_button, self.add_button):
+        for w in (self.spinner, self.refresh_button, self.add_folder_button, self.add_button):
             header.add_action(w)
         outer.addWidget(header)
 
@@ -410,6 +625,33 @@ class ModelsPage(QWidget):
         self.problem_label.setVisible(False)
         outer.addWidget(self.problem_label)
 
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("modelsTabs")
+        self.tabs.setDocumentMode(True)
+        self.library_tab = self._build_library_tab()
+        self.tabs.addTab(self.library_tab, icon("models"), "Library")
+        self._hub_holder = QWidget()
+        QVBoxLayout(self._hub_holder).setContentsMargins(0, 0, 0, 0)
+        self.tabs.addTab(self._hub_holder, icon("open"), "Hub")
+        self.tabs.currentChanged.connect(self._on_tab)
+        outer.addWidget(self.tabs, 1)
+
+        self._watcher = QFileSystemWatcher(self)
+        self._watcher.directoryChanged.connect(self._on_disk_changed)
+        self._watch_timer = QTimer(self)
+        self._watch_timer.setSingleShot(True)
+        self._watch_timer.setInterval(WATCH_DEBOUNCE_MS)
+        self._watch_timer.timeout.connect(self.reload)
+
+        self.add_button.clicked.connect(self._ask_add)
+        self.add_folder_button.clicked.connect(self._ask_add_folder)
+        self.refresh_button.clicked.connect(self.reload)
+        self._update_buttons()
+
+    def _build_library_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        layout.setContentsMargins(0, 10, 0, 0)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.setHandleWidth(12)
         splitter.setChildrenCollapsible(False)
@@ -417,17 +659,29 @@ class ModelsPage(QWidget):
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.setSpacing(10)
+        filters = QHBoxLayout()
+        filters.setSpacing(8)
         self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("Filter by name, source or architecture")
+        self.filter_edit.setPlaceholderText("Filter by name, source, architecture or type")
         self.filter_edit.setClearButtonEnabled(True)
-        ll.addWidget(self.filter_edit)
+        self.source_combo = QComboBox()
+        self.source_combo.setObjectName("sourceFilter")
+        self.source_combo.addItem("All sources", None)
+        for source in ModelSource:
+            self.source_combo.addItem(source.label, source.value)
+        self.fit_combo = QComboBox()
+        self.fit_combo.setObjectName("fitFilter")
+        for label, value in FIT_FILTERS:
+            self.fit_combo.addItem(label, value)
+        filters.addWidget(self.filter_edit, 1)
+        filters.addWidget(self.source_combo)
+        filters.addWidget(self.fit_combo)
+        ll.addLayout(filters)
 
         self.model = LibraryTableModel(self)
-        self.proxy = QSortFilterProxyModel(self)
+        self.proxy = LibraryFilter(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
-        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.proxy.setFilterKeyColumn(-1)
         self.table = QTableView()
         self.table.setObjectName("modelsTable")
         self.table.setModel(self.proxy)
@@ -439,6 +693,7 @@ class ModelsPage(QWidget):
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(34)
         hh = self.table.horizontalHeader()
@@ -448,7 +703,9 @@ class ModelsPage(QWidget):
         hh.setMinimumSectionSize(60)
         ll.addWidget(self.table, 1)
         self.empty_label = muted(
-            "No models yet. Press Add… or drop .gguf files on the window.", wrap=True
+            "No models yet. Press Add… or drop .gguf files on the window, or find one on "
+            "the Hub tab.",
+            wrap=True,
         )
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setVisible(False)
@@ -459,12 +716,21 @@ class ModelsPage(QWidget):
         buttons = FlowLayout(button_row, spacing=8)
         self.chat_button = QPushButton(icon("chat", current_theme().accent_text), "Chat with this")
         self.chat_button.setProperty("primary", True)
+        self.advise_button = QPushButton(icon("advisor"), "Advise")
+        self.advise_button.setToolTip("How to run this model on this machine, and what else would")
+        self.convert_button = QPushButton(icon("convert"), "Convert…")
+        self.convert_button.setToolTip("Make other quantizations of this model")
         self.folder_button = QPushButton(icon("folder"), "Show in folder")
         self.remove_button = QPushButton(icon("remove"), "Remove")
         self.remove_button.setToolTip("Forget this model; the file stays where it is")
-        buttons.addWidget(self.chat_button)
-        buttons.addWidget(self.folder_button)
-        buttons.addWidget(self.remove_button)
+        for b in (
+            self.chat_button,
+            self.advise_button,
+            self.convert_button,
+            self.folder_button,
+            self.remove_button,
+        ):
+            buttons.addWidget(b)
         ll.addWidget(button_row)
         splitter.addWidget(left)
 
@@ -510,22 +776,67 @@ class ModelsPage(QWidget):
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([330, 420])
-        outer.addWidget(splitter, 1)
+        layout.addWidget(splitter, 1)
 
-        self.add_button.clicked.connect(self._ask_add)
-        self.refresh_button.clicked.connect(self.reload)
         self.chat_button.clicked.connect(self._chat_selected)
+        self.advise_button.clicked.connect(self._advise_selected)
+        self.convert_button.clicked.connect(self._convert_selected)
         self.folder_button.clicked.connect(self._show_selected_in_folder)
         self.remove_button.clicked.connect(self.remove_selected)
-        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter_edit.textChanged.connect(self.proxy.set_text)
+        self.source_combo.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_source(self.source_combo.currentData())
+        )
+        self.fit_combo.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_fit(self.fit_combo.currentData())
+        )
         self.table.doubleClicked.connect(lambda _i: self._chat_selected())
+        self.table.customContextMenuRequested.connect(self._context_menu)
         sel = self.table.selectionModel()
         sel.selectionChanged.connect(lambda *_: self._on_selection())
-        self._update_buttons()
+        return tab
+
+    # ------------------------------------------------------------------ hub tab
+    def _on_tab(self, index: int) -> None:
+        if self.tabs.widget(index) is self._hub_holder:
+            self.ensure_hub_tab()
+
+    def ensure_hub_tab(self) -> Any:
+        """The Hub tab, built the first time it is shown (it loads the hub client)."""
+        if self.hub_tab is not None:
+            return self.hub_tab
+        from app.ui.pages.hub_tab import HubTab
+
+        if self._downloads is None:
+            from app.workers.download_manager import DownloadManager
+
+            self._downloads = DownloadManager(parent=self)
+        tab = HubTab(self.library, self._downloads)
+        tab.status_message.connect(self.status_message)
+        tab.chat_requested.connect(self.chat_requested)
+        tab.model_downloaded.connect(self._on_downloaded)
+        if self._profile is not None:
+            tab.set_profile(self._profile)
+        layout = self._hub_holder.layout()
+        assert layout is not None
+        layout.addWidget(tab)
+        self.hub_tab = tab
+        self._downloads.start()
+        return tab
+
+    def show_hub(self) -> Any:
+        self.tabs.setCurrentWidget(self._hub_holder)
+        return self.ensure_hub_tab()
+
+    def _on_downloaded(self, entry: LibraryEntry) -> None:
+        self.reload()
 
     # ------------------------------------------------------------------ queries
     def entries(self) -> list[LibraryEntry]:
         return self.model.entries()
+
+    def rows(self) -> list[ModelRow]:
+        return self.model.rows()
 
     def selected_entry(self) -> LibraryEntry | None:
         rows = self.table.selectionModel().selectedRows()
@@ -536,20 +847,73 @@ class ModelsPage(QWidget):
     def is_busy(self) -> bool:
         return (
             self._load_task is not None
-            or self._inspect_task is not None
+            or self._describe_task is not None
+            or self._dedupe_task is not None
             or self._pending_adds > 0
             or bool(self._single_inspects)
         )
 
+    # ------------------------------------------------------------------ machine
+    def set_profile(self, profile: HardwareProfile) -> None:
+        """Fit badges are for this machine: describe the rows again for the new profile."""
+        self._profile = profile
+        if self.hub_tab is not None:
+            self.hub_tab.set_profile(profile)
+        # A running listing uses the profile it started with; _on_loaded describes again.
+        if self._load_task is None and self.model.rowCount():
+            self._describe(self.entries())
+
+    def _describe(self, entries: Sequence[LibraryEntry]) -> None:
+        """Fit badges (and facts) for ``entries`` on the current profile, off the GUI thread."""
+        if self._describe_task is not None:
+            self._describe_task.cancel()
+        generation = self._generation
+        mine: list[TaskHandle] = []
+
+        def finished(rows: list[ModelRow]) -> None:
+            if mine and self._describe_task is mine[0]:
+                self._describe_task = None
+                if generation == self._generation:
+                    self._set_rows(rows)
+                else:  # the listing changed meanwhile: badges for the new one
+                    self._describe(self.entries())
+            self._busy(False)
+
+        def ended(exc: BaseException | None = None) -> None:
+            if mine and self._describe_task is mine[0]:
+                self._describe_task = None
+                if exc is not None:
+                    errors.show_error(self, exc)
+            self._busy(False)
+
+        self._busy(True)
+        task = start_task(
+            describe_entries,
+            list(entries),
+            self._profile,
+            self.index,
+            on_finished=finished,
+            on_failed=ended,
+            on_cancelled=ended,
+            parent=self,
+        )
+        mine.append(task)
+        self._describe_task = task
+
     # ------------------------------------------------------------------ loading
     def reload(self) -> None:
         """List the library again (off the GUI thread)."""
+        self._watch_timer.stop()
         if self._load_task is not None:
+            self._reload_again = True
             return
         self._busy(True)
+        self._load_profile = self._profile
         self._load_task = start_task(
             load_library,
             self.library,
+            self._profile,
+            self.index,
             on_finished=self._on_loaded,
             on_failed=self._on_load_failed,
             on_cancelled=self._on_load_cancelled,
@@ -561,16 +925,26 @@ class ModelsPage(QWidget):
         if p.message:
             self.status_message.emit(p.message)
 
-    def _on_load_cancelled(self) -> None:
+    def _load_ended(self) -> bool:
         self._load_task = None
+        if self._reload_again:
+            self._reload_again = False
+            self.reload()
+            return False
+        return True
+
+    def _on_load_cancelled(self) -> None:
+        self._load_ended()
         self._busy(False)
 
     def _on_load_failed(self, exc: BaseException) -> None:
-        self._on_load_cancelled()
-        errors.show_error(self, exc)
+        if self._load_ended():
+            errors.show_error(self, exc)
+        self._busy(False)
 
     def _on_loaded(self, result: LibraryLoad) -> None:
-        self._load_task = None
+        if not self._load_ended():
+            return
         if result.starter is not None and self.library.cached_starter() != result.starter:
             try:
                 self.library.remember_starter(result.starter)
@@ -583,47 +957,93 @@ class ModelsPage(QWidget):
             self.problem_label.setVisible(True)
         else:
             self.problem_label.setVisible(False)
-        selected = self.selected_entry()
-        self.model.set_entries(result.entries)
-        self.empty_label.setVisible(not result.entries)
+        self._generation += 1
+        self._set_rows(result.rows)
         self.status_message.emit("Library up to date")
-        self.entries_changed.emit(self.model.entries())
-        self._inspect_missing()
-        if selected is not None:
-            self.select_path(selected.path)
-        elif result.entries:
-            self.table.selectRow(0)
+        self._watch()
+        if self._profile is not self._load_profile:
+            # The machine was probed while the listing ran: badges for this machine.
+            self._describe(self.entries())
+        self._find_duplicates()
         self._busy(False)
 
-    def _inspect_missing(self) -> None:
-        todo = [e.path for e in self.model.entries() if self.model.facts(e.path) is None]
-        if not todo or self._inspect_task is not None:
+    def _set_rows(self, rows: Sequence[ModelRow]) -> None:
+        selected = self.selected_entry()
+        self.model.set_rows(rows)
+        self.empty_label.setVisible(not rows)
+        self.entries_changed.emit(self.model.entries())
+        if selected is not None and self.select_path(selected.path):
+            self._on_selection()
+        elif rows:
+            self.table.selectRow(0)
+        else:
+            self._on_selection()
+
+    def _find_duplicates(self) -> None:
+        """Hash files whose sizes collide, in the background, and merge copies."""
+        entries = self.entries()
+        sizes = Counter(e.size_bytes for e in entries if not e.broken)
+        if self._dedupe_task is not None:
+            self._dedupe_task.cancel()
+            self._dedupe_task = None
+        if not any(n > 1 for n in sizes.values()):
             return
+        generation = self._generation
+        mine: list[TaskHandle] = []
+
+        def finished(rows: list[ModelRow]) -> None:
+            if mine and self._dedupe_task is mine[0]:
+                self._dedupe_task = None
+                if generation != self._generation:
+                    self._find_duplicates()  # for the listing that replaced this one
+                elif [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
+                    r.entry.also_at for r in rows
+                ):
+                    self._set_rows(rows)
+            self._busy(False)
+
+        def ended(exc: BaseException | None = None) -> None:
+            if mine and self._dedupe_task is mine[0]:
+                self._dedupe_task = None
+            self._busy(False)
+            if exc is not None:  # duplicates stay listed twice; nothing else is affected
+                logger.warning("duplicate check failed: %s", exc)
+
         self._busy(True)
-        self._inspect_task = start_task(
-            inspect_many,
-            todo,
-            self._inspect,
-            on_finished=self._on_inspected_many,
-            on_failed=self._on_inspect_many_failed,
-            on_cancelled=self._on_inspect_many_failed,
+        task = start_task(
+            merge_duplicates,
+            entries,
+            self._profile,
+            self.index,
+            on_progress=self._on_progress,
+            on_finished=finished,
+            on_failed=ended,
+            on_cancelled=ended,
             parent=self,
         )
+        mine.append(task)
+        self._dedupe_task = task
 
-    def _on_inspect_many_failed(self, exc: BaseException | None = None) -> None:
-        self._inspect_task = None
-        self._busy(False)
-        if exc is not None:
-            errors.show_error(self, exc)
+    # ------------------------------------------------------------------ watching
+    def _watch(self) -> None:
+        try:
+            wanted = {str(p) for p in self.library.watch_paths() if p.is_dir()}
+        except OSError as exc:
+            logger.info("library folders not watched: %s", exc)
+            return
+        current = set(self._watcher.directories())
+        gone = sorted(current - wanted)
+        new = sorted(wanted - current)
+        if gone:
+            self._watcher.removePaths(gone)
+        if new:
+            self._watcher.addPaths(new)
 
-    def _on_inspected_many(self, results: dict[str, ModelFacts | BaseException]) -> None:
-        self._inspect_task = None
-        for path, value in results.items():
-            self.model.set_facts(path, value)
-        self._on_selection()
-        self._busy(False)
-        # Entries added while this ran still need their facts.
-        self._inspect_missing()
+    def watched_folders(self) -> list[str]:
+        return list(self._watcher.directories())
+
+    def _on_disk_changed(self, _path: str) -> None:
+        self._watch_timer.start()
 
     # ------------------------------------------------------------------ adding
     def _ask_add(self) -> None:
@@ -632,6 +1052,20 @@ class ModelsPage(QWidget):
         )
         if paths:
             self.add_files([Path(p) for p in paths])
+
+    def _ask_add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of models", str(Path.home()))
+        if folder:
+            self.add_folder(Path(folder))
+
+    def add_folder(self, folder: Path) -> None:
+        try:
+            added = self.library.add_folder(folder)
+        except (AppError, QuantError, OSError) as exc:
+            errors.show_error(self, exc)
+            return
+        self.status_message.emit(f"Watching {added} for models")
+        self.reload()
 
     def add_files(self, paths: Sequence[Path]) -> None:
         """Validate and inspect each file off the GUI thread, then add the good ones."""
@@ -656,12 +1090,15 @@ class ModelsPage(QWidget):
             self.library.record(entry)
         except OSError as exc:
             logger.warning("library not saved: %s", exc)
+        self._generation += 1
         self.model.set_facts(str(entry.path), facts)
-        self.model.add_entry(entry)
+        self.model.add_row(_row_from_facts(entry, facts))
         self.empty_label.setVisible(False)
         self.select_path(entry.path)
         self.status_message.emit(f"Added {entry.name}")
         self.entries_changed.emit(self.model.entries())
+        # The fit badge needs the advisor: describe the whole library again (cached).
+        self._describe(self.entries())
         self._busy(False)
 
     def _on_add_failed(self, exc: BaseException) -> None:
@@ -674,22 +1111,76 @@ class ModelsPage(QWidget):
         entry = self.selected_entry()
         if entry is None:
             return
-        self.library.remove(entry.path)
+        self.library.forget(entry)
+        self._generation += 1
         self.model.remove_path(entry.path)
         self.empty_label.setVisible(self.model.rowCount() == 0)
         self.status_message.emit(f"Removed {entry.name} from the library; the file stays on disk")
         self.entries_changed.emit(self.model.entries())
         self._on_selection()
 
-    def _chat_selected(self) -> None:
+    def _usable_selected(self) -> LibraryEntry | None:
         entry = self.selected_entry()
+        return entry if entry is not None and not entry.broken else None
+
+    def _chat_selected(self) -> None:
+        entry = self._usable_selected()
         if entry is not None:
             self.chat_requested.emit(entry.path)
+
+    def _advise_selected(self) -> None:
+        entry = self._usable_selected()
+        if entry is not None:
+            self.advise_requested.emit(entry.path)
+
+    def _convert_selected(self) -> None:
+        entry = self._usable_selected()
+        if entry is not None:
+            self.convert_requested.emit(entry.path)
 
     def _show_selected_in_folder(self) -> None:
         entry = self.selected_entry()
         if entry is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(entry.path.parent)))
+
+    def context_actions(self) -> list[tuple[str, Callable[[], None], bool]]:
+        """The context menu of the selected row: (label, action, enabled)."""
+        entry = self.selected_entry()
+        usable = entry is not None and not entry.broken
+        return [
+            ("Chat with this", self._chat_selected, usable),
+            ("Advise…", self._advise_selected, usable),
+            ("Convert…", self._convert_selected, usable),
+            ("Show in folder", self._show_selected_in_folder, entry is not None),
+            ("Remove from library", self.remove_selected, entry is not None),
+        ]
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        self.table.selectRow(index.row())
+        menu = QMenu(self)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        for label, action, enabled in self.context_actions():
+            act = menu.addAction(label)
+            act.setEnabled(enabled)
+            act.triggered.connect(action)
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def mark_used(self, path: Path) -> None:
+        """A model was opened in chat: remember when, and show it."""
+        try:
+            self.library.mark_used(path)
+        except OSError as exc:
+            logger.warning("could not record when %s was used: %s", path, exc)
+            return
+        row = self.model.row_of(Path(path))
+        if row is not None:
+            from dataclasses import replace
+
+            entry = replace(row.entry, last_used=self.library.last_used(path) or time.time())
+            self.model.add_row(replace(row, entry=entry))
 
     def select_path(self, path: Path) -> bool:
         for row in range(self.proxy.rowCount()):
@@ -713,6 +1204,11 @@ class ModelsPage(QWidget):
                 "Select a model", "Its facts, read from the file's header, appear here."
             )
             return
+        if entry.broken:
+            self._show_details_message(
+                entry.name, f"This file cannot be used: {entry.broken}", error=True
+            )
+            return
         facts = self.model.facts(entry.path)
         if facts is None:
             self._show_details_message(entry.name, "Reading the model's header…")
@@ -724,7 +1220,7 @@ class ModelsPage(QWidget):
 
     def _inspect_one(self, path: Path) -> None:
         key = str(path)
-        if key in self._single_inspects or self._inspect_task is not None:
+        if key in self._single_inspects:
             return
         self._single_inspects.add(key)
         # Callbacks must be bound methods of this page so they run on the GUI thread.
@@ -770,9 +1266,24 @@ class ModelsPage(QWidget):
             chips.append(chip("MoE"))
         if f.has_chat_template:
             chips.append(chip("chat template", "good"))
+        row = self.model.row_of(entry.path)
+        if row is not None and row.fit is not None:
+            kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
+            chips.append(chip(row.fit_label, kind[row.fit], LibraryTableModel._fit_tooltip(row)))
         self.details_chips.set_chips(chips)
         self.details_message.setVisible(False)
         rows = fact_rows(entry, f)
+        if row is not None and row.fit is not None and row.predicted_tokens_per_s:
+            rows.append(
+                (
+                    "On this machine",
+                    f"{row.fit_label} · about {row.predicted_tokens_per_s:.0f} tokens/s",
+                )
+            )
+        also = getattr(entry, "also_at", ())
+        if also:
+            rows.append(("Also at", "\n".join(str(p) for p in also)))
+        rows.append(("Last used", last_used_text(entry.last_used)))
         self.details_grid.set_rows(r for r in rows if r[0] not in FILE_ROWS)
         self.file_grid.set_rows(r for r in rows if r[0] in FILE_ROWS)
         summary = tensor_type_summary(f)
@@ -787,9 +1298,12 @@ class ModelsPage(QWidget):
 
     # ------------------------------------------------------------------ misc
     def _update_buttons(self) -> None:
-        has = self.selected_entry() is not None
-        for b in (self.chat_button, self.folder_button, self.remove_button):
-            b.setEnabled(has)
+        entry = self.selected_entry()
+        usable = entry is not None and not entry.broken
+        for b in (self.chat_button, self.advise_button, self.convert_button):
+            b.setEnabled(usable)
+        for b in (self.folder_button, self.remove_button):
+            b.setEnabled(entry is not None)
 
     def _busy(self, on: bool) -> None:
         if on or not self.is_busy():
@@ -797,6 +1311,29 @@ class ModelsPage(QWidget):
         self.refresh_button.setEnabled(self._load_task is None)
 
     def shutdown(self) -> None:
-        for task in (self._load_task, self._inspect_task):
+        self._watch_timer.stop()
+        for task in (self._load_task, self._describe_task, self._dedupe_task):
             if task is not None:
                 task.cancel()
+        if self.hub_tab is not None:
+            self.hub_tab.shutdown()
+        if self._downloads is not None:
+            self._downloads.shutdown()
+
+
+def _row_from_facts(entry: LibraryEntry, f: ModelFacts) -> ModelRow:
+    """A table row for a just-added file, before the advisor has judged its fit."""
+    return ModelRow(
+        entry=entry,
+        architecture=f.architecture,
+        parameters=f.parameters,
+        file_type=f.file_type,
+        context_length=f.context_length,
+        has_chat_template=f.has_chat_template,
+        fit=None,
+        fit_label="",
+        predicted_tokens_per_s=None,
+        predicted_ram_bytes=None,
+        predicted_vram_bytes=None,
+        sha256=None,
+    )

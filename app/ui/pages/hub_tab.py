@@ -1,0 +1,821 @@
+"""The Hub tab of the Models page: search the Hugging Face hub, judge files, download.
+
+Search results list repos; picking one reads its file list and the exact facts
+of one GGUF header through byte-range requests (nothing is downloaded), and the
+advisor ranks every file for this machine: fit badge, memory, speed, quality.
+Downloads go through the app's one :class:`~app.workers.download_manager.DownloadManager`
+queue, shown at the bottom with progress, pause/resume and remove; a finished
+file joins the library and can be opened in chat from here.
+
+Every hub call runs off the GUI thread. Without a network the tab says it is
+offline and the rest of the app keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core import hub
+from app.core.download_queue import DownloadItem, DownloadState
+from app.core.errors import AppError
+from app.core.library import LibraryEntry, ModelLibrary
+from app.ui import errors
+from app.ui.theme import current_theme
+from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
+from app.ui.widgets.icons import icon
+from app.workers.download_manager import DownloadManager
+from app.workers.tasks import TaskHandle, start_task
+from quant.advisor import Fit
+from quant.errors import QuantError
+from quant.hardware.profile import HardwareProfile
+from quant.progress import CancelToken, check_cancel
+from quant.units import human_bytes
+
+logger = logging.getLogger(__name__)
+
+SORTS = (("Most downloaded", "downloads"), ("Most liked", "likes"), ("Recently updated", "recent"))
+RESULT_COLUMNS = ("Repository", "Downloads", "Likes", "Updated")
+FILE_COLUMNS = ("File", "Type", "Size", "Fit", "Speed", "Quality")
+FILE_COL_NAME, FILE_COL_TYPE, FILE_COL_SIZE, FILE_COL_FIT, FILE_COL_SPEED, FILE_COL_QUALITY = range(
+    len(FILE_COLUMNS)
+)
+ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def fit_color(fit: Fit | None) -> str:
+    t = current_theme()
+    if fit is None:
+        return t.text_muted
+    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{suffix}"
+    return str(n)
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        days = (datetime.now(UTC) - dt).days
+        if days <= 0:
+            return "today"
+        if days < 60:
+            return f"{days} d ago"
+        return dt.strftime("%Y-%m-%d")
+    return str(value) if value else "—"
+
+
+# --------------------------------------------------------------------------- worker functions
+
+
+@dataclass(frozen=True)
+class RepoView:
+    """What the tab shows for one repo: its files and, when the header was read, their ranks."""
+
+    repo: Any  # app.core.hub.HubRepo
+    ranked: list[Any] = field(default_factory=list)  # app.core.hub.RankedFile
+    facts: Any = None  # quant.facts.model.ModelFacts
+    problem: str | None = None
+
+
+def load_repo(
+    repo_id: str, profile: HardwareProfile | None, *, cancel: CancelToken | None = None
+) -> RepoView:
+    """The repo's GGUF files, then the exact facts of one header and the advisor's ranks.
+
+    A repo whose header cannot be read (or with no machine profile yet) still lists
+    its files and sizes; the reason is kept in ``problem``.
+    """
+    repo = hub.repo_files(repo_id)
+    if not repo.files:
+        return RepoView(repo, problem="This repo has no GGUF files that llama.cpp can run.")
+    chosen = hub.representative_file(repo)
+    if chosen is None:
+        return RepoView(repo, problem="None of its GGUF files is complete on the hub.")
+    check_cancel(cancel)
+    try:
+        facts = hub.file_facts(repo.repo_id, chosen.filename, repo=repo)
+    except (QuantError, AppError) as exc:
+        return RepoView(repo, problem=f"Its facts could not be read: {exc}")
+    if profile is None:
+        return RepoView(repo, facts=facts, problem="Fit badges appear once this machine is probed.")
+    ranked = hub.rank_files(repo, facts, profile, cancel=cancel)
+    return RepoView(repo, ranked=ranked, facts=facts)
+
+
+def quality_text(r: Any) -> str:
+    q = r.option.quality if r is not None and r.option is not None else None
+    if q is None or q.kld is None:
+        return "—"
+    return "no loss" if q.kld < 5e-4 else f"KLD {q.kld:.3g}"
+
+
+# --------------------------------------------------------------------------- token dialog
+
+
+class TokenDialog(QDialog):
+    """Paste a Hugging Face access token for gated repos; it goes to HF's own token file."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Hugging Face token")
+        lay = QVBoxLayout(self)
+        lay.addWidget(
+            muted(
+                "Gated models (Llama, Gemma, …) need an access token from "
+                "huggingface.co/settings/tokens after you accept the model's terms on its "
+                "page. The token is kept in Hugging Face's own token file, which other "
+                "Hugging Face tools share — never in Quantdesk's settings.",
+                wrap=True,
+            )
+        )
+        self.status_label = QLabel("Checking the saved token…")
+        lay.addWidget(self.status_label)
+        form = QFormLayout()
+        self.edit = QLineEdit()
+        self.edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.edit.setPlaceholderText("hf_…")
+        form.addRow("Token", self.edit)
+        lay.addLayout(form)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.forget_button = buttons.addButton(
+            "Forget token", QDialogButtonBox.ButtonRole.ResetRole
+        )
+        self.forget_button.setEnabled(False)
+        self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
+        buttons.accepted.connect(self._save)
+        buttons.rejected.connect(self.reject)
+        self.forget_button.clicked.connect(self._forget)
+        lay.addWidget(buttons)
+        self._task: TaskHandle | None = start_task(
+            hub.token_status,
+            pass_progress=False,
+            pass_cancel=False,
+            on_finished=self._on_status,
+            on_failed=lambda _exc: self._on_status(None),
+            parent=self,
+        )
+
+    def _on_status(self, status: str | None) -> None:
+        self._task = None
+        self.status_label.setText(f"Saved: {status}" if status else "No token saved.")
+        self.forget_button.setEnabled(bool(status))
+
+    def _save(self) -> None:
+        token = self.edit.text().strip()
+        if not token:
+            self.reject()
+            return
+        self.save_button.setEnabled(False)
+        self.status_label.setText("Checking the token with the hub…")
+        self._task = start_task(
+            hub.save_token,
+            token,
+            pass_progress=False,
+            pass_cancel=False,
+            on_finished=lambda _who: self.accept(),
+            on_failed=self._on_save_failed,
+            parent=self,
+        )
+
+    def _on_save_failed(self, exc: BaseException) -> None:
+        self._task = None
+        self.save_button.setEnabled(True)
+        self.status_label.setText("The token was not saved.")
+        errors.show_error(self, exc)
+
+    def _forget(self) -> None:
+        try:
+            hub.forget_token()
+        except (QuantError, AppError, OSError) as exc:
+            errors.show_error(self, exc)
+            return
+        self.accept()
+
+
+# --------------------------------------------------------------------------- download rows
+
+
+class DownloadRow(QWidget):
+    """One queued download: name, bar, status, Pause/Resume, Remove, and Chat once done."""
+
+    def __init__(
+        self, item: DownloadItem, manager: DownloadManager, on_chat: Callable[[Path], None]
+    ) -> None:
+        super().__init__()
+        self.key = item.id
+        self._manager = manager
+        self._on_chat = on_chat
+        self._path: Path | None = None
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 2, 0, 2)
+        row.setSpacing(10)
+        self.title = QLabel(Path(item.filename).name)
+        self.title.setToolTip(f"{item.filename} from {item.repo_id}")
+        self.title.setMinimumWidth(200)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(False)
+        self.bar.setMinimumWidth(140)
+        self.status = muted("", wrap=False)
+        self.status.setMinimumWidth(200)
+        self.pause_button = QPushButton("Pause")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Take it off the list (a finished file stays in the library)")
+        self.chat_button = QPushButton(icon("chat"), "Chat")
+        row.addWidget(self.title, 2)
+        row.addWidget(self.bar, 2)
+        row.addWidget(self.status, 3)
+        row.addWidget(self.pause_button)
+        row.addWidget(self.chat_button)
+        row.addWidget(self.remove_button)
+        self.pause_button.clicked.connect(self._toggle)
+        self.remove_button.clicked.connect(lambda: self._manager.remove(self.key))
+        self.chat_button.clicked.connect(self._chat)
+        self.update_item(item)
+
+    def _toggle(self) -> None:
+        item = self._manager.queue.get(self.key)
+        if item is not None and item.can_pause:
+            self._manager.pause(self.key)
+        else:
+            self._manager.resume(self.key)
+
+    def _chat(self) -> None:
+        if self._path is not None:
+            self._on_chat(self._path)
+
+    def update_item(self, item: DownloadItem) -> None:
+        state = item.state
+        total, done = item.bytes_total, item.bytes_done
+        fraction = item.fraction
+        if fraction is not None:
+            self.bar.setValue(round(fraction * 1000))
+        sizes = f"{human_bytes(done)} of {human_bytes(total)}" if total else human_bytes(done)
+        self._path = Path(item.path) if item.path else None
+        self.status.setToolTip("")
+        if state is DownloadState.DONE:
+            self.bar.setValue(1000)
+            self.status.setText(f"Done · {human_bytes(total or done)} · in the library")
+        elif state is DownloadState.FAILED:
+            self.status.setText(f"Stopped: {item.error or 'unknown error'}")
+            self.status.setToolTip(item.error or "")
+        elif state is DownloadState.PAUSED:
+            self.status.setText(f"Paused · {sizes} · Resume continues from here")
+        elif state is DownloadState.RUNNING:
+            self.status.setText(item.message or f"Starting · {sizes}")
+        else:
+            self.status.setText(f"Waiting · {sizes}" if done else "Waiting")
+        self.pause_button.setVisible(state is not DownloadState.DONE)
+        self.pause_button.setText("Resume" if item.can_resume else "Pause")
+        self.chat_button.setVisible(state is DownloadState.DONE and self._path is not None)
+        self.bar.setVisible(state is not DownloadState.DONE)
+
+
+# --------------------------------------------------------------------------- the tab
+
+
+class HubTab(QWidget):
+    status_message = Signal(str)
+    #: The user wants to chat with a downloaded model (its path).
+    chat_requested = Signal(object)
+    #: A file was downloaded and added to the library (its LibraryEntry).
+    model_downloaded = Signal(object)
+
+    def __init__(
+        self,
+        library: ModelLibrary | None,
+        manager: DownloadManager,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("hubTab")
+        self.library = library
+        self.manager = manager
+        self._profile: HardwareProfile | None = None
+        self._search_task: TaskHandle | None = None
+        self._repo_task: TaskHandle | None = None
+        self._status_task: TaskHandle | None = None
+        self._view: RepoView | None = None
+        self._results: list[Any] = []
+        self._rows: dict[str, DownloadRow] = {}
+        self._pending_repo: str | None = None
+        self.offline: bool | None = None
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 10, 0, 0)
+        outer.setSpacing(10)
+
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        outer.addWidget(self.banner)
+
+        search_row = QHBoxLayout()
+        search_row.setSpacing(8)
+        self.search_edit = QLineEdit()
+        self.search_edit.setPlaceholderText(
+            "Search the Hugging Face hub, e.g. “qwen2.5 7b instruct”"
+        )
+        self.search_edit.setClearButtonEnabled(True)
+        self.gguf_only = QCheckBox("GGUF only")
+        self.gguf_only.setChecked(True)
+        self.gguf_only.setToolTip("Only repos with GGUF files, which llama.cpp runs directly")
+        self.sort_combo = QComboBox()
+        for label, value in SORTS:
+            self.sort_combo.addItem(label, value)
+        self.search_button = QPushButton("Search")
+        self.search_button.setProperty("primary", True)
+        self.token_button = QPushButton("Token…")
+        self.token_button.setToolTip("A Hugging Face access token for gated repos")
+        self.spinner = Spinner()
+        search_row.addWidget(self.search_edit, 1)
+        search_row.addWidget(self.gguf_only)
+        search_row.addWidget(self.sort_combo)
+        search_row.addWidget(self.search_button)
+        search_row.addWidget(self.spinner)
+        search_row.addWidget(self.token_button)
+        outer.addLayout(search_row)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        self.results = QTableWidget(0, len(RESULT_COLUMNS))
+        self.results.setObjectName("hubResults")
+        self.results.setHorizontalHeaderLabels(RESULT_COLUMNS)
+        self._style_table(self.results)
+        self.results.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        splitter.addWidget(self.results)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.setSpacing(8)
+        self.repo_title = QLabel("Pick a repo")
+        self.repo_title.setStyleSheet("font-size: 12pt; font-weight: 600;")
+        self.repo_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.repo_chips = ChipRow()
+        self.repo_message = muted("Its GGUF files, with fit badges for this machine, appear here.")
+        self.files = QTableWidget(0, len(FILE_COLUMNS))
+        self.files.setObjectName("hubFiles")
+        self.files.setHorizontalHeaderLabels(FILE_COLUMNS)
+        self._style_table(self.files)
+        self.files.horizontalHeader().setSectionResizeMode(
+            FILE_COL_NAME, QHeaderView.ResizeMode.Stretch
+        )
+        self.reasons = muted("")
+        actions = QHBoxLayout()
+        self.download_button = QPushButton(icon("save"), "Download")
+        self.download_button.setProperty("primary", True)
+        self.download_button.setEnabled(False)
+        actions.addWidget(self.download_button)
+        actions.addStretch(1)
+        title_row = QHBoxLayout()
+        title_row.addWidget(self.repo_title)
+        title_row.addWidget(self.repo_chips, 1)
+        rl.addLayout(title_row)
+        rl.addWidget(self.repo_message)
+        rl.addWidget(self.files, 1)
+        rl.addWidget(self.reasons)
+        rl.addLayout(actions)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        outer.addWidget(splitter, 3)
+
+        queue_title = QLabel("Downloads")
+        queue_title.setObjectName("sectionTitle")
+        outer.addWidget(queue_title)
+        self.queue_empty = muted(
+            "Nothing downloading. Files land in the Hugging Face cache, where other tools "
+            "find them too; a stopped download resumes where it stopped, even after a restart."
+        )
+        outer.addWidget(self.queue_empty)
+        self.queue_box = QWidget()
+        self.queue_layout = QVBoxLayout(self.queue_box)
+        self.queue_layout.setContentsMargins(0, 0, 0, 0)
+        self.queue_layout.setSpacing(2)
+        self.queue_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.queue_box)
+        scroll.setMinimumHeight(70)
+        outer.addWidget(scroll, 1)
+
+        self.search_edit.returnPressed.connect(self.search)
+        self.search_button.clicked.connect(self.search)
+        self.sort_combo.currentIndexChanged.connect(lambda _i: self._research())
+        self.gguf_only.toggled.connect(lambda _on: self._research())
+        self.token_button.clicked.connect(self._edit_token)
+        self.results.itemSelectionChanged.connect(self._on_result_selected)
+        self.files.itemSelectionChanged.connect(self._on_file_selected)
+        self.files.doubleClicked.connect(lambda _i: self.download_selected())
+        self.download_button.clicked.connect(self.download_selected)
+        manager.changed.connect(self._sync_queue)
+        manager.progress.connect(self._on_queue_progress)
+        manager.downloaded.connect(self._on_downloaded)
+        manager.failed.connect(self._on_queue_failed)
+        self._sync_queue()
+
+    @staticmethod
+    def _style_table(table: QTableWidget) -> None:
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setAlternatingRowColors(True)
+        table.setShowGrid(False)
+        table.setWordWrap(False)
+        table.verticalHeader().setVisible(False)
+        table.verticalHeader().setDefaultSectionSize(32)
+        hh = table.horizontalHeader()
+        hh.setHighlightSections(False)
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+
+    # ------------------------------------------------------------------ state
+    def set_profile(self, profile: HardwareProfile) -> None:
+        """Fit badges are for this machine; a changed profile re-ranks the open repo."""
+        self._profile = profile
+        if self._view is not None and self._repo_task is None:
+            self.open_repo(self._view.repo.repo_id)
+
+    def check_status(self, *, force: bool = False) -> None:
+        """Find out (off the GUI thread, bounded in time) whether the hub can be reached."""
+        if self._status_task is not None or (self.offline is not None and not force):
+            return
+        self._status_task = start_task(
+            hub.hub_status,
+            pass_progress=False,
+            pass_cancel=False,
+            on_finished=self._on_status,
+            on_failed=lambda exc: self._on_status(None, exc),
+            parent=self,
+        )
+
+    def _on_status(self, status: Any, exc: BaseException | None = None) -> None:
+        self._status_task = None
+        online = bool(getattr(status, "online", False)) if exc is None else False
+        reason = getattr(status, "reason", None) or (str(exc) if exc else "")
+        self.set_offline(not online, reason)
+
+    def set_offline(self, offline: bool, reason: str = "") -> None:
+        self.offline = offline
+        if offline:
+            self.banner.setText(
+                "Offline: the hub cannot be reached"
+                + (f" ({reason})" if reason else "")
+                + ". Models on this machine, chat and conversion still work; search and "
+                "downloads resume when the network is back."
+            )
+        self.banner.setVisible(offline)
+        self.search_button.setEnabled(not offline)
+        self._update_download_button()
+
+    def _busy(self) -> None:
+        busy = self._search_task is not None or self._repo_task is not None
+        (self.spinner.start if busy else self.spinner.stop)()
+
+    # ------------------------------------------------------------------ search
+    def _research(self) -> None:
+        if self.search_edit.text().strip():
+            self.search()
+
+    def search(self) -> None:
+        text = self.search_edit.text().strip()
+        if self._search_task is not None:
+            self._search_task.cancel()
+            self._search_task = None
+        self.status_message.emit(
+            f"Searching the hub for “{text}”…" if text else "Listing popular models…"
+        )
+        self._search_task = start_task(
+            hub.search_models,
+            text,
+            gguf_only=self.gguf_only.isChecked(),
+            sort=str(self.sort_combo.currentData()),
+            pass_progress=False,
+            on_finished=self._on_results,
+            on_failed=self._on_search_failed,
+            parent=self,
+        )
+        self._busy()
+
+    def _on_results(self, models: list[Any]) -> None:
+        self._search_task = None
+        self._busy()
+        if self.offline:
+            self.set_offline(False)
+        self._results = list(models)
+        self.results.setSortingEnabled(False)
+        self.results.setRowCount(len(models))
+        for row, m in enumerate(models):
+            name = QTableWidgetItem(m.repo_id)
+            name.setData(ROLE, m.repo_id)
+            if getattr(m, "gated", False):
+                name.setToolTip("Gated: accept the terms on the model's page and add a token")
+                name.setText(f"{m.repo_id}  🔒")
+            cells = [name, QTableWidgetItem(_count(m.downloads)), QTableWidgetItem(_count(m.likes))]
+            cells.append(QTableWidgetItem(_when(getattr(m, "last_modified", None))))
+            for col, item in enumerate(cells):
+                if col:
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                self.results.setItem(row, col, item)
+        self.status_message.emit(
+            f"{len(models)} repos found" if models else "No repos matched; try fewer words"
+        )
+
+    def _on_search_failed(self, exc: BaseException) -> None:
+        self._search_task = None
+        self._busy()
+        self.status_message.emit(str(exc))
+        if isinstance(exc, QuantError | AppError):
+            # Shown in the banner when the hub is unreachable, in a box otherwise.
+            self.results.setRowCount(0)
+            self._results = []
+            self.check_status(force=True)
+            if not _mentions_network(exc):
+                errors.show_error(self, exc)
+            return
+        errors.show_error(self, exc)
+
+    def result_repos(self) -> list[str]:
+        return [m.repo_id for m in self._results]
+
+    # ------------------------------------------------------------------ a repo
+    def _on_result_selected(self) -> None:
+        rows = self.results.selectionModel().selectedRows()
+        cell = self.results.item(rows[0].row(), 0) if rows else None
+        if cell is not None:
+            self.open_repo(str(cell.data(ROLE)))
+
+    def open_repo(self, repo_id: str) -> None:
+        if self._repo_task is not None:
+            self._pending_repo = repo_id
+            self._repo_task.cancel()
+            return
+        self._pending_repo = None
+        self.repo_title.setText(repo_id)
+        self.repo_chips.set_chips([])
+        self.repo_message.setText("Reading the file list and one GGUF header from the hub…")
+        self.repo_message.setVisible(True)
+        self.files.setRowCount(0)
+        self.reasons.setText("")
+        self._view = None
+        self._update_download_button()
+        self._repo_task = start_task(
+            load_repo,
+            repo_id,
+            self._profile,
+            pass_progress=False,
+            on_finished=self._on_repo,
+            on_failed=self._on_repo_failed,
+            on_cancelled=self._on_repo_cancelled,
+            parent=self,
+        )
+        self._busy()
+
+    def _repo_ended(self) -> bool:
+        self._repo_task = None
+        self._busy()
+        if self._pending_repo is not None:
+            self.open_repo(self._pending_repo)
+            return False
+        return True
+
+    def _on_repo_cancelled(self) -> None:
+        self._repo_ended()
+
+    def _on_repo_failed(self, exc: BaseException) -> None:
+        if not self._repo_ended():
+            return
+        self.repo_message.setText(str(exc))
+        self.repo_message.setVisible(True)
+        if isinstance(exc, QuantError | AppError):
+            self.check_status(force=True)
+        else:
+            errors.show_error(self, exc)
+
+    def _on_repo(self, view: RepoView) -> None:
+        if not self._repo_ended():
+            return
+        self._view = view
+        repo = view.repo
+        chips = []
+        if getattr(repo, "gated", False):
+            chips.append(
+                chip("gated", "warn", "Accept the terms on the model page and add a token")
+            )
+        if getattr(repo, "license", None):
+            chips.append(chip(str(repo.license)))
+        f = view.facts
+        if f is not None:
+            if getattr(f, "architecture", None):
+                chips.append(chip(str(f.architecture)))
+            if getattr(f, "parameters", None):
+                chips.append(chip(_count(int(f.parameters)) + " params"))
+        self.repo_chips.set_chips(chips)
+        self.repo_message.setText(view.problem or "")
+        self.repo_message.setVisible(bool(view.problem))
+        ranked = {r.file.filename: r for r in view.ranked}
+        files = [r.file for r in view.ranked] if view.ranked else list(repo.files)
+        self.files.setRowCount(len(files))
+        for row, hf in enumerate(files):
+            r = ranked.get(hf.filename)
+            name = QTableWidgetItem(hf.name if r is None or not r.recommended else f"★ {hf.name}")
+            name.setData(ROLE, hf.filename)
+            parts = len(hf.parts)
+            tip = hf.filename + (f" ({parts} parts)" if parts > 1 else "")
+            if r is not None and r.recommended:
+                tip += "\nThe advisor's pick for this machine"
+            name.setToolTip(tip)
+            fit = r.fit if r is not None else None
+            fit_item = QTableWidgetItem(r.fit_label if r is not None and r.option else "—")
+            fit_item.setForeground(QColor(fit_color(fit)))
+            speed = r.tokens_per_s if r is not None else None
+            cells = [
+                name,
+                QTableWidgetItem(hf.label),
+                QTableWidgetItem(human_bytes(hf.size_bytes)),
+                fit_item,
+                QTableWidgetItem(f"~{speed:.0f} tok/s" if speed else "—"),
+                QTableWidgetItem(quality_text(r)),
+            ]
+            for col, item in enumerate(cells):
+                self.files.setItem(row, col, item)
+        if files:
+            self.files.selectRow(0)
+        if view.ranked and self._profile is not None:
+            best = next((r for r in view.ranked if r.recommended), None)
+            self.status_message.emit(
+                f"{repo.repo_id}: {best.file.label} is the pick for this machine"
+                if best
+                else f"{repo.repo_id}: none of its files fits this machine"
+            )
+        self._update_download_button()
+
+    def selected_file(self) -> Any:
+        if self._view is None:
+            return None
+        rows = self.files.selectionModel().selectedRows()
+        if not rows:
+            return None
+        cell = self.files.item(rows[0].row(), FILE_COL_NAME)
+        if cell is None:
+            return None
+        filename = cell.data(ROLE)
+        return next((f for f in self._view.repo.files if f.filename == filename), None)
+
+    def _ranked(self, filename: str) -> Any:
+        if self._view is None:
+            return None
+        return next((r for r in self._view.ranked if r.file.filename == filename), None)
+
+    def _on_file_selected(self) -> None:
+        hf = self.selected_file()
+        r = self._ranked(hf.filename) if hf is not None else None
+        reasons = list(r.option.reasons) if r is not None and r.option is not None else []
+        self.reasons.setText("\n".join(f"• {x}" for x in reasons[:4]))
+        self._update_download_button()
+
+    def _queued(self, repo_id: str, filename: str) -> DownloadItem | None:
+        for item in self.manager.items():
+            if item.repo_id == repo_id and item.filename == filename:
+                return item
+        return None
+
+    def _update_download_button(self) -> None:
+        hf = self.selected_file()
+        repo_id = self._view.repo.repo_id if self._view is not None else None
+        item = self._queued(repo_id, hf.filename) if hf is not None and repo_id else None
+        b = self.download_button
+        if item is not None and item.state is DownloadState.DONE:
+            b.setText("Downloaded")
+            b.setEnabled(False)
+        elif item is not None:
+            b.setText("In the queue")
+            b.setEnabled(False)
+        else:
+            b.setText(f"Download {human_bytes(hf.size_bytes)}" if hf is not None else "Download")
+            b.setEnabled(hf is not None and not self.offline)
+
+    def download_selected(self) -> None:
+        hf = self.selected_file()
+        if hf is None or self._view is None or self.offline:
+            return
+        if self._queued(self._view.repo.repo_id, hf.filename) is not None:
+            return
+        try:
+            self.manager.enqueue(
+                self._view.repo.repo_id,
+                hf.filename,
+                revision=self._view.repo.sha,
+                size_bytes=hf.size_bytes,
+            )
+        except (QuantError, AppError, OSError) as exc:
+            errors.show_error(self, exc)
+            return
+        self.status_message.emit(f"Queued {Path(hf.filename).name}")
+        self._update_download_button()
+
+    # ------------------------------------------------------------------ the queue
+    def _sync_queue(self) -> None:
+        items = self.manager.items()
+        keys = {i.id for i in items}
+        for key in list(self._rows):
+            if key not in keys:
+                gone = self._rows.pop(key)
+                self.queue_layout.removeWidget(gone)
+                gone.deleteLater()
+        for item in items:
+            row = self._rows.get(item.id)
+            if row is None:
+                row = DownloadRow(item, self.manager, self.chat_requested.emit)
+                self._rows[item.id] = row
+                self.queue_layout.insertWidget(self.queue_layout.count() - 1, row)
+            else:
+                row.update_item(item)
+        self.queue_empty.setVisible(not items)
+        self._update_download_button()
+
+    def download_rows(self) -> dict[str, DownloadRow]:
+        return dict(self._rows)
+
+    def _on_queue_progress(self, item: DownloadItem) -> None:
+        row = self._rows.get(item.id)
+        if row is not None:
+            row.update_item(item)
+
+    def _on_downloaded(self, entry: LibraryEntry) -> None:
+        if self.library is not None:
+            try:
+                self.library.record(entry)
+            except OSError as exc:  # the file is in the cache either way
+                logger.warning("could not add %s to the library: %s", entry.path, exc)
+        self.status_message.emit(f"Downloaded {entry.name}; it is in the library")
+        self.model_downloaded.emit(entry)
+
+    def _on_queue_failed(self, key: str, sentence: str) -> None:
+        self.status_message.emit(sentence)
+        # A failure may mean the network went away: the banner says so if it did.
+        self.check_status(force=True)
+
+    def _edit_token(self) -> None:
+        dialog = TokenDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.status_message.emit("Hugging Face token updated"))
+        dialog.open()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if self.offline is None:
+            QTimer.singleShot(0, self.check_status)
+            if not self._results and self._search_task is None:
+                QTimer.singleShot(0, self.search)
+
+    def shutdown(self) -> None:
+        for task in (self._search_task, self._repo_task):
+            if task is not None:
+                task.cancel()
+
+
+def _mentions_network(exc: BaseException) -> bool:
+    """A hub error about reaching the hub (the banner explains it, no box needed)."""
+    text = str(exc).lower()
+    return any(w in text for w in ("offline", "network", "reach", "connect", "did not answer"))
