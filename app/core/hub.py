@@ -628,7 +628,7 @@ def search_models(
         params.append(("filter", "gguf"))
     params += [("sort", order.api_key), ("limit", str(limit))]
     params += [("expand", name) for name in _SEARCH_FIELDS]
-    infos = _list_models(params, limit, "search the Hugging Face hub", cancel)
+    infos = _list_models(params, limit, "search for models", cancel)
     return [_hub_model(i) for i in infos]
 
 

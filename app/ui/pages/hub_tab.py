@@ -546,6 +546,7 @@ class HubTab(QWidget):
         for row, m in enumerate(models):
             name = QTableWidgetItem(m.repo_id)
             name.setData(ROLE, m.repo_id)
+            name.setToolTip(m.repo_id)
             if getattr(m, "gated", False):
                 name.setToolTip("Gated: accept the terms on the model's page and add a token")
                 name.setText(f"{m.repo_id}  🔒")
