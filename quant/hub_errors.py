@@ -61,13 +61,15 @@ def hub_errors(
         raise offline() from None
     except GatedRepoError:
         raise HubError(
-            f"{repo_id}: the repo is gated; accept its licence on the hub page and log in "
-            f"with 'hf auth login', then {again}"
+            f"{repo_id}: the repo is gated; accept its licence on the hub page and add an "
+            "access token (Models → Hub → Token…, or 'quantdesk pull --token TOKEN'), "
+            f"then {again}"
         ) from None
     except RepositoryNotFoundError:
         raise HubError(
             f"{repo_id}: no such model on the Hugging Face hub; check the spelling "
-            "(private repos need 'hf auth login')"
+            "(private repos need an access token: Models → Hub → Token…, or "
+            "'quantdesk pull --token TOKEN')"
         ) from None
     except RevisionNotFoundError:
         raise HubError(f"{repo_id}: the requested revision does not exist on the hub") from None
