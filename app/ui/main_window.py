@@ -40,6 +40,7 @@ from app.ui.pages.models_page import ModelsPage
 from app.ui.theme import current_theme
 from app.ui.widgets.cards import Card, muted
 from app.ui.widgets.icons import icon
+from app.workers.download_manager import DownloadManager
 from app.workers.tasks import wait_all
 from quant.hardware.profile import HardwareProfile
 from quant.units import human_bytes
@@ -146,7 +147,9 @@ class MainWindow(QMainWindow):
             self.stack.addWidget(holder)
 
         self.machine_page = MachinePage(self.settings, probe_fn=probe_fn)
-        self.models_page = ModelsPage(self.settings, self.library)
+        # One download queue for the app: the Hub tab and the Advisor both use it.
+        self.downloads = DownloadManager(parent=self)
+        self.models_page = ModelsPage(self.settings, self.library, downloads=self.downloads)
         self._install("machine", self.machine_page)
         self._install("models", self.models_page)
         self.machine_page.profile_changed.connect(self._on_profile)
@@ -232,7 +235,7 @@ class MainWindow(QMainWindow):
         if key == "advisor":
             from app.ui.pages.advisor_page import AdvisorPage
 
-            adv = AdvisorPage(self.settings, self.library)
+            adv = AdvisorPage(self.settings, self.library, downloads=self.downloads)
             adv.status_message.connect(self.show_status)
             adv.convert_requested.connect(self.open_convert)
             adv.chat_requested.connect(self.open_chat)

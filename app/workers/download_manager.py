@@ -32,6 +32,8 @@ class DownloadManager(QObject):
     downloaded = Signal(object)
     #: An item failed: (item id, the sentence saying why).
     failed = Signal(str, str)
+    #: A transfer ended, done, failed or paused (the DownloadItem as it ended).
+    item_ended = Signal(object)
 
     def __init__(self, queue: DownloadQueue | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -107,6 +109,8 @@ class DownloadManager(QObject):
 
     def _on_finished(self, item: DownloadItem | None) -> None:
         self._ended()
+        if item is not None:
+            self.item_ended.emit(item)
         if item is not None and item.state is DownloadState.DONE and item.path:
             try:
                 entry = read_entry(item.path, ModelSource.HUGGINGFACE)

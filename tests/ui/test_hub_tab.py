@@ -251,3 +251,38 @@ def test_window_search_download_library_chat(
         if proxy.index(r, 0).data(PATH_ROLE) == str(row_path)
     ]
     assert cells == ["just now"]
+
+
+def test_an_advisor_download_joins_the_one_queue(
+    qtbot: Any, make_window: Any, hub: FakeHub, hf_cache: Path
+) -> None:
+    """ "Download this file" on the Advisor goes through the queue the Hub tab shows."""
+    from quant.advisor import OptionSource
+
+    win = make_window()
+    adv = win.switch_to("advisor")
+    adv.set_source(REPO)
+    adv.run()
+    qtbot.waitUntil(lambda: not adv.is_busy() and bool(adv.options()), timeout=30_000)
+    option = next(o for o in adv.options() if o.source is OptionSource.HUB_FILE)
+    adv.select_option(option.key)
+    hub.throttle(piece_bytes=4096, pause_s=0.02)
+    adv.download_selected()
+    queue = win.downloads.queue
+    qtbot.waitUntil(lambda: any(i.bytes_done > 0 for i in queue.items()), timeout=10_000)
+    (item,) = queue.items()
+    assert item.repo_id == REPO and item.filename == option.filename
+    # Cancel on the Advisor pauses the item in the queue, bytes kept.
+    adv.cancel_download()
+    qtbot.waitUntil(lambda: not adv.is_downloading(), timeout=10_000)
+    assert queue.get(item.id).state is DownloadState.PAUSED
+    assert "cancelled" in adv.download_title.text()
+    # The Hub tab lists it, and resuming there finishes it; the Advisor sees it done.
+    win.switch_to("models")
+    tab = win.models_page.show_hub()
+    row = tab.download_rows()[item.id]
+    assert row.pause_button.text() == "Resume"
+    hub.throttle(piece_bytes=1 << 20, pause_s=0.0)
+    with qtbot.waitSignal(win.downloads.downloaded, timeout=20_000):
+        row.pause_button.click()
+    qtbot.waitUntil(lambda: adv.download_button.text() == "Downloaded", timeout=10_000)

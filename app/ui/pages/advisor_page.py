@@ -39,16 +39,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.download_queue import DownloadItem, DownloadState
 from app.core.downloads import download_gguf
-from app.core.library import LibraryEntry, ModelLibrary
+from app.core.errors import AppError
+from app.core.library import LibraryEntry, ModelLibrary, ModelSource, read_entry
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.pages.machine_page import default_probe, recent_profile_files, remember_profile_file
 from app.ui.theme import current_theme
 from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
+from app.workers.download_manager import DownloadManager
 from app.workers.tasks import TaskHandle, start_task
 from quant.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
+from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
 from quant.formats import FormatFamily, GpuFormat
 from quant.hardware.profile import HardwareProfile
@@ -228,6 +232,17 @@ def hub_target(facts: ModelFacts | None, o: Option | None) -> HubTarget | None:
     return HubTarget(facts.source, o.filename, size)
 
 
+class _QueuedDownload:
+    """A download this page asked the app's queue for; Cancel pauses it there."""
+
+    def __init__(self, manager: DownloadManager, item_id: str) -> None:
+        self.manager = manager
+        self.item_id = item_id
+
+    def cancel(self) -> None:
+        self.manager.pause(self.item_id)
+
+
 class AdvisorPage(QWidget):
     status_message = Signal(str)
     #: The user wants to make this file: (source model, [llama.cpp file type names]).
@@ -247,8 +262,12 @@ class AdvisorPage(QWidget):
         library: ModelLibrary | None = None,
         *,
         inspect_fn: InspectFn | None = None,
+        downloads: DownloadManager | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``downloads`` is the app's download queue: a hub file downloaded from here
+        joins it (shown, paused and resumed on the Hub tab too). Without it the page
+        downloads on its own."""
         super().__init__(parent)
         self.setObjectName("advisorPage")
         self.settings = settings
@@ -260,7 +279,8 @@ class AdvisorPage(QWidget):
         self._advice: Advice | None = None
         self._options: list[Option] = []
         self._entries: list[LibraryEntry] = []
-        self._download: TaskHandle | None = None
+        self._download: TaskHandle | _QueuedDownload | None = None
+        self._downloads = downloads
         self._download_target: HubTarget | None = None
         self._downloaded: dict[tuple[str, str], Path] = {}
         self._chat_path: Path | None = None
@@ -448,6 +468,9 @@ class AdvisorPage(QWidget):
         self.download_cancel_button.clicked.connect(self.cancel_download)
         self.chat_button.clicked.connect(self._chat_with_download)
         self._fill_machines()
+        if downloads is not None:
+            downloads.progress.connect(self._on_queue_progress)
+            downloads.item_ended.connect(self._on_queue_ended)
 
     def _build_download_panel(self) -> QWidget:
         """One row under the summary: the file, its progress, rate and time left, Cancel;
@@ -959,6 +982,18 @@ class AdvisorPage(QWidget):
         self.status_message.emit(f"Downloading {target.name}…")
         # The strip takes room from the table: keep the chosen row in view.
         QTimer.singleShot(0, self._scroll_to_selection)
+        if self._downloads is not None:
+            try:
+                item = self._downloads.enqueue(
+                    target.repo_id, target.filename, size_bytes=target.size_bytes
+                )
+            except (QuantError, AppError) as exc:
+                self._download_ended()
+                errors.show_error(self, exc)
+                return
+            self._download = _QueuedDownload(self._downloads, item.id)
+            self._update_download_button()
+            return
         self._download = start_task(
             download_gguf,
             target.repo_id,
@@ -970,6 +1005,40 @@ class AdvisorPage(QWidget):
             parent=self,
         )
         self._update_download_button()
+
+    def _queued_id(self) -> str | None:
+        d = self._download
+        return d.item_id if isinstance(d, _QueuedDownload) else None
+
+    def _on_queue_progress(self, item: DownloadItem) -> None:
+        if item.id != self._queued_id():
+            return
+        self._on_download_progress(
+            Progress(
+                "download",
+                item.bytes_done,
+                item.bytes_total,
+                item.message,
+                bytes_done=item.bytes_done,
+                bytes_total=item.bytes_total,
+                eta_s=item.eta_s,
+            )
+        )
+
+    def _on_queue_ended(self, item: DownloadItem) -> None:
+        if item.id != self._queued_id():
+            return
+        if item.state is DownloadState.DONE and item.path:
+            try:
+                entry = read_entry(item.path, ModelSource.HUGGINGFACE)
+            except (QuantError, AppError) as exc:
+                self._on_download_failed(exc)
+                return
+            self._on_downloaded(entry)
+        elif item.state is DownloadState.FAILED:
+            self._on_download_failed(HubError(item.error or "the download failed"))
+        else:  # paused here or on the Hub tab
+            self._on_download_cancelled()
 
     def _scroll_to_selection(self) -> None:
         rows = self.table.selectionModel().selectedRows()
