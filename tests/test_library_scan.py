@@ -656,3 +656,33 @@ def test_default_roots_on_linux_follow_the_environment(
     roots2 = default_external_roots()
     assert roots2[0] == ExternalRoot(hf, tmp_path / "explicit")
     assert [r.path for r in roots2].count(home / ".ollama" / "models") == 1
+
+
+def test_default_roots_on_macos_use_application_support(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Mac, Jan and GPT4All live under ~/Library/Application Support."""
+    import platformdirs
+    from platformdirs.macos import MacOS
+
+    from app.core.library import ModelSource, default_external_roots
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "OLLAMA_MODELS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(
+        platformdirs,
+        "user_data_dir",
+        lambda name, appauthor=None, roaming=False: (
+            MacOS(name, appauthor, roaming=roaming).user_data_dir
+        ),
+    )
+    roots = {(r.source, r.path) for r in default_external_roots()}
+    support = tmp_path / "Library" / "Application Support"
+    assert (ModelSource.JAN, support / "Jan" / "data" / "llamacpp" / "models") in roots
+    assert (ModelSource.GPT4ALL, support / "nomic.ai" / "GPT4All") in roots
+    assert (ModelSource.OLLAMA, tmp_path / ".ollama" / "models") in roots
+    assert (ModelSource.LM_STUDIO, tmp_path / ".lmstudio" / "models") in roots
+    # The Linux service folder of Ollama is not a Mac location.
+    assert not any("/usr/share/ollama" in str(p) for _, p in roots)
