@@ -346,3 +346,20 @@ def test_cli_lists_adds_and_refuses(
     listed = json.loads(capsys.readouterr().out)
     assert [e["source"] for e in listed] == ["starter"]
     assert path.exists()
+
+
+def test_a_recorded_hub_download_is_listed_as_hugging_face(tmp_path: Path) -> None:
+    """A file pulled from the hub keeps its repo name and blob digest, not "Added"."""
+    repo = tmp_path / "hf" / "models--acme--tiny-GGUF"
+    blob = repo / "blobs" / ("ab" * 32)
+    blob.parent.mkdir(parents=True)
+    real_gguf(blob)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (snap / "tiny-Q4_K_M.gguf").symlink_to(os.path.relpath(blob, snap))
+    library = lib()
+    library.record(read_entry(snap / "tiny-Q4_K_M.gguf"))
+    (entry,) = library.entries()
+    assert entry.source is ModelSource.HUGGINGFACE
+    assert entry.name == "acme/tiny-GGUF · tiny-Q4_K_M"
+    assert entry.sha256 == "ab" * 32

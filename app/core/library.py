@@ -524,6 +524,20 @@ def _scan_hf_cache(cache: Path, cancel: CancelToken | None) -> list[LibraryEntry
     return out
 
 
+def _hf_cache_identity(path: Path) -> tuple[str, str | None] | None:
+    """``(repo id, blob SHA-256)`` of a file inside a Hugging Face cache snapshot, else None."""
+    parts = path.parts
+    for i in range(len(parts) - 3, -1, -1):
+        if parts[i].startswith("models--") and parts[i + 1] == "snapshots":
+            repo_id = parts[i][len("models--") :].replace("--", "/")
+            try:
+                blob = path.readlink().name if path.is_symlink() else ""
+            except OSError:
+                blob = ""
+            return repo_id, blob if _is_sha256(blob) else None
+    return None
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -1028,6 +1042,20 @@ class ModelLibrary:
             st = _stat_file(p)
             if st is None:
                 logger.info("added model %s is missing; leaving it out", p)
+                continue
+            hf = _hf_cache_identity(p)
+            if hf is not None:  # downloaded from the hub (Hub tab, quantdesk pull)
+                repo_id, sha = hf
+                found.append(
+                    LibraryEntry(
+                        p,
+                        f"{repo_id} · {_display_name(p)}",
+                        ModelSource.HUGGINGFACE,
+                        st.st_size,
+                        sha256=sha,
+                        mtime_ns=st.st_mtime_ns,
+                    )
+                )
                 continue
             found.append(
                 LibraryEntry(
