@@ -382,6 +382,8 @@ def test_starter_model_loads_with_the_gemma_template(session: ChatSession) -> No
     # before the load with the RSS it reads while answering.
     assert 0 < prediction.rss_before_load_bytes < session.info.rss_after_load_bytes
     assert prediction.expected_rss_bytes == prediction.rss_before_load_bytes + prediction.ram_bytes
+    # The starter is Gemma 3 270M base: the user is told why it rambles.
+    assert any("base model" in n for n in session.info.notes)
 
 
 @pytest.mark.slow
@@ -531,3 +533,28 @@ def test_long_conversation_drops_the_oldest_turns_and_says_so(starter_model: Pat
         assert "Last question?" in text
         with pytest.raises(ContextOverflowError, match="256-token context"):
             small.respond([ChatMessage(U, filler * 10)], sampling=GREEDY)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "filename", "base"),
+    [
+        (
+            {"general.name": "Gemma 3 270m", "general.basename": "gemma-3"},
+            "gemma-3-270m.gguf",
+            True,
+        ),
+        ({"general.name": "Gemma 3 270m", "general.finetune": "it"}, "x.gguf", False),
+        ({"general.name": "Qwen2.5 7B Instruct"}, "qwen.gguf", False),
+        ({"general.name": "Llama 3"}, "Meta-Llama-3-8B-Instruct-Q4_K_M.gguf", False),
+        ({"general.name": "Phi", "tokenizer.chat_template": "{{ messages }}"}, "phi.gguf", False),
+        ({"general.name": "Mistral 7B v0.1"}, "mistral-7b-v0.1.Q4_K_M.gguf", True),
+        # "it" only as a word of its own, not inside another one ("Unit", "bit").
+        ({"general.name": "Unit 8bit"}, "unit-8bit.gguf", True),
+    ],
+)
+def test_base_models_are_told_apart_from_chat_models(
+    metadata: dict[str, str], filename: str, base: bool
+) -> None:
+    from app.core.chat.templates import base_model_note
+
+    assert (base_model_note(metadata, filename) is not None) is base

@@ -59,6 +59,7 @@ from app.core.chat.templates import (
     ChatTemplate,
     PromptMode,
     Role,
+    base_model_note,
     select_template,
 )
 from app.core.errors import AppError, ModelLoadError
@@ -735,6 +736,10 @@ class ChatSession:
         except Exception:
             llm.close()
             raise
+        if mode is PromptMode.CHAT:
+            base = base_model_note(llm.metadata, p.name)
+            if base:
+                notes.append(base)
         info = ModelInfo(
             path=p,
             name=facts.name if facts is not None else p.stem,

@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -438,6 +439,35 @@ def select_template(
         arch_text = f" ({arch})" if arch else ""
         return _with_note(chosen, f"the model file{arch_text} has no chat template; {chosen.note}")
     return chosen
+
+
+# Words in a model's name or fine-tune tag that mark it as trained to follow instructions.
+_TUNED = re.compile(
+    r"(?:^|[^a-z0-9])(?:it|instruct|chat|sft|dpo|orpo|rlhf|assistant|hermes|tulu)(?:[^a-z0-9]|$)",
+    re.IGNORECASE,
+)
+
+
+def base_model_note(metadata: Mapping[str, str], filename: str = "") -> str | None:
+    """A sentence for a model that looks pretrained only (not instruction-tuned), else None.
+
+    Such a model continues text instead of answering: it has no chat template, and
+    neither its GGUF name, fine-tune tag nor file name marks it as tuned for chat.
+    """
+    if str(metadata.get("tokenizer.chat_template", "") or "").strip():
+        return None
+    names = [
+        str(metadata.get(key, "") or "")
+        for key in ("general.finetune", "general.name", "general.basename")
+    ]
+    names.append(filename)
+    if any(_TUNED.search(n) for n in names if n):
+        return None
+    return (
+        "this looks like a base model (no chat template, and nothing in its name marks it "
+        "as instruction-tuned): it continues text rather than answering questions; use Raw "
+        "mode for completions, or an instruction-tuned (-it, -Instruct) model for chat"
+    )
 
 
 def _with_note(template: ChatTemplate, note: str) -> ChatTemplate:

@@ -432,6 +432,7 @@ class ChatPage(QWidget):
         ]
         self.model_label.setText(" · ".join(parts))
         self.chart.set_prediction(info.prediction)
+        self.transcript.set_model_ready(True)
         self.stats_bar.labels["context"].setText(f"Context 0 / {info.n_ctx:,}")
         if info.notes:
             self.show_banner(" ".join(n[:1].upper() + n[1:] + "." for n in info.notes))
@@ -468,6 +469,7 @@ class ChatPage(QWidget):
         self.model_label.setText("No model loaded.")
         self.chart.set_prediction(None, loaded=False)
         self._update_controls()
+        self.transcript.set_model_ready(False)
         self.model_unloaded.emit()
 
     def _retry(self) -> None:

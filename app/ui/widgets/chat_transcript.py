@@ -318,6 +318,14 @@ class Transcript(QScrollArea):
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._column.insertWidget(0, self.empty_label)
 
+    def set_model_ready(self, ready: bool) -> None:
+        """The hint of an empty conversation says what to do next."""
+        self.empty_label.setText(
+            "Type a message below to start."
+            if ready
+            else "Pick a model, load it, and type a message below."
+        )
+
     def bubbles(self) -> list[MessageBubble]:
         return list(self._bubbles)
 
