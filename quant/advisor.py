@@ -823,6 +823,66 @@ def _suggestions(c: _Ctx, bits: TaskBits) -> list[str]:
 # Entry point
 
 
+def _make_ctx(
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    *,
+    task: Task,
+    ctx: int | None,
+    kv_type: KvType,
+    options: RuntimeOptions | None,
+    store: CalibrationStore | None,
+    use_calibration: bool,
+    training_tokens: float | None,
+    margin_bytes: int | None,
+) -> tuple[_Ctx, str | None]:
+    """The planning context, with ``ctx`` clamped to the trained context (and a note if so)."""
+    note = None
+    trained = facts.context_length or 0
+    want = ctx if ctx and ctx > 0 else task.default_ctx
+    if trained and want > trained:
+        note = (
+            f"{facts.name} was trained for {trained} tokens; planning for {trained} "
+            f"instead of {want}."
+        )
+        want = trained
+    c = _Ctx(
+        facts=facts,
+        profile=profile,
+        task=task,
+        ctx=want,
+        kv_type=kv_type,
+        options=options or RuntimeOptions(),
+        store=store,
+        use_calibration=use_calibration,
+        training_tokens=training_tokens,
+        margin_bytes=margin_bytes,
+        has_gpu=profile.apple is not None or bool(_nvidia(profile)),
+        source=source_tensors(facts),
+    )
+    return c, note
+
+
+def _this_file_option(c: _Ctx) -> Option:
+    """The GGUF that was inspected, run as it is."""
+    facts = c.facts
+    qt = None
+    if facts.file_type:
+        try:
+            qt = quant_type_for_file_type(LlamaFileType.from_name(facts.file_type))
+        except ValueError:
+            qt = None
+    return _gguf_option(
+        c,
+        qt,
+        source=OptionSource.THIS_FILE,
+        plan=_plan(c, None),
+        filename=facts.source.replace("\\", "/").rsplit("/", 1)[-1],
+        imatrix=any("imatrix" in str(k) for k in facts.extra),
+        label=f"{qt.value if qt else facts.file_type} (this file)",
+    )
+
+
 def recommend(
     facts: ModelFacts,
     profile: HardwareProfile,
@@ -848,30 +908,22 @@ def recommend(
     from quant.progress import Progress
 
     notes: list[str] = []
-    trained = facts.context_length or 0
-    want = ctx if ctx and ctx > 0 else task.default_ctx
-    if trained and want > trained:
-        notes.append(
-            f"{facts.name} was trained for {trained} tokens; planning for {trained} "
-            f"instead of {want}."
-        )
-        want = trained
-    apple = profile.apple is not None
-    has_gpu = apple or bool(_nvidia(profile))
-    c = _Ctx(
-        facts=facts,
-        profile=profile,
+    c, clamped = _make_ctx(
+        facts,
+        profile,
         task=task,
-        ctx=want,
+        ctx=ctx,
         kv_type=kv_type,
-        options=options or RuntimeOptions(),
+        options=options,
         store=store,
         use_calibration=use_calibration,
         training_tokens=training_tokens,
         margin_bytes=margin_bytes,
-        has_gpu=has_gpu,
-        source=source_tensors(facts),
     )
+    if clamped:
+        notes.append(clamped)
+    want = c.ctx
+    apple = profile.apple is not None
     bits = task_bits(task, facts, want)
     cands: list[Option] = []
     types = [t for t in QuantType if t is not QuantType.F32]
@@ -886,25 +938,7 @@ def recommend(
             on_progress(Progress("recommend", step, total_steps, msg))
 
     if facts.kind is SourceKind.GGUF and facts.tensors:
-        ft = None
-        if facts.file_type:
-            try:
-                ft = LlamaFileType.from_name(facts.file_type)
-            except ValueError:
-                ft = None
-        qt = quant_type_for_file_type(ft) if ft else None
-        import_im = any("imatrix" in str(k) for k in facts.extra)
-        cands.append(
-            _gguf_option(
-                c,
-                qt,
-                source=OptionSource.THIS_FILE,
-                plan=_plan(c, None),
-                filename=facts.source.rsplit("/", 1)[-1],
-                imatrix=import_im,
-                label=f"{qt.value if qt else facts.file_type} (this file)",
-            )
-        )
+        cands.append(_this_file_option(c))
         progress("this file")
     for qt in types:
         cands.append(_gguf_option(c, qt, source=OptionSource.PLANNED, plan=_plan(c, qt)))
@@ -1043,40 +1077,19 @@ def file_option(
             f"{facts.name}: a fit for the file itself needs a GGUF file's facts with its "
             f"tensors (got {facts.kind.value}); use recommend() for other sources"
         )
-    trained = facts.context_length or 0
-    want = ctx if ctx and ctx > 0 else task.default_ctx
-    if trained and want > trained:
-        want = trained
-    has_gpu = profile.apple is not None or bool(_nvidia(profile))
-    c = _Ctx(
-        facts=facts,
-        profile=profile,
+    c, _ = _make_ctx(
+        facts,
+        profile,
         task=task,
-        ctx=want,
+        ctx=ctx,
         kv_type=kv_type,
-        options=options or RuntimeOptions(),
+        options=options,
         store=store,
         use_calibration=use_calibration,
         training_tokens=None,
         margin_bytes=margin_bytes,
-        has_gpu=has_gpu,
-        source=source_tensors(facts),
     )
-    qt = None
-    if facts.file_type:
-        try:
-            qt = quant_type_for_file_type(LlamaFileType.from_name(facts.file_type))
-        except ValueError:
-            qt = None
-    option = _gguf_option(
-        c,
-        qt,
-        source=OptionSource.THIS_FILE,
-        plan=_plan(c, None),
-        filename=facts.source.replace("\\", "/").rsplit("/", 1)[-1],
-        imatrix=any("imatrix" in str(k) for k in facts.extra),
-        label=f"{qt.value if qt else facts.file_type} (this file)",
-    )
-    bits = task_bits(task, facts, want)
+    option = _this_file_option(c)
+    bits = task_bits(task, facts, c.ctx)
     reasons = _reasons(option, bits, c, None, top=False)
     return replace(option, reasons=tuple(reasons), meets_task=_meets_min(option, bits, c))

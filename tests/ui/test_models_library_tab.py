@@ -33,7 +33,6 @@ from quant.hardware.profile import HardwareProfile, MemoryInfo
 from tests.ui.conftest import GIB, H100, make_profile, message_boxes, write_tiny_gguf
 
 MIB = 1024**2
-HUB_TAB_BUILT = (Path(__file__).parents[2] / "app" / "ui" / "pages" / "hub_tab.py").exists()
 
 
 # --------------------------------------------------------------------------- machines
@@ -576,7 +575,6 @@ def test_the_hub_tab_is_not_built_until_shown(
     assert page.hub_tab is None
 
 
-@pytest.mark.skipif(not HUB_TAB_BUILT, reason="app/ui/pages/hub_tab.py does not exist yet")
 def test_showing_the_hub_tab_builds_it_once(
     qtbot: Any, settings: Settings, library: ModelLibrary
 ) -> None:
