@@ -10,7 +10,18 @@ from typing import Any
 from quant.hardware.profile import HardwareProfile
 from quant.units import human_bytes
 
-__all__ = ["add_hardware_arg", "human_bytes", "load_hardware", "print_json"]
+__all__ = ["add_hardware_arg", "human_bytes", "load_hardware", "positive_tokens", "print_json"]
+
+
+def positive_tokens(text: str) -> int:
+    """An argparse type for a count of tokens (``--ctx``): a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of tokens")
+    return value
 
 
 def add_hardware_arg(parser: argparse.ArgumentParser) -> None:

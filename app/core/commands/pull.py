@@ -15,7 +15,13 @@ import json
 import sys
 from typing import Any, TextIO
 
-from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from app.core.commands.common import (
+    add_hardware_arg,
+    human_bytes,
+    load_hardware,
+    positive_tokens,
+    print_json,
+)
 from app.core.hub import (
     HubRepo,
     RankedFile,
@@ -66,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="what the model is for, which decides the recommended file (default: chat)",
     )
     p.add_argument(
-        "--ctx", type=_positive_int, metavar="N", help="context length in tokens to plan for"
+        "--ctx", type=positive_tokens, metavar="N", help="context length in tokens to plan for"
     )
     add_hardware_arg(p)
     p.add_argument("--json", action="store_true", help="print the file list or result as JSON")
@@ -76,16 +82,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write download progress and the result as JSON lines on stdout",
     )
     p.set_defaults(func=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of tokens")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from app.core.commands.common import (
     add_hardware_arg,
     human_bytes,
     load_hardware,
+    positive_tokens,
     print_json,
     resolve_model_arg,
 )
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--ctx",
-        type=_positive_int,
+        type=positive_tokens,
         metavar="N",
         help="context length in tokens (default: 4096; 16384 for retrieval, "
         "32768 for long-context; never above the model's trained context)",
@@ -67,16 +68,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_hardware_arg(p)
     p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     p.set_defaults(func=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of tokens")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
