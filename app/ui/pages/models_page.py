@@ -865,30 +865,66 @@ class ModelsPage(QWidget):
 
     def _describe(self, entries: Sequence[LibraryEntry]) -> None:
         """Fit badges (and facts) for ``entries`` on the current profile, off the GUI thread."""
-        if self._describe_task is not None:
-            self._describe_task.cancel()
+
+        def failed(exc: BaseException) -> None:
+            errors.show_error(self, exc)
+
+        self._rows_task(
+            "_describe_task",
+            describe_entries,
+            entries,
+            apply=self._set_rows,
+            # The listing changed meanwhile: badges for the new one.
+            stale=lambda: self._describe(self.entries()),
+            failed=failed,
+        )
+
+    def _rows_task(
+        self,
+        slot: str,
+        fn: Callable[..., list[ModelRow]],
+        entries: Sequence[LibraryEntry],
+        *,
+        apply: Callable[[list[ModelRow]], None],
+        stale: Callable[[], None],
+        failed: Callable[[BaseException], None],
+        **kwargs: Any,
+    ) -> None:
+        """Run ``fn(entries, profile, index)`` off the GUI thread, held in attribute ``slot``.
+
+        A newer task in the same slot replaces this one (its result is dropped). A
+        result for the listing it started from goes to ``apply``; when the listing
+        changed meanwhile (listed again, a file added or removed), ``stale`` runs
+        instead, so rows computed for an older listing never replace a newer one.
+        """
+        old: TaskHandle | None = getattr(self, slot)
+        if old is not None:
+            old.cancel()
         generation = self._generation
         mine: list[TaskHandle] = []
 
+        def claim() -> bool:
+            if mine and getattr(self, slot) is mine[0]:
+                setattr(self, slot, None)
+                return True
+            return False
+
         def finished(rows: list[ModelRow]) -> None:
-            if mine and self._describe_task is mine[0]:
-                self._describe_task = None
+            if claim():
                 if generation == self._generation:
-                    self._set_rows(rows)
-                else:  # the listing changed meanwhile: badges for the new one
-                    self._describe(self.entries())
+                    apply(rows)
+                else:
+                    stale()
             self._busy(False)
 
         def ended(exc: BaseException | None = None) -> None:
-            if mine and self._describe_task is mine[0]:
-                self._describe_task = None
-                if exc is not None:
-                    errors.show_error(self, exc)
+            if claim() and exc is not None:
+                failed(exc)
             self._busy(False)
 
         self._busy(True)
         task = start_task(
-            describe_entries,
+            fn,
             list(entries),
             self._profile,
             self.index,
@@ -896,9 +932,10 @@ class ModelsPage(QWidget):
             on_failed=ended,
             on_cancelled=ended,
             parent=self,
+            **kwargs,
         )
         mine.append(task)
-        self._describe_task = task
+        setattr(self, slot, task)
 
     # ------------------------------------------------------------------ loading
     def reload(self) -> None:
@@ -988,41 +1025,26 @@ class ModelsPage(QWidget):
             self._dedupe_task = None
         if not any(n > 1 for n in sizes.values()):
             return
-        generation = self._generation
-        mine: list[TaskHandle] = []
 
-        def finished(rows: list[ModelRow]) -> None:
-            if mine and self._dedupe_task is mine[0]:
-                self._dedupe_task = None
-                if generation != self._generation:
-                    self._find_duplicates()  # for the listing that replaced this one
-                elif [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
-                    r.entry.also_at for r in rows
-                ):
-                    self._set_rows(rows)
-            self._busy(False)
+        def apply(rows: list[ModelRow]) -> None:
+            if [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
+                r.entry.also_at for r in rows
+            ):
+                self._set_rows(rows)
 
-        def ended(exc: BaseException | None = None) -> None:
-            if mine and self._dedupe_task is mine[0]:
-                self._dedupe_task = None
-            self._busy(False)
-            if exc is not None:  # duplicates stay listed twice; nothing else is affected
-                logger.warning("duplicate check failed: %s", exc)
+        def failed(exc: BaseException) -> None:
+            # Duplicates stay listed twice; nothing else is affected.
+            logger.warning("duplicate check failed: %s", exc)
 
-        self._busy(True)
-        task = start_task(
+        self._rows_task(
+            "_dedupe_task",
             merge_duplicates,
             entries,
-            self._profile,
-            self.index,
+            apply=apply,
+            stale=self._find_duplicates,  # for the listing that replaced this one
+            failed=failed,
             on_progress=self._on_progress,
-            on_finished=finished,
-            on_failed=ended,
-            on_cancelled=ended,
-            parent=self,
         )
-        mine.append(task)
-        self._dedupe_task = task
 
     # ------------------------------------------------------------------ watching
     def _watch(self) -> None:
