@@ -30,6 +30,7 @@ from quant.advisor import Fit
 from quant.errors import Cancelled
 from quant.hardware.profile import CpuInfo, HardwareProfile, MemoryInfo, RuntimeInfo
 from quant.progress import CancelToken, Progress
+from tests.ggufs import write_tiny_gguf
 
 GIB = 1024**3
 
@@ -43,48 +44,9 @@ def tiny_gguf(
     chat_template: str | None = None,
 ) -> Path:
     """A small but complete llama GGUF; ``seed`` changes the weights, not the size."""
-    import gguf
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    emb, ff, heads, kv_heads, vocab, n_layers = 32, 64, 4, 2, 16, 1
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(name)
-    w.add_context_length(context)
-    w.add_embedding_length(emb)
-    w.add_block_count(n_layers)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv_heads)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("llama")
-    w.add_token_list([f"<t{i}>" for i in range(vocab)])
-    if chat_template is not None:
-        w.add_chat_template(chat_template)
-    rng = np.random.default_rng(seed)
-
-    def t(*shape: int) -> Any:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    hd = emb // heads
-    w.add_tensor("token_embd.weight", t(vocab, emb))
-    w.add_tensor("output_norm.weight", np.ones(emb, dtype=np.float32))
-    for i in range(n_layers):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(emb, dtype=np.float32))
-        w.add_tensor(f"blk.{i}.attn_q.weight", t(emb, emb))
-        w.add_tensor(f"blk.{i}.attn_k.weight", t(kv_heads * hd, emb))
-        w.add_tensor(f"blk.{i}.attn_v.weight", t(kv_heads * hd, emb))
-        w.add_tensor(f"blk.{i}.attn_output.weight", t(emb, emb))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(emb, dtype=np.float32))
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", t(ff, emb))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", t(ff, emb))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", t(emb, ff))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_tiny_gguf(
+        path, name=name, n_layers=1, context=context, seed=seed, chat_template=chat_template
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -343,7 +305,11 @@ def test_describe_reads_headers_and_lists_broken_files_with_reasons(tree: Tree) 
     assert mine.context_length == 2048
     assert mine.has_chat_template is True
     assert r["twin"].has_chat_template is False
-    assert mine.parameters == 16 * 32 + 32 + 32 + 32 * 32 * 2 + 16 * 32 * 2 + 32 + 64 * 32 * 3
+    # vocab 32, width 64, 4 heads / 2 KV heads of 16, feed-forward 128, one layer:
+    # embeddings + output + norms + Q,O + K,V + gate/up/down.
+    emb, vocab, kv, ff = 64, 32, 2 * 16, 128
+    expected = 2 * vocab * emb + 3 * emb + 2 * emb * emb + 2 * kv * emb + 3 * ff * emb
+    assert mine.parameters == expected
     assert mine.fit is Fit.CPU and mine.fit_label == "CPU only"
     assert mine.predicted_ram_bytes and mine.predicted_ram_bytes > mine.entry.size_bytes
     assert mine.predicted_vram_bytes == 0

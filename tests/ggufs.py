@@ -1,0 +1,69 @@
+"""Tiny but complete GGUF files built on the spot, for tests of anything that reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def write_tiny_gguf(
+    path: Path,
+    *,
+    name: str = "tiny-test",
+    n_layers: int = 2,
+    context: int = 2048,
+    seed: int = 0,
+    chat_template: str | None = None,
+) -> Path:
+    """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
+
+    ``seed`` changes the weights but not the size; ``chat_template`` is stored when given.
+    """
+    import gguf
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    emb, ff, heads, kv_heads, vocab = 64, 128, 4, 2, 32
+    head_dim = emb // heads
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(context)
+    w.add_embedding_length(emb)
+    w.add_block_count(n_layers)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(head_dim)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("llama")
+    w.add_token_list([f"<t{i}>" for i in range(vocab)])
+    w.add_token_scores([0.0] * vocab)
+    w.add_token_types([1] * vocab)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
+    rng = np.random.default_rng(seed)
+
+    def t(*shape: int) -> Any:
+        return rng.standard_normal(shape).astype(np.float32) * 0.02
+
+    w.add_tensor("token_embd.weight", t(vocab, emb))
+    w.add_tensor("output_norm.weight", np.ones(emb, dtype=np.float32))
+    w.add_tensor("output.weight", t(vocab, emb))
+    for i in range(n_layers):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(emb, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight", t(emb, emb))
+        w.add_tensor(f"blk.{i}.attn_k.weight", t(kv_heads * head_dim, emb))
+        w.add_tensor(f"blk.{i}.attn_v.weight", t(kv_heads * head_dim, emb))
+        w.add_tensor(f"blk.{i}.attn_output.weight", t(emb, emb))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(emb, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", t(ff, emb))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", t(ff, emb))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", t(emb, ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
