@@ -419,9 +419,10 @@ class AdvisorPage(QWidget):
         text_layout = QVBoxLayout(text)
         text_layout.setContentsMargins(0, 0, 6, 0)
         text_layout.setSpacing(8)
+        # Ready-made serving repos, when asked for, come first: the answer to the click.
+        text_layout.addWidget(self.serving_label)
         text_layout.addWidget(self.reasons_label)
         text_layout.addWidget(self.extra_label)
-        text_layout.addWidget(self.serving_label)
         text_layout.addStretch(1)
         self.reasons_scroll = QScrollArea()
         self.reasons_scroll.setWidgetResizable(True)
@@ -883,6 +884,8 @@ class AdvisorPage(QWidget):
                 ]
             self.serving_label.setText("\n".join(lines))
             self.serving_label.setVisible(True)
+            # The list sits above the reasons: bring the top into view.
+            self.reasons_scroll.verticalScrollBar().setValue(0)
         self._update_serving(o)
 
     def _on_serving_failed(self, exc: BaseException | None = None) -> None:
