@@ -48,6 +48,7 @@ from quant.calibration import (
     self_generated,
 )
 from quant.errors import InsufficientResourcesError, QuantError
+from quant.facts import looks_like_repo_id
 from quant.facts.ggml_types import GGMLType, LlamaFileType
 from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
 from quant.quantize import QuantizeOptions
@@ -97,9 +98,6 @@ class ImatrixMode(StrEnum):
     FILE = "file"
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
 def _quantized_types(info: GgufFile) -> list[str]:
     """Matrix tensor types that are neither full precision nor Q8_0."""
     base = {int(x) for x in _BASE_TYPES}
@@ -125,7 +123,7 @@ def classify_source(source: str) -> SourceKind:
         return SourceKind.HF_FOLDER
     if source.lower().endswith(".gguf"):
         raise QuantError(f"{source}: no such GGUF file; check the path.")
-    if _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+    if looks_like_repo_id(source):
         return SourceKind.HUB
     raise QuantError(f"{source}: no such file or folder, and not a hub repo id (owner/name).")
 

@@ -13,7 +13,10 @@ It serves:
 
 It records every request and can misbehave on purpose: answer a path with an HTTP
 error, send file bodies slowly, drop the connection at a given byte offset, or
-send a body whose bytes differ from the checksum it announces. Gated repos answer
+send a body whose bytes differ from the checksum it announces. Its hostile mode
+(:attr:`FakeHub.hostile`) is a malicious mirror: it puts any text it is given in
+the ``X-Repo-Commit`` and ``ETag`` headers, the listing's commit (``sha``) and
+file names, the way an attacker between the user and ``HF_ENDPOINT`` could. Gated repos answer
 file requests with 401 without a token and 403 for a user not granted access,
 the way the hub does. Start it with :func:`serve_fake_hub`; huggingface_hub and
 Quantdesk then talk only to it, and the HF cache and token file live in folders
@@ -128,6 +131,10 @@ class FakeHub:
     page_size: int | None = None
     #: File name -> byte offset flipped in the bytes sent (the ETag stays the true one).
     corrupt_at: dict[str, int] = field(default_factory=dict)
+    #: A malicious mirror's answers: "commit" replaces the X-Repo-Commit header,
+    #: "etag" the ETag header (sent as given, without quotes), "sha" the listing's
+    #: commit, and "names" maps a real file name to the name the listing shows.
+    hostile: dict[str, Any] = field(default_factory=dict)
 
     def downloads(self, suffix: str) -> list[tuple[str, str, str | None]]:
         """GET requests for files ending with ``suffix`` (method, path, Range header)."""
@@ -153,8 +160,9 @@ class FakeHub:
         if any(n.lower().endswith(".gguf") for n in files) and "gguf" not in tags:
             tags.append("gguf")
         siblings = []
+        shown = self.hostile.get("names", {})
         for name, data in files.items():
-            sibling: dict[str, Any] = {"rfilename": name}
+            sibling: dict[str, Any] = {"rfilename": shown.get(name, name)}
             if files_metadata:
                 sibling["size"] = len(data)
                 sibling["blobId"] = hashlib.sha1(_read(data, 0, 4096)).hexdigest()
@@ -166,7 +174,7 @@ class FakeHub:
             "id": repo,
             "modelId": repo,
             "author": repo.split("/", maxsplit=1)[0],
-            "sha": SHA,
+            "sha": self.hostile.get("sha", SHA),
             "private": False,
             "gated": False,
             "downloads": 0,
@@ -353,8 +361,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if data is None:
                 return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, head)
             headers = {
-                "X-Repo-Commit": SHA,
-                "ETag": f'"{sha256(data)}"',
+                "X-Repo-Commit": hub.hostile.get("commit", SHA),
+                "ETag": hub.hostile.get("etag", f'"{sha256(data)}"'),
                 "Accept-Ranges": "bytes",
             }
             size = len(data)

@@ -50,6 +50,16 @@ from quant.errors import HubError, InsufficientResourcesError, QuantError
 from quant.hub_errors import hub_errors, transport_errors
 from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
 from quant.units import human_bytes
+from quant.untrusted import (
+    UntrustedHubValueError,
+    UntrustedValueError,
+    hub_commit,
+    hub_etag,
+    hub_repo_id,
+    hub_revision,
+    inside,
+    repo_file_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +124,49 @@ class RemoteBlob:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RemoteBlob:
-        """The blob :meth:`to_dict` wrote; ``KeyError``/``TypeError``/``ValueError`` if damaged."""
+        """The blob :meth:`to_dict` wrote; ``KeyError``/``TypeError``/``ValueError`` if damaged.
+
+        The values become cache paths, so they are checked as strictly as the hub's
+        own answer (:class:`quant.untrusted.UntrustedValueError` is a ``ValueError``
+        to the caller here: the saved entry is damaged).
+        """
+        try:
+            return cls.checked(
+                repo_id=data["repo_id"],
+                filename=data["filename"],
+                revision=data["revision"],
+                commit=data["commit"],
+                etag=data["etag"],
+                size=int(data["size"]),
+                url=str(data["url"]),
+            )
+        except UntrustedValueError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        repo_id: object,
+        filename: object,
+        revision: object,
+        commit: object,
+        etag: object,
+        size: int,
+        url: str,
+    ) -> RemoteBlob:
+        """A blob whose every path-forming value has the shape the hub uses."""
+        if size < 0:
+            raise UntrustedHubValueError(f"the hub announced a negative size ({size})")
+        repo = hub_repo_id(repo_id)
         return cls(
-            repo_id=str(data["repo_id"]),
-            filename=str(data["filename"]),
-            revision=str(data["revision"]),
-            commit=str(data["commit"]),
-            etag=str(data["etag"]),
-            size=int(data["size"]),
-            url=str(data["url"]),
+            repo_id=repo,
+            filename=repo_file_name(filename, repo_id=repo),
+            revision=hub_revision(revision),
+            commit=hub_commit(commit, what=f"the hub's answer for {repo}"),
+            etag=hub_etag(etag, what=f"the hub's answer for {repo}"),
+            size=size,
+            url=url,
         )
 
 
@@ -138,16 +182,26 @@ class CacheLayout:
 
     @classmethod
     def of(cls, cache_dir: Path, remote: RemoteBlob) -> CacheLayout:
+        """The paths of ``remote`` in ``cache_dir``, each checked to stay inside it.
+
+        Raises :class:`quant.untrusted.UnsafePathError` before anything is created
+        when a value (or a folder or link already in the cache) would lead outside.
+        """
         folder = "models--" + remote.repo_id.replace("/", "--")
         storage = cache_dir / folder
         blob = storage / "blobs" / remote.etag
-        return cls(
+        layout = cls(
             storage=storage,
             blob=blob,
             partial=blob.with_name(remote.etag + ".incomplete"),
             pointer=storage / "snapshots" / remote.commit / PurePosixPath(remote.filename),
             lock=cache_dir / ".locks" / folder / f"{remote.etag}.lock",
         )
+        for path in (layout.blob, layout.partial, layout.pointer):
+            inside(storage, path)
+        inside(cache_dir, layout.storage)
+        inside(cache_dir, layout.lock)
+        return layout
 
 
 # --------------------------------------------------------------------------- queries
@@ -341,17 +395,11 @@ class _Reporter:
 # --------------------------------------------------------------------------- the hub side
 
 
-def _check_names(repo_id: str, filename: str) -> None:
-    parts = PurePosixPath(filename).parts
-    if (
-        not filename
-        or filename.startswith("/")
-        or "\\" in filename
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise HubError(f"{repo_id}: {filename!r} is not a file name inside a repo")
-    if repo_id.count("/") != 1 or any(p in ("", ".", "..") for p in repo_id.split("/")):
-        raise HubError(f"{repo_id!r} is not a hub repo id; expected the form org/name")
+def _check_names(repo_id: str, filename: str, revision: str | None = None) -> None:
+    hub_repo_id(repo_id)
+    repo_file_name(filename, repo_id=repo_id)
+    if revision is not None:
+        hub_revision(revision)
 
 
 def _timeout_s() -> float:
@@ -369,6 +417,7 @@ def remote_blob(
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
 
+    _check_names(repo_id, filename, revision)
     rev = revision or constants.DEFAULT_REVISION
     url = hf_hub_url(repo_id, filename, revision=rev, endpoint=constants.ENDPOINT)
     with _hub_errors(repo_id, filename, missing_hint):
@@ -378,10 +427,15 @@ def remote_blob(
             f"{repo_id}: the hub did not say which version of {filename} to download "
             "(no commit, ETag or size in its answer); try again later"
         )
-    etag = meta.etag
-    if not etag or "/" in etag or etag in (".", ".."):
-        raise HubError(f"{repo_id}: the hub sent an unusable ETag for {filename}; try again later")
-    return RemoteBlob(repo_id, filename, rev, meta.commit_hash, etag, int(meta.size), url)
+    return RemoteBlob.checked(
+        repo_id=repo_id,
+        filename=filename,
+        revision=rev,
+        commit=meta.commit_hash,
+        etag=meta.etag,
+        size=int(meta.size),
+        url=url,
+    )
 
 
 class _Sink:
@@ -568,7 +622,7 @@ def _write_ref(layout: CacheLayout, remote: RemoteBlob) -> None:
     """Record which commit ``remote.revision`` named, for offline use later."""
     if remote.revision == remote.commit:
         return
-    ref = layout.storage / "refs" / PurePosixPath(remote.revision)
+    ref = inside(layout.storage / "refs", layout.storage / "refs" / PurePosixPath(remote.revision))
     try:
         if ref.is_file() and ref.read_text() == remote.commit:
             return
@@ -632,7 +686,7 @@ def download_hub_file(
     before any byte is fetched when the cache's disk is too small, and
     :class:`DownloadError` when the cache cannot be written.
     """
-    _check_names(repo_id, filename)
+    _check_names(repo_id, filename, revision)
     check_cancel(cancel)
     found = _cached_without_asking(repo_id, filename, revision)
     if found is not None:
@@ -709,7 +763,7 @@ def download_gguf(
     """
     parts = split_parts(filename)
     for part in parts:
-        _check_names(repo_id, part)
+        _check_names(repo_id, part, revision)
     check_cancel(cancel)
     cached = [_cached_without_asking(repo_id, part, revision) for part in parts]
     if all(p is not None for p in cached):

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from app.core.downloads import cached_hub_file, split_info
 from app.core.hub_token import (
@@ -59,6 +59,13 @@ from quant.hardware.profile import HardwareProfile
 from quant.hub_errors import hub_errors, transport_errors
 from quant.memory import KvType
 from quant.progress import CancelToken, check_cancel
+from quant.untrusted import (
+    UntrustedValueError,
+    hub_commit,
+    hub_revision,
+    repo_file_name,
+    terminal_text,
+)
 
 __all__ = [
     "API_TIMEOUT_S",
@@ -648,7 +655,7 @@ def _sibling_table(info: Any) -> dict[str, HubFilePart]:
     table: dict[str, HubFilePart] = {}
     for s in getattr(info, "siblings", None) or []:
         name = getattr(s, "rfilename", None)
-        if not isinstance(name, str):
+        if not _usable_name(name):
             continue
         lfs = getattr(s, "lfs", None)
         size = getattr(s, "size", None)
@@ -709,13 +716,33 @@ def _safetensors_bytes(table: dict[str, HubFilePart]) -> int:
     return sum(table[n].size_bytes for n in weights)
 
 
-def _hub_repo(info: Any, revision: str | None) -> HubRepo:
+def _usable_name(name: object) -> TypeGuard[str]:
+    """A listed file name that can become a path in the cache; others are left out."""
+    try:
+        repo_file_name(name)
+    except UntrustedValueError:
+        logger.warning("the hub listed an unusable file name %s; left out", terminal_text(name))
+        return False
+    return True
+
+
+def _commit_or_none(value: object) -> str | None:
+    """The repo's commit from a listing, when it is one (40 hex digits); else None."""
+    try:
+        return hub_commit(value)
+    except UntrustedValueError:
+        if value:
+            logger.warning("the hub sent an invalid commit id %s; ignored", terminal_text(value))
+        return None
+
+
+def _hub_repo(info: Any, revision: str | None, repo_id: str) -> HubRepo:
     table = _sibling_table(info)
     grouped = _group_gguf(table)
     modified = getattr(info, "last_modified", None)
     return HubRepo(
-        repo_id=str(info.id),
-        sha=_str(getattr(info, "sha", None)),
+        repo_id=repo_id,
+        sha=_commit_or_none(getattr(info, "sha", None)),
         revision=revision,
         files=tuple(f for f in grouped if not f.is_projector),
         projectors=tuple(f for f in grouped if f.is_projector),
@@ -750,7 +777,9 @@ def repo_files(repo_id: str, *, revision: str | None = None) -> HubRepo:
     :attr:`HubRepo.projectors`. Raises :class:`HubError` as every hub call does.
     """
     _check_repo_id(repo_id)
-    return _hub_repo(_model_info(repo_id, revision), revision)
+    if revision is not None:
+        hub_revision(revision)
+    return _hub_repo(_model_info(repo_id, revision), revision, repo_id)
 
 
 def _require_file(repo: HubRepo, filename: str) -> HubFile:

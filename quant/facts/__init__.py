@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from quant.errors import ModelFormatError
@@ -19,6 +18,7 @@ from quant.facts.model import (
     TensorInfo,
     TensorTypeSummary,
 )
+from quant.untrusted import UntrustedValueError, hub_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ __all__ = [
     "looks_like_repo_id",
 ]
 
-# "org/name" as the hub spells repo ids: letters, digits, "-", "_", "." in each part.
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9_.][\w.-]{0,95}$")
 _FILE_SUFFIXES = (".gguf", ".json", ".safetensors", ".bin", ".pt", ".pth")
 
 
 def looks_like_repo_id(text: str) -> bool:
     """True for ``org/name`` strings that are not spelled like a file path."""
-    if not _REPO_ID_RE.match(text) or ".." in text or "--" in text:
+    try:
+        hub_repo_id(text)
+    except UntrustedValueError:
         return False
     return not text.lower().endswith(_FILE_SUFFIXES)
 
