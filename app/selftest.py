@@ -198,7 +198,7 @@ def platform_plugins() -> set[str]:
 
 def _step_resources(_ctx: _Context) -> str:
     from app.ui.widgets.icons import APP_ICON_SIZES, resources_dir
-    from quant.calibration import resource_dir
+    from quant.jobs.calibration import resource_dir
 
     calibration = resource_dir()
     texts = sorted(p.name for p in calibration.glob("*") if p.suffix in (".txt", ".jsonl"))

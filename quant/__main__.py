@@ -20,7 +20,7 @@ nothing else:
 SIGTERM stops a job as a cancellation. Jobs of pure Python code unwind (their
 partial outputs are removed by ``quant.atomic``); jobs blocked in llama.cpp
 cannot unwind, so the handler removes the files they were writing
-(:func:`quant.pipeline.remove_partials`) and exits at once.
+(:func:`quant.jobs.pipeline.remove_partials`) and exits at once.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def _add_json_flags(parser: argparse.ArgumentParser) -> None:
 
 def _run_native(args: argparse.Namespace, fn: Any) -> int:
     """Run ``fn(on_progress, on_event) -> dict`` with the JSON protocol or plain output."""
-    from quant.pipeline import remove_partials
+    from quant.jobs.pipeline import remove_partials
 
     _state.native_cleanup = lambda: remove_partials(from_signal=True)
     import llama_cpp  # noqa: F401  - before gguf (CUDA builds: see app/core/runtime.py)
@@ -192,7 +192,7 @@ class PipelineJob:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from quant.pipeline import JobSpec, run_pipeline
+        from quant.jobs.pipeline import JobSpec, run_pipeline
 
         raw = args.spec
         if raw.startswith("@"):
@@ -220,14 +220,14 @@ class QuantizeJob:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from quant.imatrix import load_imatrix
-        from quant.quantize import QuantizeOptions, parse_file_type, quantize
+        from quant.jobs.imatrix import load_imatrix
+        from quant.jobs.quantize import QuantizeOptions, parse_file_type, quantize
 
         options = QuantizeOptions(parse_file_type(args.type), threads=args.threads)
         im = load_imatrix(args.imatrix) if args.imatrix else None
 
         def job(p: Any, e: Any) -> dict[str, Any]:
-            from quant.pipeline import _partial_of, _producing
+            from quant.jobs.pipeline import _partial_of, _producing
 
             with _producing(_partial_of(Path(args.dst)), e):
                 return quantize(args.src, args.dst, options, imatrix=im, on_progress=p).as_dict()
@@ -254,11 +254,11 @@ class ImatrixJob:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from quant.calibration import resolve, self_generated
-        from quant.imatrix import collect_imatrix
+        from quant.jobs.calibration import resolve, self_generated
+        from quant.jobs.imatrix import collect_imatrix
 
         def job(p: Any, e: Any) -> dict[str, Any]:
-            from quant.pipeline import _partial_of, _producing
+            from quant.jobs.pipeline import _partial_of, _producing
 
             cal = resolve(args.calibration)
             if cal is None:
@@ -290,7 +290,7 @@ class DequantizeJob:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from quant.dequantize import dequantize_gguf
+        from quant.jobs.dequantize import dequantize_gguf
 
         return _run_native(
             args, lambda p, e: {"path": str(dequantize_gguf(args.src, args.dst, on_progress=p))}

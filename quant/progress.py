@@ -6,6 +6,7 @@ The engine takes ``on_progress: ProgressCallback | None`` and
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,32 @@ class Progress:
             "bytes_total": self.bytes_total,
             "eta_s": self.eta_s,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Progress:
+        """The progress :meth:`as_dict` wrote (a child job's JSON line); bad fields become 0/""."""
+
+        def count(key: str) -> int:
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return 0
+            return int(value) if math.isfinite(value) else 0
+
+        eta = data.get("eta_s")
+        finite_eta = (
+            float(eta)
+            if isinstance(eta, int | float) and not isinstance(eta, bool) and math.isfinite(eta)
+            else None
+        )
+        return cls(
+            stage=str(data.get("stage") or ""),
+            done=count("done"),
+            total=count("total"),
+            message=str(data.get("message") or ""),
+            bytes_done=count("bytes_done"),
+            bytes_total=count("bytes_total"),
+            eta_s=finite_eta,
+        )
 
 
 ProgressCallback = Callable[[Progress], None]

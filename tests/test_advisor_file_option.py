@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from quant.advisor import Fit, OptionSource, Task, file_option, recommend
 from quant.errors import QuantError
 from quant.facts import inspect_model
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
+from quant.plan.advisor import Fit, OptionSource, Task, file_option, recommend
 
 GIB = 1024**3
 

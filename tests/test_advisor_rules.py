@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from app.core.cli import run_cli
-from quant.advisor import Fit, OptionSource, Recommendation, Task, recommend
 from quant.facts import inspect_model
 from quant.facts.config_params import facts_from_config
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
-from quant.formats import FormatFamily, ImatrixNeed
 from quant.hardware.profile import HardwareProfile
-from quant.memory import KvType
+from quant.plan.advisor import Fit, OptionSource, Recommendation, Task, recommend
+from quant.plan.formats import FormatFamily, ImatrixNeed
+from quant.plan.memory import KvType
 
 GIB = 1024**3
 

@@ -19,8 +19,9 @@ import pytest  # noqa: E402
 
 from quant.errors import ModelFormatError  # noqa: E402
 from quant.facts import inspect_model  # noqa: E402
-from quant.facts.ggml_types import GGMLType  # noqa: E402
-from quant.facts.gguf_header import facts_from_gguf, read_gguf_header_from  # noqa: E402
+from quant.facts.gguf import facts_from_gguf  # noqa: E402
+from quant.gguf.header import read_gguf_header_from  # noqa: E402
+from quant.gguf.types import GGMLType  # noqa: E402
 from tests.test_facts_gguf import arch_kv, llama_like, write_gguf  # noqa: E402
 
 SEED = 20240611

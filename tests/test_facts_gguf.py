@@ -20,12 +20,12 @@ import pytest  # noqa: E402
 
 from quant.errors import ModelFormatError  # noqa: E402
 from quant.facts import SourceKind, inspect_model  # noqa: E402
-from quant.facts.ggml_types import (  # noqa: E402
+from quant.gguf.header import MAX_TENSORS, read_gguf_header  # noqa: E402
+from quant.gguf.types import (  # noqa: E402
     GGMLType,
     LlamaFileType,
     file_type_from_filename,
 )
-from quant.facts.gguf_header import MAX_TENSORS, read_gguf_header  # noqa: E402
 
 TensorSpec = tuple[str, Sequence[int], GGMLType]
 

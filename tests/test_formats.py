@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from quant.facts.ggml_types import LlamaFileType
-from quant.formats import (
+from quant.gguf.types import LlamaFileType
+from quant.plan.formats import (
     GGUF_FORMATS,
     GPU_FORMATS,
     FormatFamily,

@@ -38,11 +38,11 @@ from app.core.hub import (  # noqa: E402
     serving_command,
     token_status,
 )
-from quant.advisor import Fit, OptionSource, Task, recommend  # noqa: E402
 from quant.errors import HubError  # noqa: E402
-from quant.facts.ggml_types import LlamaFileType  # noqa: E402
-from quant.formats import GpuFormat  # noqa: E402
+from quant.gguf.types import LlamaFileType  # noqa: E402
 from quant.hardware.profile import HardwareProfile  # noqa: E402
+from quant.plan.advisor import Fit, OptionSource, Task, recommend  # noqa: E402
+from quant.plan.formats import GpuFormat  # noqa: E402
 from tests.fakehub import FakeHub, VirtualFile, serve_fake_hub, sha256  # noqa: E402
 from tests.test_facts_gguf import arch_kv, llama_like, n_elements, write_gguf  # noqa: E402
 

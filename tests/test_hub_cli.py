@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from app.core.cli import run_cli  # noqa: E402
 from app.core.commands import pull  # noqa: E402
 from app.core.library import ModelLibrary  # noqa: E402
-from quant.facts.ggml_types import GGMLType  # noqa: E402
+from quant.gguf.types import GGMLType  # noqa: E402
 from quant.progress import Progress  # noqa: E402
 from tests.fakehub import SHA, FakeHub, serve_fake_hub  # noqa: E402
 from tests.test_facts_gguf import arch_kv, llama_like, write_gguf  # noqa: E402

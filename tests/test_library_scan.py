@@ -26,9 +26,9 @@ from app.core.library import (
 from app.core.library_index import INDEX_FILE, LibraryIndex, describe_library
 from app.core.paths import app_paths
 from app.core.settings import Settings
-from quant.advisor import Fit
 from quant.errors import Cancelled
 from quant.hardware.profile import CpuInfo, HardwareProfile, MemoryInfo, RuntimeInfo
+from quant.plan.advisor import Fit
 from quant.progress import CancelToken, Progress
 from tests.ggufs import write_tiny_gguf
 
@@ -341,7 +341,7 @@ def test_rescan_reads_no_header_and_a_changed_file_is_read_again(
     library = tree.library()
     first = describe_library(library, profile())
     # A new index (as at the next start) answers from the cache file alone.
-    import quant.facts.gguf_header as header_mod
+    import quant.facts.gguf as header_mod
 
     def no_reads(path: Path) -> Any:
         raise AssertionError(f"header of {path} read again")

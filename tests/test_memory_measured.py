@@ -20,7 +20,7 @@ import pytest
 from quant.facts import inspect_model
 from quant.hardware.cpu import probe_cpu
 from quant.hardware.profile import HardwareProfile, MemoryInfo
-from quant.memory import RuntimeOptions, compute_buffer_bytes, estimate_memory, kv_cache
+from quant.plan.memory import RuntimeOptions, compute_buffer_bytes, estimate_memory, kv_cache
 
 pytestmark = pytest.mark.slow
 

@@ -21,11 +21,11 @@ import pytest
 
 from quant.facts import inspect_model
 from quant.facts.config_params import facts_from_config
-from quant.facts.ggml_types import GGMLType, LlamaFileType
 from quant.facts.model import ModelFacts, SourceKind
-from quant.formats import QuantType
+from quant.gguf.types import GGMLType, LlamaFileType
 from quant.hardware.profile import HardwareProfile
-from quant.memory import (
+from quant.plan.formats import QuantType
+from quant.plan.memory import (
     CTX_PAD,
     KvType,
     Placement,
@@ -422,7 +422,7 @@ def test_vram_prediction_matches_the_h100_measurement(starter_model: Path) -> No
 def test_vram_prediction_holds_out_of_sample_for_the_f16_expansion(starter_model: Path) -> None:
     # Measured on the H100 after the CUDA allowance was fitted on the Q4_K_M runs:
     # the F16 expansion has other tensor types and twice the weights.
-    from quant.dequantize import read_gguf
+    from quant.jobs.dequantize import read_gguf
 
     measured_file = Path(__file__).parent / "data/measured/h100_starter_f16_offload.json"
     data = json.loads(measured_file.read_text())

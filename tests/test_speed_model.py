@@ -9,10 +9,10 @@ import pytest
 
 from quant.facts.config_params import facts_from_config
 from quant.facts.model import ModelFacts, SourceKind
-from quant.formats import QuantType
 from quant.hardware.profile import HardwareProfile
-from quant.memory import plan_tensors
-from quant.speed import (
+from quant.plan.formats import QuantType
+from quant.plan.memory import plan_tensors
+from quant.plan.speed import (
     Bound,
     CalibrationStore,
     Resource,

@@ -47,7 +47,7 @@ from app.core.hub_token import gated_errors
 from app.core.library import LibraryEntry, ModelSource, read_entry
 from quant.atomic import atomic_write_text
 from quant.errors import HubError, InsufficientResourcesError, QuantError
-from quant.hub_errors import hub_errors, transport_errors
+from quant.hub.errors import hub_errors, transport_errors
 from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
 from quant.units import human_bytes
 from quant.untrusted import (

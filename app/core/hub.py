@@ -49,15 +49,15 @@ from app.core.hub_token import (
     save_token,
     token_status,
 )
-from quant.advisor import Fit, Option, OptionSource, Task, recommend
 from quant.errors import HubError, QuantError
 from quant.facts import looks_like_repo_id
-from quant.facts.ggml_types import LlamaFileType, file_type_from_filename
 from quant.facts.model import ModelFacts, RemoteFile
-from quant.formats import GpuFormat
+from quant.gguf.types import LlamaFileType, file_type_from_filename
 from quant.hardware.profile import HardwareProfile
-from quant.hub_errors import hub_errors, transport_errors
-from quant.memory import KvType
+from quant.hub.errors import hub_errors, transport_errors
+from quant.plan.advisor import Fit, Option, OptionSource, Task, recommend
+from quant.plan.formats import GpuFormat
+from quant.plan.memory import KvType
 from quant.progress import CancelToken, check_cancel
 from quant.untrusted import (
     UntrustedValueError,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quant.errors import HubError, QuantError
-from quant.hub_errors import transport_errors
+from quant.hub.errors import transport_errors
 
 logger = logging.getLogger(__name__)
 

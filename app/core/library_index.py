@@ -3,7 +3,7 @@
 :class:`LibraryIndex` turns library entries into :class:`ModelRow` values (the
 architecture, parameter count, file type, context and chat template a header
 names, and the advisor's fit badge on this machine) and finds copies of the same
-file by content. Headers are read with :mod:`quant.facts.gguf_header`, which
+file by content. Headers are read with :mod:`quant.gguf.header`, which
 never reads tensor data, and what they say is kept in
 ``app_paths().cache_dir / "library-index.json"`` keyed by each file's path, size
 and modification time, so a rescan of an unchanged library reads no file at all.
@@ -33,7 +33,6 @@ from typing import Any
 
 from app.core.library import LibraryEntry, ModelLibrary, StarterModel, merge_same_content
 from app.core.paths import app_paths
-from quant.advisor import Fit, Task, file_option
 from quant.atomic import atomic_write_text
 from quant.errors import QuantError
 from quant.facts.model import (
@@ -44,8 +43,9 @@ from quant.facts.model import (
     TensorTypeSummary,
 )
 from quant.hardware.profile import HardwareProfile
+from quant.plan.advisor import Fit, Task, file_option
+from quant.plan.speed import CalibrationStore, Resource
 from quant.progress import CancelToken, Progress, check_cancel
-from quant.speed import CalibrationStore, Resource
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class LibraryIndex:
 
     # ------------------------------------------------------------------ facts
     def _read_header(self, entry: LibraryEntry, rec: dict[str, Any]) -> None:
-        from quant.facts.gguf_header import inspect_gguf
+        from quant.facts.gguf import inspect_gguf
 
         self.header_reads += 1
         path = entry.path

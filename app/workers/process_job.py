@@ -109,7 +109,7 @@ class ProcessJob(QObject):
 
     @classmethod
     def pipeline(cls, spec: Any, parent: QObject | None = None) -> ProcessJob:
-        """A job running ``quant.pipeline.run_pipeline(spec)`` in a child process."""
+        """A job running ``quant.jobs.pipeline.run_pipeline(spec)`` in a child process."""
         return cls(
             ["pipeline", "--json-progress", "--spec", json.dumps(spec.to_dict())], parent=parent
         )

@@ -30,8 +30,8 @@ def main() -> int:
     import llama_cpp  # noqa: F401
     import numpy as np
 
-    from quant.calibration import default_mix
-    from quant.imatrix import collect_imatrix
+    from quant.jobs.calibration import default_mix
+    from quant.jobs.imatrix import collect_imatrix
 
     calib = default_mix()
     results = {}

@@ -65,8 +65,8 @@ def main() -> int:
 
     from quant.facts import inspect_model
     from quant.hardware.probe import probe
-    from quant.memory import estimate_memory, plan_tensors
-    from quant.speed import estimate_speed
+    from quant.plan.memory import estimate_memory, plan_tensors
+    from quant.plan.speed import estimate_speed
 
     facts = inspect_model(args.model)
     profile = probe(measure_bandwidth=False, use_cache=False)

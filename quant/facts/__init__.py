@@ -72,7 +72,7 @@ def inspect_model(source: str | Path, *, offline: bool | None = None) -> ModelFa
                 f"{path}: a single safetensors file has no config; inspect the folder that "
                 "holds it and its config.json"
             )
-        from quant.facts.gguf_header import inspect_gguf
+        from quant.facts.gguf import inspect_gguf
 
         return inspect_gguf(path)
     if isinstance(source, str) and looks_like_repo_id(text):

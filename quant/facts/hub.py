@@ -21,12 +21,7 @@ from typing import Any
 
 from quant.errors import HubError, ModelFormatError, UnsupportedArchitectureError
 from quant.facts.config_params import facts_from_config
-from quant.facts.ggml_types import LlamaFileType, file_type_from_filename
-from quant.facts.gguf_header import (
-    GGUFTensor,
-    facts_from_gguf,
-    read_gguf_header_from,
-)
+from quant.facts.gguf import facts_from_gguf
 from quant.facts.hf_folder import (
     PICKLE_SUFFIXES,
     SafetensorsTensor,
@@ -34,7 +29,9 @@ from quant.facts.hf_folder import (
     read_json,
 )
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
-from quant.hub_errors import hub_errors
+from quant.gguf.header import GGUFTensor, read_gguf_header_from
+from quant.gguf.types import LlamaFileType, file_type_from_filename
+from quant.hub.errors import hub_errors
 
 logger = logging.getLogger(__name__)
 

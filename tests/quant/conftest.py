@@ -22,7 +22,7 @@ EVAL_CHUNKS = 2
 
 @pytest.fixture(scope="session")
 def f16_model(starter_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from quant.dequantize import dequantize_gguf
+    from quant.jobs.dequantize import dequantize_gguf
 
     out = tmp_path_factory.mktemp("f16") / "gemma-3-270m-F16.gguf"
     return dequantize_gguf(starter_model, out)

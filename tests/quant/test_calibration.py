@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quant.calibration import (
+from quant.jobs.calibration import (
     CalibrationError,
     CalibrationKind,
     CalibrationSet,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from quant.dequantize import dequantize_gguf, read_gguf
 from quant.errors import Cancelled, ModelFormatError
-from quant.facts.ggml_types import GGMLType, LlamaFileType
+from quant.gguf.types import GGMLType, LlamaFileType
+from quant.jobs.dequantize import dequantize_gguf, read_gguf
 from quant.progress import CancelToken, Progress
 
 

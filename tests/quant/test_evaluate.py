@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.calibration import Split, default_mix
-from quant.evaluate import (
+from quant.jobs.calibration import Split, default_mix
+from quant.jobs.evaluate import (
     ReferenceLogits,
     _log_softmax,
     compute_reference,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.calibration import CalibrationKind, CalibrationSet, Document, default_mix
-from quant.dequantize import read_gguf
-from quant.facts.ggml_types import LlamaFileType
-from quant.imatrix import (
+from quant.gguf.types import LlamaFileType
+from quant.jobs.calibration import CalibrationKind, CalibrationSet, Document, default_mix
+from quant.jobs.dequantize import read_gguf
+from quant.jobs.imatrix import (
     ImatrixCollector,
     ImatrixData,
     ImatrixEntry,
@@ -18,8 +18,8 @@ from quant.imatrix import (
     collect_imatrix,
     load_imatrix,
 )
+from quant.jobs.quantize import QuantizeOptions, quantize
 from quant.progress import Progress
-from quant.quantize import QuantizeOptions, quantize
 from tests.quant.conftest import CHUNK, IMATRIX_CHUNKS
 
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from quant import llama_log
-from quant.ggml_ctypes import GgmlTensor, ggml
+from quant.native import llama_log
+from quant.native.ggml_ctypes import GgmlTensor, ggml
 
 
 def test_ggml_tensor_layout_matches_the_installed_library() -> None:

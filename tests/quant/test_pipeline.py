@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quant import pipeline
-from quant.dequantize import read_gguf
 from quant.errors import InsufficientResourcesError, QuantError
-from quant.facts.ggml_types import GGMLType, LlamaFileType
-from quant.pipeline import JobSpec, SourceKind, classify_source, plan_stages, run_pipeline
-from quant.quantize import ImatrixRequiredError
+from quant.gguf.types import GGMLType, LlamaFileType
+from quant.jobs import pipeline
+from quant.jobs.dequantize import read_gguf
+from quant.jobs.pipeline import JobSpec, SourceKind, classify_source, plan_stages, run_pipeline
+from quant.jobs.quantize import ImatrixRequiredError
 from tests.quant.conftest import CHUNK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,9 +269,9 @@ def test_a_hub_repo_is_downloaded_converted_and_quantized(
 def test_experts_get_one_importance_row_each(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from quant.calibration import default_mix
     from quant.convert import convert_hf
-    from quant.imatrix import collect_imatrix
+    from quant.jobs.calibration import default_mix
+    from quant.jobs.imatrix import collect_imatrix
     from tests.convert import checkpoints as ckpt
 
     tok = ckpt.train_bpe("qwen2", specials=ckpt.QWEN_SPECIALS)

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from quant.dequantize import read_gguf
 from quant.errors import Cancelled, QuantError
-from quant.facts.ggml_types import GGMLType, LlamaFileType
-from quant.progress import CancelToken, Progress
-from quant.quantize import (
+from quant.gguf.types import GGMLType, LlamaFileType
+from quant.jobs.dequantize import read_gguf
+from quant.jobs.quantize import (
     ImatrixRequiredError,
     QuantizeOptions,
     parse_file_types,
     plan_quantization,
     quantize,
 )
+from quant.progress import CancelToken, Progress
 
 
 def test_type_lists_parse_with_aliases_and_without_repeats() -> None:

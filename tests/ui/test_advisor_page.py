@@ -14,8 +14,8 @@ import pytest
 from app.core.library import LibraryEntry, ModelLibrary, ModelSource
 from app.core.settings import Settings
 from app.ui.pages.advisor_page import AdvisorPage
-from quant.advisor import Fit, Option, OptionSource, Task
 from quant.hardware.profile import HardwareProfile, MemoryInfo
+from quant.plan.advisor import Fit, Option, OptionSource, Task
 from tests.fakehub import SHA, FakeHub, serve_fake_hub
 from tests.ui.conftest import H100, make_profile, message_boxes, write_tiny_gguf
 

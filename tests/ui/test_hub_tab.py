@@ -257,7 +257,7 @@ def test_an_advisor_download_joins_the_one_queue(
     qtbot: Any, make_window: Any, hub: FakeHub, hf_cache: Path
 ) -> None:
     """ "Download this file" on the Advisor goes through the queue the Hub tab shows."""
-    from quant.advisor import OptionSource
+    from quant.plan.advisor import OptionSource
 
     win = make_window()
     adv = win.switch_to("advisor")

@@ -67,8 +67,8 @@ from app.core.runtime import import_llama_first
 from quant.errors import Cancelled, ModelFormatError, QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
-from quant.llama_session import physical_cores
-from quant.memory import (
+from quant.native.llama_session import physical_cores
+from quant.plan.memory import (
     KvType,
     MemoryEstimate,
     RuntimeOptions,
@@ -78,8 +78,8 @@ from quant.memory import (
     max_gpu_layers,
     plan_tensors,
 )
+from quant.plan.speed import estimate_speed
 from quant.progress import CancelToken, Progress, ProgressCallback
-from quant.speed import estimate_speed
 
 logger = logging.getLogger(__name__)
 
@@ -674,7 +674,7 @@ class ChatSession:
         if on_progress is not None:
             on_progress(Progress("load", 0, 100, f"Loading {p.name}"))
 
-        from quant import llama_log
+        from quant.native import llama_log
 
         lines: list[str] = []
 

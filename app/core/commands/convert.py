@@ -2,7 +2,7 @@
 
 SRC is a Hugging Face model folder, a hub repo id (downloaded with resume), or
 an F16/BF16/F32/Q8_0 GGUF. The job runs the engine's pipeline in this process
-(``quant.pipeline.run_pipeline``); the GUI runs the same pipeline in a child
+(``quant.jobs.pipeline.run_pipeline``); the GUI runs the same pipeline in a child
 process (``python -m quant pipeline``), and ``--json-progress`` prints the same
 JSON lines that child writes.
 """
@@ -130,8 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The engine's JobSpec for parsed arguments."""
-    from quant.pipeline import JobSpec
-    from quant.quantize import parse_file_types
+    from quant.jobs.pipeline import JobSpec
+    from quant.jobs.quantize import parse_file_types
 
     paths = app_paths()
     kw: dict[str, Any] = {}
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from app.core.runtime import import_llama_first
 
     import_llama_first()
-    from quant.pipeline import run_pipeline
+    from quant.jobs.pipeline import run_pipeline
 
     spec = spec_from_args(args)
     if args.json_progress:

@@ -32,8 +32,8 @@ from app.core.hub import (
     representative_file,
     save_token,
 )
-from quant.advisor import Task
 from quant.errors import Cancelled, HubError, QuantError
+from quant.plan.advisor import Task
 from quant.progress import Progress
 from quant.units import format_rate
 

@@ -13,8 +13,8 @@ from app.core.commands.common import (
     print_json,
     resolve_model_arg,
 )
-from quant.advisor import Option, Recommendation, Task, recommend
-from quant.memory import KvType
+from quant.plan.advisor import Option, Recommendation, Task, recommend
+from quant.plan.memory import KvType
 from quant.units import format_rate
 
 logger = logging.getLogger(__name__)

@@ -51,12 +51,12 @@ from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
 from app.workers.tasks import TaskHandle, start_task
-from quant.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
-from quant.formats import FormatFamily, GpuFormat
 from quant.hardware.profile import HardwareProfile
-from quant.memory import KvType
+from quant.plan.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
+from quant.plan.formats import FormatFamily, GpuFormat
+from quant.plan.memory import KvType
 from quant.progress import CancelToken, Progress, check_cancel
 from quant.units import human_bytes
 

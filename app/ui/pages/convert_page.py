@@ -104,7 +104,7 @@ class QueuedJob:
     """A job in the queue and what it has reported so far."""
 
     number: int
-    spec: Any  # quant.pipeline.JobSpec
+    spec: Any  # quant.jobs.pipeline.JobSpec
     state: str = "queued"  # queued | running | finished | failed | cancelled
     report: dict[str, Any] | None = None
     failure: JobFailure | None = None
@@ -525,7 +525,7 @@ class ConvertPage(QWidget):
     def _describe_types(self) -> None:
         """Show predicted size and quality next to each type (from the format table)."""
         try:
-            from quant.formats import QuantType, predict_quality
+            from quant.plan.formats import QuantType, predict_quality
         except ImportError:
             return
         im = self.imatrix_combo.currentData() != "none"
@@ -554,8 +554,8 @@ class ConvertPage(QWidget):
         assert self._params is not None
         if self._facts is None:
             return float(self._params * spec.effective_bpw / 8)
-        from quant.formats import QuantType
-        from quant.memory import plan_tensors, weights_bytes
+        from quant.plan.formats import QuantType
+        from quant.plan.memory import plan_tensors, weights_bytes
 
         weights = weights_bytes(plan_tensors(self._facts, QuantType.from_name(name)))
         tensor_bytes = sum(t.n_bytes for t in self._facts.tensors)
@@ -566,8 +566,8 @@ class ConvertPage(QWidget):
 
     def build_spec(self) -> Any:
         """The job the form describes; raises QuantError with a sentence when it is incomplete."""
-        from quant.pipeline import JobSpec, classify_source
-        from quant.quantize import parse_file_type
+        from quant.jobs.pipeline import JobSpec, classify_source
+        from quant.jobs.quantize import parse_file_type
 
         source = self.source_edit.text().strip()
         if not source:
@@ -892,7 +892,7 @@ def _duration(seconds: float) -> str:
 def describe_source(text: str) -> tuple[str, Any]:
     """(a one-line description of the source, its ModelFacts when they can be read)."""
     from quant.facts import inspect_model
-    from quant.pipeline import SourceKind, classify_source
+    from quant.jobs.pipeline import SourceKind, classify_source
 
     try:
         kind = classify_source(text)

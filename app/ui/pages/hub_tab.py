@@ -53,9 +53,9 @@ from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
 from app.workers.tasks import TaskHandle, start_task
-from quant.advisor import Fit
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
+from quant.plan.advisor import Fit
 from quant.progress import CancelToken, check_cancel
 from quant.units import human_bytes
 

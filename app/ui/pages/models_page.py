@@ -68,10 +68,10 @@ from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinne
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
 from app.workers.tasks import TaskHandle, start_task
-from quant.advisor import Fit
 from quant.errors import Cancelled, QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
+from quant.plan.advisor import Fit
 from quant.progress import CancelToken, Progress
 from quant.units import human_bytes
 

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from quant.calibration import CalibrationSet
 from quant.errors import QuantError
+from quant.jobs.calibration import CalibrationSet
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def _log_softmax(rows: np.ndarray) -> np.ndarray:
 def _chunks(
     calibration: CalibrationSet, model: Any, chunk_size: int, max_chunks: int | None
 ) -> np.ndarray:
-    from quant.imatrix import chunk_tokens
+    from quant.jobs.imatrix import chunk_tokens
 
     tokens = calibration.tokenize(model)
     chunks = chunk_tokens(tokens, chunk_size, max_chunks, model.bos if model.add_bos else None)
@@ -273,7 +273,7 @@ def compute_reference(
     At most ``max_chunks`` chunks are scored, and fewer when their full
     log-probabilities would exceed ``max_bytes``; at least one chunk always is.
     """
-    from quant.llama_session import NativeModel
+    from quant.native.llama_session import NativeModel
 
     model = Path(model)
     cache = None
@@ -399,7 +399,7 @@ def evaluate(
     cancel: CancelToken | None = None,
 ) -> EvalResult:
     """Compare ``model`` with ``reference`` on the reference's own tokens."""
-    from quant.llama_session import NativeModel
+    from quant.native.llama_session import NativeModel
 
     model = Path(model)
     check_cancel(cancel)

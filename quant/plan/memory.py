@@ -49,10 +49,10 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from quant.errors import QuantError
-from quant.facts.ggml_types import GGMLType, LlamaFileType
 from quant.facts.model import ModelFacts, SourceKind, TensorInfo
-from quant.formats import QuantType
+from quant.gguf.types import GGMLType, LlamaFileType
 from quant.hardware.profile import GpuInfo, HardwareProfile
+from quant.plan.formats import QuantType
 
 logger = logging.getLogger(__name__)
 

@@ -40,22 +40,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_write_text
-from quant.calibration import (
+from quant.errors import InsufficientResourcesError, QuantError
+from quant.facts import looks_like_repo_id
+from quant.gguf.types import GGMLType, LlamaFileType
+from quant.jobs.calibration import (
     CalibrationSet,
     Split,
     default_mix,
     from_path,
     self_generated,
 )
-from quant.errors import InsufficientResourcesError, QuantError
-from quant.facts import looks_like_repo_id
-from quant.facts.ggml_types import GGMLType, LlamaFileType
+from quant.jobs.quantize import QuantizeOptions
 from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
-from quant.quantize import QuantizeOptions
 from quant.units import human_bytes
 
 if TYPE_CHECKING:
-    from quant.dequantize import GgufFile
+    from quant.jobs.dequantize import GgufFile
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        from quant.quantize import parse_file_type
+        from quant.jobs.quantize import parse_file_type
 
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["types"] = tuple(parse_file_type(str(t)) for t in data.get("types", ()))
@@ -470,10 +470,10 @@ def run_pipeline(
     on_event: EventCallback | None = None,
 ) -> JobReport:
     """Run the whole job; see the module docstring. Returns the report (also on disk)."""
-    from quant.dequantize import read_gguf
-    from quant.evaluate import model_fingerprint
-    from quant.imatrix import ImatrixData, collect_imatrix, load_imatrix
-    from quant.quantize import (
+    from quant.jobs.dequantize import read_gguf
+    from quant.jobs.evaluate import model_fingerprint
+    from quant.jobs.imatrix import ImatrixData, collect_imatrix, load_imatrix
+    from quant.jobs.quantize import (
         ImatrixRequiredError,
         imatrix_refusal,
         plan_quantization,
@@ -522,7 +522,7 @@ def run_pipeline(
     if odd and spec.requantize:
         expanded = cache_dir / "f16" / f"{name}-{model_fingerprint(base)}-F16.gguf"
         if not expanded.exists():
-            from quant.dequantize import dequantize_gguf
+            from quant.jobs.dequantize import dequantize_gguf
 
             st.note(f"expanding {base.name} ({', '.join(odd)}) to F16")
             _check_disk(cache_dir, 2 * info_parameters(info), "the F16 expansion")
@@ -551,9 +551,9 @@ def run_pipeline(
     pending = sum(plans[t].size_bytes for t in spec.types if not outputs[t].exists())
     _check_disk(out_dir, pending, f"writing {len(spec.types)} file(s)")
     if spec.evaluates:
-        from quant.evaluate import DEFAULT_MAX_BYTES
+        from quant.jobs.evaluate import DEFAULT_MAX_BYTES
 
-        # Reference log-probabilities are bounded by this budget (see quant.evaluate).
+        # Reference log-probabilities are bounded by this budget (see quant.jobs.evaluate).
         _check_disk(cache_dir, DEFAULT_MAX_BYTES, "caching the reference logits")
     st.done(
         f"{base.name}: {base_type}, {info.n_parameters:,} parameters",
@@ -650,7 +650,7 @@ def run_pipeline(
     reference_info: dict[str, Any] | None = None
     eval_text_info: dict[str, Any] | None = None
     if spec.evaluates:
-        from quant.evaluate import (
+        from quant.jobs.evaluate import (
             DEFAULT_MAX_BYTES,
             DEFAULT_TOP_K,
             compute_reference,
@@ -758,7 +758,7 @@ def _is_our_output(path: Path, fingerprint: str, imatrix_key: str, options_key: 
     """Whether ``path`` is a finished output of this same source and imatrix."""
     if not path.exists():
         return False
-    from quant.dequantize import read_gguf
+    from quant.jobs.dequantize import read_gguf
 
     try:
         info = read_gguf(path)

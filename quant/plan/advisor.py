@@ -34,9 +34,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from quant.facts.ggml_types import GGMLType, LlamaFileType, file_type_from_filename
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind, TensorInfo
-from quant.formats import (
+from quant.gguf.types import GGMLType, LlamaFileType, file_type_from_filename
+from quant.hardware.profile import HardwareProfile
+from quant.plan.formats import (
     FormatFamily,
     FormatSpec,
     GpuFormat,
@@ -46,8 +47,7 @@ from quant.formats import (
     predict_quality,
     quant_type_for_file_type,
 )
-from quant.hardware.profile import HardwareProfile
-from quant.memory import (
+from quant.plan.memory import (
     CUDA_CONTEXT_BYTES,
     GIB,
     KvType,
@@ -65,8 +65,8 @@ from quant.memory import (
     source_tensors,
     tensor_bytes,
 )
+from quant.plan.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
 from quant.progress import CancelToken, ProgressCallback, check_cancel
-from quant.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
 from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)

@@ -40,11 +40,11 @@ import platformdirs
 
 from quant.atomic import atomic_write_text
 from quant.errors import QuantError
-from quant.facts.ggml_types import LlamaFileType
 from quant.facts.model import ModelFacts
-from quant.formats import QuantType
+from quant.gguf.types import LlamaFileType
 from quant.hardware.profile import GpuInfo, HardwareProfile
-from quant.memory import (
+from quant.plan.formats import QuantType
+from quant.plan.memory import (
     KvType,
     PlannedTensor,
     RuntimeOptions,

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from quant.atomic import atomic_output
-from quant.calibration import CalibrationSet
 from quant.errors import QuantError
+from quant.jobs.calibration import CalibrationSet
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def load_imatrix(path: Path | str) -> ImatrixData:
 
 
 def _load_gguf(path: Path) -> ImatrixData:
-    from quant.dequantize import read_gguf
+    from quant.jobs.dequantize import read_gguf
 
     info = read_gguf(path)
     if not all(k in info.metadata for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
@@ -329,7 +329,7 @@ class ImatrixCollector:
     _g: Any = None
 
     def bind(self) -> Callable[[int, bool, int], bool]:
-        from quant.ggml_ctypes import GgmlTensor, ggml
+        from quant.native.ggml_ctypes import GgmlTensor, ggml
 
         self._g = ggml()
         g = self._g
@@ -471,7 +471,7 @@ def collect_imatrix(
     between them (as llama.cpp's tool does). Raises :class:`ImatrixError` when
     the text is shorter than one chunk.
     """
-    from quant.llama_session import NativeModel
+    from quant.native.llama_session import NativeModel
 
     model = Path(model)
     check_cancel(cancel)

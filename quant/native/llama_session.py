@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from quant.errors import ModelFormatError, QuantError
-from quant.llama_log import LineCollector, install, observe
+from quant.native.llama_log import LineCollector, install, observe
 
 logger = logging.getLogger(__name__)
 

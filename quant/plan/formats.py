@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from quant.facts.ggml_types import LlamaFileType
+from quant.gguf.types import LlamaFileType
 
 # Parameters and training density of the reference model (Llama-3-8B, 15T tokens).
 REFERENCE_PARAMETERS = 8.0e9
@@ -252,7 +252,7 @@ _GgufRow = tuple[
 
 # Effective bpw: llama.cpp tools/quantize/README.md (Llama-3.1-8B, whole file; the
 # bundled README gives 3.996 for Q3_K_M where formats.md rounds to ≈3.9). Q4_0 is not
-# listed there; 4.64 is what this project's type-mix planner (quant.memory) gives for
+# listed there; 4.64 is what this project's type-mix planner (quant.plan.memory) gives for
 # Llama-3.1-8B without an imatrix (Q4_0 body, Q6_K output).
 # KLD / ΔPPL / top-1: the scoreboard; where it gives only one of the with/without
 # imatrix pair, the other is derived from the imatrix gain at that bit width

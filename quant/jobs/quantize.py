@@ -16,7 +16,7 @@ made here are the files the ``llama-quantize`` tool makes.
 Progress comes from llama.cpp's log line per tensor (``[ 12/ 236] name …``).
 ``llama_model_quantize`` is one blocking native call: the cancel token is
 checked before it starts, and a job that must stop mid-file runs in a child
-process that is killed (see :mod:`quant.pipeline`).
+process that is killed (see :mod:`quant.jobs.pipeline`).
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_output
-from quant.dequantize import GgufFile, read_gguf
 from quant.errors import QuantError
-from quant.facts.ggml_types import GGMLType, LlamaFileType
-from quant.llama_log import LineCollector, observe
-from quant.llama_session import physical_cores
+from quant.gguf.types import GGMLType, LlamaFileType
+from quant.jobs.dequantize import GgufFile, read_gguf
+from quant.native.llama_log import LineCollector, observe
+from quant.native.llama_session import physical_cores
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
 if TYPE_CHECKING:
-    from quant.imatrix import ImatrixData
+    from quant.jobs.imatrix import ImatrixData
 
 logger = logging.getLogger(__name__)
 

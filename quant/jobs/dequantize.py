@@ -29,7 +29,7 @@ import numpy as np
 
 from quant.atomic import atomic_output
 from quant.errors import ModelFormatError, QuantError
-from quant.facts.ggml_types import GGMLType, LlamaFileType
+from quant.gguf.types import GGMLType, LlamaFileType
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 llama.cpp writes its log through one process-wide callback
 (``llama_log_set``); by default it goes to stderr. :func:`install` replaces it
 with a callback that joins the pieces llama.cpp emits into whole lines, logs
-each line on the ``quant.llama_log.native`` logger, and hands it to every
+each line on the ``quant.native.llama_log.native`` logger, and hands it to every
 active observer. Long jobs use :func:`observe` to turn lines such as
 ``[  12/ 236] blk.0.attn_q.weight ...`` into progress, and to capture the
 sentence llama.cpp gives when a call fails.

@@ -36,7 +36,7 @@ from quant.errors import QuantError
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
 if TYPE_CHECKING:
-    from quant.llama_session import NativeModel
+    from quant.native.llama_session import NativeModel
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class CalibrationSet:
 
 def resource_dir() -> Path:
     """Where the default mix lives (``resources/calibration`` beside the packages)."""
-    return Path(__file__).resolve().parents[1] / "resources" / "calibration"
+    return Path(__file__).resolve().parents[2] / "resources" / "calibration"
 
 
 def _split_documents(text: str, source: str) -> list[Document]:
@@ -347,7 +347,7 @@ def self_generated(
     fresh one starts in its place until enough text exists. Seeded, so the
     same model and settings give the same text.
     """
-    from quant.llama_session import NativeModel
+    from quant.native.llama_session import NativeModel
 
     rng = np.random.default_rng(seed)
     seq_len = max(16, math.ceil(n_tokens / n_parallel))

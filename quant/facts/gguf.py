@@ -1,0 +1,383 @@
+"""Model facts from a GGUF header: what the reader in :mod:`quant.gguf.header` found,
+turned into :class:`~quant.facts.model.ModelFacts` (parameters, layers, heads, context,
+sliding-window layout, file type, tokenizer and chat template presence).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quant.errors import ModelFormatError
+from quant.facts.model import ModelFacts, SourceKind, TensorInfo, TensorTypeSummary
+from quant.gguf.header import (
+    MAX_LAYERS,
+    GGUFHeader,
+    GGUFTensor,
+    _show,
+    read_gguf_header,
+)
+from quant.gguf.types import (
+    FTYPE_GUESSED_BIT,
+    LlamaFileType,
+    file_type_from_dominant,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# How llama.cpp lays out sliding-window layers per architecture, as set up in each
+# model's load_arch_hparams (src/models/<arch>.cpp) through load_swa_pattern and
+# llama_hparams::set_swa_pattern (src/llama-hparams.cpp).
+@dataclass(frozen=True)
+class _SwaRule:
+    period: int  # default of {arch}.attention.sliding_window_pattern
+    dense_first: bool = False  # full-attention layer first in each period
+    needs_window: bool = False  # SWA only when {arch}.attention.sliding_window > 0
+    default_window: int | None = None  # used when the key is absent
+    chunked: bool = False  # chunked attention (Llama 4) rather than a sliding window
+
+
+_SWA_RULES: dict[str, _SwaRule] = {
+    "gemma2": _SwaRule(2, default_window=4096),
+    "gemma3": _SwaRule(6, needs_window=True),
+    "gemma3n": _SwaRule(5),
+    "gemma-embedding": _SwaRule(6),
+    "cohere2": _SwaRule(4),
+    "cohere2moe": _SwaRule(4, dense_first=True),
+    "llama4": _SwaRule(4, default_window=8192, chunked=True),
+    "gpt-oss": _SwaRule(2),
+    "olmo2": _SwaRule(4, needs_window=True),
+    "afmoe": _SwaRule(4, needs_window=True),
+    "smallthinker": _SwaRule(4, dense_first=True, needs_window=True),
+    "mellum": _SwaRule(4, needs_window=True),
+    "plamo3": _SwaRule(8, needs_window=True),
+    "exaone-moe": _SwaRule(4, default_window=128),
+    "modern-bert": _SwaRule(3, dense_first=True, needs_window=True),
+    "laguna": _SwaRule(4, dense_first=True, needs_window=True),
+    "muse-glimmer": _SwaRule(4),
+}
+# Architectures whose per-layer SWA flags must be stored as an array in the file.
+_SWA_ARRAY_ONLY = frozenset(
+    {
+        "gemma4",
+        "gemma4-assistant",
+        "granite_swa",
+        "mimo2",
+        "step35",
+        "maple",
+        "spark2_5",
+        "dots3note",
+    }
+)
+# Architectures where every layer slides.
+_SWA_ALL = frozenset({"deepseek4", "dflash"})
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _ints(value: object) -> list[int] | None:
+    """A per-layer array of non-negative integers, or None."""
+    if not isinstance(value, list) or not value:
+        return None
+    out = [_int(v) for v in value]
+    if any(v is None for v in out):
+        return None
+    return [v for v in out if v is not None]
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _swa_flags(period: int, n_layers: int, dense_first: bool) -> tuple[bool, ...]:
+    """``llama_hparams::set_swa_pattern``: period 0 = all layers slide, 1 = none do."""
+    if period == 0:
+        return (True,) * n_layers
+    if dense_first:
+        return tuple(i % period != 0 for i in range(n_layers))
+    return tuple(i % period < period - 1 for i in range(n_layers))
+
+
+def _sliding_window(
+    header: GGUFHeader, arch: str, n_layers: int, notes: list[str]
+) -> tuple[int | None, tuple[bool, ...]]:
+    md = header.metadata
+    window_raw = md.get(f"{arch}.attention.sliding_window")
+    window = _int(window_raw)
+    pattern_raw = md.get(f"{arch}.attention.sliding_window_pattern")
+    array_flags: tuple[bool, ...] | None = None
+    if isinstance(pattern_raw, list) and len(pattern_raw) == n_layers:
+        array_flags = tuple(bool(v) for v in pattern_raw)
+    pattern = _int(pattern_raw)
+
+    rule = _SWA_RULES.get(arch)
+    if arch == "exaone4" and n_layers == 64:  # only the 32B model slides
+        rule = _SwaRule(4, default_window=4096)
+    if arch in _SWA_ALL:
+        return (window or None), (True,) * n_layers if window else ()
+    if arch in _SWA_ARRAY_ONLY or (rule is None and array_flags is not None and window):
+        if array_flags is None or not window:
+            return None, ()
+        return window, array_flags
+    if rule is None:
+        if window and arch == "phi3":
+            notes.append(
+                f"The header names a sliding window of {window} tokens, but llama.cpp runs "
+                "phi3 models with full attention in every layer"
+            )
+        elif window and pattern is not None:
+            return window, _swa_flags(pattern, n_layers, dense_first=False)
+        elif window:
+            notes.append(
+                f"The header names a sliding window of {window} tokens without a layer "
+                "pattern; all layers are treated as full attention"
+            )
+        return None, ()
+    if rule.chunked and window_raw is not None and window == 0:
+        return None, ()
+    if rule.needs_window and not window:
+        return None, ()
+    if rule.chunked:
+        window = rule.default_window
+        notes.append(
+            f"{arch} uses chunked attention ({window} tokens) in the layers marked as "
+            "sliding-window layers"
+        )
+    elif not window:
+        window = rule.default_window
+    if not window:
+        return None, ()
+    if array_flags is not None:
+        return window, array_flags
+    return window, _swa_flags(
+        pattern if pattern is not None else rule.period, n_layers, rule.dense_first
+    )
+
+
+def _file_type(header: GGUFHeader, notes: list[str]) -> tuple[str | None, bool]:
+    """The llama.cpp file type name, and whether it was guessed."""
+    raw = _int(header.metadata.get("general.file_type"))
+    if raw is not None:
+        guessed = bool(raw & FTYPE_GUESSED_BIT)
+        try:
+            return LlamaFileType(raw & ~FTYPE_GUESSED_BIT).name, guessed
+        except ValueError:
+            notes.append(f"general.file_type {raw} is not a llama.cpp file type this version knows")
+            return None, False
+    counts = Counter(t.type for t in header.tensors)
+    if not counts:
+        return None, False
+    dominant = counts.most_common(1)[0][0]
+    ftype = file_type_from_dominant(dominant)
+    notes.append(
+        f"The file has no general.file_type; {ftype.name} is llama.cpp's guess from the "
+        f"most common tensor type ({dominant.name})"
+    )
+    return ftype.name, True
+
+
+_SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def split_siblings(path: Path, header: GGUFHeader) -> list[Path]:
+    """The other files of a split GGUF (``name-00001-of-00003.gguf``), present or not."""
+    count = _int(header.metadata.get("split.count"))
+    m = _SPLIT_RE.match(path.name)
+    if not count or count <= 1 or not m or count > 10_000:
+        return []
+    prefix = m.group("prefix")
+    return [
+        path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf")
+        for i in range(1, count + 1)
+        if f"{i:05d}" != m.group("no")
+    ]
+
+
+def facts_from_gguf(
+    header: GGUFHeader,
+    *,
+    source: str,
+    kind: SourceKind = SourceKind.GGUF,
+    more_tensors: tuple[GGUFTensor, ...] = (),
+    notes: tuple[str, ...] = (),
+    file_size: int | None = None,
+) -> ModelFacts:
+    """Model facts from a GGUF header (plus the tensors of its other split files)."""
+    md = header.metadata
+    name = header.path.name
+    arch = _str(md.get("general.architecture"))
+    if not arch:
+        kind_word = _str(md.get("general.type"))
+        what = f" (general.type is {_show(kind_word)})" if kind_word else ""
+        raise ModelFormatError(
+            f"{name}: the GGUF header has no general.architecture{what}; "
+            "it is not a model file llama.cpp can load"
+        )
+    out_notes = list(notes)
+
+    def key(k: str) -> object:
+        return md.get(f"{arch}.{k}")
+
+    n_layers = _int(key("block_count")) or 0
+    if n_layers > MAX_LAYERS:
+        raise ModelFormatError(
+            f"{name}: {arch}.block_count is {n_layers:,}, more than any model has "
+            f"(the limit is {MAX_LAYERS:,})"
+        )
+    embedding = _int(key("embedding_length")) or 0
+    extra: dict[str, Any] = {}
+
+    heads_arr = _ints(key("attention.head_count"))
+    n_heads = max(heads_arr) if heads_arr else (_int(key("attention.head_count")) or 0)
+    if heads_arr and len(set(heads_arr)) > 1:
+        extra["n_heads_per_layer"] = heads_arr
+    kv_arr = _ints(key("attention.head_count_kv"))
+    kv_per_layer: tuple[int, ...] = ()
+    if kv_arr:
+        n_kv = max(kv_arr)
+        if len(set(kv_arr)) > 1:
+            kv_per_layer = tuple(kv_arr)
+    else:
+        kv = _int(key("attention.head_count_kv"))
+        n_kv = kv if kv is not None else n_heads
+    ff_arr = _ints(key("feed_forward_length"))
+    ff = max(ff_arr) if ff_arr else (_int(key("feed_forward_length")) or 0)
+    if ff_arr and len(set(ff_arr)) > 1:
+        extra["feed_forward_length_per_layer"] = ff_arr
+    head_dim = _int(key("attention.key_length")) or (embedding // n_heads if n_heads else 0)
+    head_dim_v = _int(key("attention.value_length")) or head_dim
+
+    tensors = (*header.tensors, *more_tensors)
+    by_name = {t.name: t for t in tensors}
+    vocab = header.array_length("tokenizer.ggml.tokens") or _int(key("vocab_size")) or 0
+    if not vocab and "token_embd.weight" in by_name and len(by_name["token_embd.weight"].shape) > 1:
+        vocab = by_name["token_embd.weight"].shape[1]
+
+    n_experts = _int(key("expert_count")) or 0
+    n_used = _int(key("expert_used_count")) or 0
+    parameters = sum(t.n_elements for t in tensors)
+    n_bytes = sum(t.n_bytes for t in tensors)
+    active: int | None = None
+    if n_experts > 1:
+        expert = sum(t.n_elements for t in tensors if "_exps." in t.name)
+        active = parameters - expert + expert * min(n_used, n_experts) // n_experts
+
+    window, swa_layers = _sliding_window(header, arch, n_layers, out_notes)
+    file_type, guessed = _file_type(header, out_notes)
+
+    template = _str(md.get("tokenizer.chat_template"))
+    named_templates = sorted(
+        k.removeprefix("tokenizer.chat_template.")
+        for k in md
+        if k.startswith("tokenizer.chat_template.")
+    )
+    tokenizer_model = _str(md.get("tokenizer.ggml.model"))
+    general_type = _str(md.get("general.type"))
+    if general_type and general_type != "model":
+        out_notes.append(f"general.type is {_show(general_type)}: this GGUF is not a full model")
+
+    type_summary: dict[str, list[int]] = {}
+    for t in tensors:
+        row = type_summary.setdefault(t.type.name, [0, 0, 0])
+        row[0] += 1
+        row[1] += t.n_elements
+        row[2] += t.n_bytes
+    extra.update(
+        {
+            "gguf_version": header.version,
+            "alignment": header.alignment,
+            "data_offset": header.data_offset,
+            "metadata_count": len(md),
+            "file_type_guessed": guessed,
+        }
+    )
+    if header.byte_order != "little":
+        extra["byte_order"] = header.byte_order
+    optional = {
+        "size_label": md.get("general.size_label"),
+        "basename": md.get("general.basename"),
+        "quantization_version": md.get("general.quantization_version"),
+        "rope_freq_base": key("rope.freq_base"),
+        "expert_feed_forward_length": key("expert_feed_forward_length"),
+        "expert_shared_count": key("expert_shared_count"),
+        "expert_shared_feed_forward_length": key("expert_shared_feed_forward_length"),
+        "tokenizer_pre": md.get("tokenizer.ggml.pre"),
+        "split_count": md.get("split.count"),
+    }
+    extra.update({k: v for k, v in optional.items() if isinstance(v, int | float | str)})
+    if named_templates:
+        extra["chat_template_names"] = named_templates
+
+    return ModelFacts(
+        source=source,
+        kind=kind,
+        name=_str(md.get("general.name")) or header.path.stem,
+        architecture=arch,
+        parameters=parameters,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        embedding_length=embedding,
+        vocab_size=vocab,
+        context_length=_int(key("context_length")) or 0,
+        head_dim_v=head_dim_v,
+        feed_forward_length=ff,
+        active_parameters=active,
+        n_kv_heads_per_layer=kv_per_layer,
+        sliding_window=window,
+        swa_layers=swa_layers,
+        n_experts=n_experts,
+        n_experts_used=n_used,
+        tied_embeddings="token_embd.weight" in by_name and "output.weight" not in by_name,
+        file_type=file_type,
+        file_size_bytes=header.file_size if file_size is None else file_size,
+        bits_per_weight=(8.0 * n_bytes / parameters) if parameters else None,
+        tensors=tuple(TensorInfo(t.name, t.shape, t.type.name, t.n_bytes) for t in tensors),
+        has_tokenizer=tokenizer_model is not None and vocab > 0,
+        tokenizer_model=tokenizer_model,
+        has_chat_template=bool(template) or bool(named_templates),
+        chat_template=template,
+        license=_str(md.get("general.license")),
+        notes=tuple(out_notes),
+        extra=extra,
+        tensor_types=tuple(
+            TensorTypeSummary(name, n, elems, size)
+            for name, (n, elems, size) in sorted(type_summary.items(), key=lambda kv: -kv[1][2])
+        ),
+    )
+
+
+def inspect_gguf(path: Path) -> ModelFacts:
+    """Facts from a local GGUF file; the other files of a split GGUF are read too."""
+    header = read_gguf_header(path)
+    notes: list[str] = []
+    more: list[GGUFTensor] = []
+    size = header.file_size
+    siblings = split_siblings(path, header)
+    if siblings:
+        present = [p for p in siblings if p.is_file()]
+        for sibling in present:
+            other = read_gguf_header(sibling)
+            more.extend(other.tensors)
+            size += other.file_size
+        total = len(siblings) + 1
+        if len(present) < len(siblings):
+            notes.append(
+                f"Only {len(present) + 1} of the {total} split files are present; parameter "
+                "counts cover those"
+            )
+        else:
+            notes.append(f"Read all {total} split files")
+    return facts_from_gguf(
+        header, source=str(path), more_tensors=tuple(more), notes=tuple(notes), file_size=size
+    )
