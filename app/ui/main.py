@@ -69,6 +69,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def run_gui(argv: list[str]) -> int:
     """Run the GUI until its window closes; returns the process exit code."""
     args = _parse(argv)
+    from app.core.platform_check import EXIT_NO_DISPLAY, check_gui_platform
+
+    platform = check_gui_platform()
+    if platform.problem:
+        print(f"quantdesk: {platform.problem}", file=sys.stderr)
+        return EXIT_NO_DISPLAY
+    if platform.platform:
+        os.environ["QT_QPA_PLATFORM"] = platform.platform
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -32,7 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,13 @@ from app.core.chat.stats import (
     read_memory,
 )
 from app.core.chat.templates import (
+    BASE_MODEL_NOTE,
+    BASE_MODEL_TEMPLATE_NOTE,
     ChatMessage,
     ChatTemplate,
     PromptMode,
     Role,
-    base_model_note,
+    is_base_model,
     select_template,
 )
 from app.core.errors import AppError, ModelLoadError
@@ -81,6 +83,7 @@ from quant.plan.memory import (
 )
 from quant.plan.speed import estimate_speed
 from quant.progress import CancelToken, Progress, ProgressCallback
+from quant.prompts.in_context import BASE_MODEL_SAMPLING
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +155,9 @@ class ModelInfo:
     rss_after_load_bytes: int
     notes: tuple[str, ...] = ()
     prediction: Prediction | None = None
+    # The sampling this model answers best with when the user has chosen none: base
+    # models answering through in-context examples want a low temperature.
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
 
 @dataclass(frozen=True)
@@ -487,6 +493,13 @@ def classify_load_failure(
             "failed to read",
             "invalid magic",
             "unexpectedly reached end",
+            "wrong shape",
+            "missing tensor",
+            "wrong number of tensors",
+            "key not found",
+            "unknown type",
+            "invalid type",
+            "has invalid",
         )
     ):
         return ChatLoadError(
@@ -513,10 +526,9 @@ def classify_load_failure(
         )
     detail = reason or (lines[-1].strip() if lines else str(exc))
     return ChatLoadError(
-        f"{path.name}: llama.cpp could not load the model ({detail}); "
-        "check that the file is a complete GGUF model, or retry with a shorter context",
+        f"{path.name}: llama.cpp could not load the model ({detail}); check that the file is "
+        "a complete GGUF model of an architecture this llama.cpp supports",
         failure=LoadFailure.OTHER,
-        retry=_smaller_plan(plan, n_layers),
     )
 
 
@@ -545,8 +557,21 @@ def _resolve_flash_attention(plan: LoadPlan) -> bool:
 # ----------------------------------------------------------------------------- session
 
 
+def default_sampling(template: ChatTemplate) -> SamplingSettings:
+    """The sampling a model answers best with under ``template`` when the user chose none."""
+    if template.is_in_context:
+        return replace(SamplingSettings(), **BASE_MODEL_SAMPLING).validated()  # type: ignore[arg-type]
+    return SamplingSettings()
+
+
 class _StopScanner:
-    """Holds back text that might be the start of a stop string."""
+    """Holds back text that might be the start of a stop string.
+
+    Whitespace right before a stop marker is formatting, not answer: it is held
+    too, and dropped when the marker (or the end of the answer) follows. A
+    partial marker left at the end of the answer is dropped as well, so the
+    format's markup never reaches the user.
+    """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = tuple(s for s in stops if s)
@@ -556,25 +581,34 @@ class _StopScanner:
         if not self._stops:
             return text, False
         self._pending += text
-        for s in self._stops:
-            i = self._pending.find(s)
-            if i >= 0:
-                out = self._pending[:i]
-                self._pending = ""
-                return out, True
-        keep = 0
-        for s in self._stops:
-            for k in range(min(len(s) - 1, len(self._pending)), 0, -1):
-                if self._pending.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
+        hits = [i for s in self._stops if (i := self._pending.find(s)) >= 0]
+        if hits:
+            out = self._pending[: min(hits)].rstrip()
+            self._pending = ""
+            return out, True
+        keep = self._partial(self._pending)
+        head = self._pending[: len(self._pending) - keep]
+        keep += len(head) - len(head.rstrip())
         out = self._pending[: len(self._pending) - keep]
         self._pending = self._pending[len(self._pending) - keep :]
         return out, False
 
+    def _partial(self, text: str) -> int:
+        """Length of the longest end of ``text`` that begins a stop string."""
+        keep = 0
+        for s in self._stops:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    keep = max(keep, k)
+                    break
+        return keep
+
     def flush(self) -> str:
-        out, self._pending = self._pending, ""
-        return out
+        """What is held at the end of an answer, less a partial marker and whitespace."""
+        pending, self._pending = self._pending, ""
+        if not self._stops:
+            return pending
+        return pending[: len(pending) - self._partial(pending)].rstrip()
 
 
 class ChatSession:
@@ -710,7 +744,8 @@ class ChatSession:
                 error = classify_load_failure(
                     p, lines, exc, plan, facts.n_layers if facts is not None else 0
                 )
-                logger.warning("load of %s failed: %s (%s)", p, error, exc)
+                # The sentence reaches the user through the error itself; the log keeps it.
+                logger.info("load of %s failed: %s (%s)", p, error, exc)
                 raise error from exc
         load_s = time.perf_counter() - t0
 
@@ -734,14 +769,15 @@ class ChatSession:
                 eos_token=token_text(llama_lib.llama_vocab_eos(vocab)),
                 mode=mode,
                 prefer_builtin=template_family,
+                filename=p.name,
             )
         except Exception:
             llm.close()
             raise
-        if mode is PromptMode.CHAT:
-            base = base_model_note(llm.metadata, p.name)
-            if base:
-                notes.append(base)
+        if mode is PromptMode.CHAT and template.is_in_context:
+            notes.append(BASE_MODEL_NOTE)
+        elif mode is PromptMode.TEMPLATE and is_base_model(llm.metadata, p.name):
+            notes.append(BASE_MODEL_TEMPLATE_NOTE)
         info = ModelInfo(
             path=p,
             name=facts.name if facts is not None else p.stem,
@@ -759,6 +795,7 @@ class ChatSession:
             load_s=load_s,
             rss_after_load_bytes=read_memory().rss_bytes,
             notes=tuple(notes),
+            sampling=default_sampling(template),
             prediction=_with_baseline(
                 predict(p, plan, gpu_offload=gpu_ok, profile=profile, facts=facts)
                 if facts is not None

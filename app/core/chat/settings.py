@@ -207,6 +207,10 @@ class ChatSettingsStore:
     def for_model(self, model: Path | str) -> ModelChatSettings:
         return ModelChatSettings.from_dict(self._models().get(self.key(model)))
 
+    def has_saved(self, model: Path | str) -> bool:
+        """Whether the user has chosen settings for ``model`` (else the model's defaults apply)."""
+        return isinstance(self._models().get(self.key(model)), dict)
+
     def save_for_model(self, model: Path | str, value: ModelChatSettings) -> None:
         self._models()[self.key(model)] = value.to_dict()
         self._settings.section(SECTION)["last_model"] = self.key(model)

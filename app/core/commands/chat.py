@@ -72,9 +72,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
     p.add_argument("--kv-type", choices=[k.value for k in KvCacheType], help="KV cache type")
     p.add_argument(
+        "--mode",
+        choices=[m.value for m in PromptMode],
+        help="how messages become the prompt: chat (default: the model's template, or "
+        "in-context examples for a base model), template (the chat template even for a base "
+        "model), in-context, or raw",
+    )
+    p.add_argument(
         "--raw",
         action="store_true",
-        help="raw completion: no chat template, the model continues the text",
+        help="raw completion: no chat template, the model continues the text (--mode raw)",
     )
     p.add_argument(
         "--save", action="store_true", help="keep the conversation in Quantdesk's chat history"
@@ -117,7 +124,7 @@ def _options(args: argparse.Namespace, saved: ModelChatSettings) -> ModelChatSet
         sampling=sampling.validated(),
         plan=plan.validated(),
         system_prompt=saved.system_prompt if args.system is None else args.system,
-        mode=PromptMode.RAW if args.raw else saved.mode,
+        mode=PromptMode.RAW if args.raw else PromptMode(args.mode) if args.mode else saved.mode,
     )
 
 
@@ -266,8 +273,13 @@ def _interactive(chat: _Chat, stdin: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     store = ChatSettingsStore(Settings())
-    options = _options(args, store.for_model(path) if path.is_file() else ModelChatSettings())
+    saved = store.has_saved(path)
+    options = _options(args, store.for_model(path) if saved else ModelChatSettings())
     session = ChatSession.load(path, options.plan, mode=options.mode)
+    if not saved:
+        # No choice of the user's for this model: its own defaults, then the flags.
+        defaults = ModelChatSettings(sampling=session.info.sampling, mode=options.mode)
+        options = replace(_options(args, defaults), plan=options.plan)
     for note in session.info.notes:
         sys.stderr.write(f"note: {note}\n")
     chat = _Chat(
