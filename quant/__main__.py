@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "quant.__main__:QuantizeJob",
     "imatrix": "quant.__main__:ImatrixJob",
     "dequantize": "quant.__main__:DequantizeJob",
+    "probe-load": "quant.native.probe",
 }
 
 EXIT_CANCELLED = 130

@@ -15,6 +15,8 @@ def write_tiny_gguf(
     seed: int = 0,
     chat_template: str | None = None,
     byte_tokens: bool = False,
+    rms_eps: float = 1e-5,
+    empty_tokens: bool = False,
 ) -> Path:
     """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
 
@@ -33,6 +35,8 @@ def write_tiny_gguf(
     if byte_tokens:
         tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + tokens[3:]
         types = [2, 3, 3] + [6] * 256 + [1] * 29
+    if empty_tokens:
+        tokens = [""] * len(tokens)
     vocab = len(tokens)
     head_dim = emb // heads
     w = gguf.GGUFWriter(str(path), "llama")
@@ -43,7 +47,7 @@ def write_tiny_gguf(
     w.add_feed_forward_length(ff)
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_rms_eps(rms_eps)
     w.add_rope_dimension_count(head_dim)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")

@@ -557,6 +557,23 @@ def _resolve_flash_attention(plan: LoadPlan) -> bool:
 # ----------------------------------------------------------------------------- session
 
 
+def _refuse_if_it_crashes(path: Path, on_progress: ProgressCallback | None) -> None:
+    """Load a file not seen before in a throwaway process first (app.core.chat.probe)."""
+    from app.core.chat.probe import known_verdict, probe
+
+    verdict = known_verdict(path)
+    if verdict is None:
+        if on_progress is not None:
+            on_progress(Progress("load", 0, 100, f"Checking {path.name} in a test load…"))
+        verdict = probe(path)
+    if not verdict.ok:
+        raise ChatLoadError(
+            f"{path.name}: llama.cpp cannot run this file ({verdict.reason}); it is damaged, "
+            "hostile or made for another llama.cpp version — download or convert it again",
+            failure=LoadFailure.CORRUPT,
+        )
+
+
 def default_sampling(template: ChatTemplate) -> SamplingSettings:
     """The sampling a model answers best with under ``template`` when the user chose none."""
     if template.is_in_context:
@@ -637,6 +654,7 @@ class ChatSession:
         mode: PromptMode = PromptMode.CHAT,
         template_family: str | None = None,
         check_fit: bool = True,
+        probe_first: bool = True,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> ChatSession:
@@ -706,6 +724,8 @@ class ChatSession:
                 )
         if cancel is not None:
             cancel.raise_if_cancelled()
+        if probe_first:
+            _refuse_if_it_crashes(p, on_progress)
         if on_progress is not None:
             on_progress(Progress("load", 0, 100, f"Loading {p.name}"))
 
