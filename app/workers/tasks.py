@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from app.workers.failure import Failure
 from quant.errors import Cancelled
 from quant.progress import CancelToken
 
@@ -26,7 +27,7 @@ class Worker(QObject):
     started = Signal()
     progress = Signal(object)
     finished = Signal(object)
-    failed = Signal(object)  # the exception
+    failed = Signal(object)  # app.workers.failure.Failure
     cancelled = Signal()
     done = Signal()  # after any of finished/failed/cancelled
 
@@ -58,7 +59,7 @@ class Worker(QObject):
             self.cancelled.emit()
         except Exception as exc:  # worker boundary: log, then report
             logger.exception("task %s failed", getattr(self._fn, "__name__", self._fn))
-            self.failed.emit(exc)
+            self.failed.emit(Failure.from_exception(exc))
         else:
             if self.token.cancelled:
                 self.cancelled.emit()
@@ -115,7 +116,7 @@ def start_task(
     fn: TaskFn,
     *args: Any,
     on_finished: Callable[[Any], None] | None = None,
-    on_failed: Callable[[BaseException], None] | None = None,
+    on_failed: Callable[[Failure], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
     on_cancelled: Callable[[], None] | None = None,
     pass_progress: bool = True,

@@ -50,6 +50,7 @@ from app.ui.theme import current_theme
 from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
+from app.workers.failure import Failure
 from app.workers.tasks import TaskHandle, start_task
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
@@ -666,12 +667,12 @@ class AdvisorPage(QWidget):
             self._rerun = False
             self.run()
 
-    def _on_failed(self, exc: BaseException) -> None:
+    def _on_failed(self, failure: Failure) -> None:
         rerun = self._rerun
         self._on_done()
         if not rerun:
-            self.summary_label.setText(f"No plan: {exc}")
-            errors.show_error(self, exc)
+            self.summary_label.setText(f"No plan: {failure.message}")
+            errors.show_error(self, failure)
 
     def _on_advice(self, advice: Advice) -> None:
         stale = self._rerun
@@ -888,10 +889,10 @@ class AdvisorPage(QWidget):
             self.reasons_scroll.verticalScrollBar().setValue(0)
         self._update_serving(o)
 
-    def _on_serving_failed(self, exc: BaseException | None = None) -> None:
+    def _on_serving_failed(self, failure: Failure | None = None) -> None:
         self._serving_task = None
-        if exc is not None:
-            self.serving_label.setText(str(exc))
+        if failure is not None:
+            self.serving_label.setText(failure.message)
             self.serving_label.setVisible(True)
         self._update_serving(self.selected_option())
 
@@ -1035,11 +1036,12 @@ class AdvisorPage(QWidget):
             try:
                 entry = read_entry(item.path, ModelSource.HUGGINGFACE)
             except (QuantError, AppError) as exc:
-                self._on_download_failed(exc)
+                self._on_download_failed(Failure.from_exception(exc))
                 return
             self._on_downloaded(entry)
         elif item.state is DownloadState.FAILED:
-            self._on_download_failed(HubError(item.error or "the download failed"))
+            error = HubError(item.error or "the download failed")
+            self._on_download_failed(Failure.from_exception(error))
         else:  # paused here or on the Hub tab
             self._on_download_cancelled()
 
@@ -1099,7 +1101,7 @@ class AdvisorPage(QWidget):
         self.download_status.setToolTip(str(path))
         self.chat_button.setVisible(True)
 
-    def _on_download_failed(self, exc: BaseException) -> None:
+    def _on_download_failed(self, failure: Failure) -> None:
         target = self._download_ended()
         name = target.name if target else "the file"
         self.download_title.setText(f"Download of {name} stopped")
@@ -1107,7 +1109,7 @@ class AdvisorPage(QWidget):
             "What arrived is kept in the Hugging Face cache; Download resumes from there."
         )
         self._update_download_button(sync_panel=False)
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def _on_download_cancelled(self) -> None:
         target = self._download_ended()

@@ -48,7 +48,8 @@ from app.core.paths import app_paths
 from app.core.settings import Settings
 from app.ui.errors import show_error
 from app.ui.widgets.cards import Card, muted
-from app.workers.process_job import JobFailure, ProcessJob
+from app.workers.failure import Failure
+from app.workers.process_job import ProcessJob
 from app.workers.tasks import start_task
 from quant.errors import QuantError
 from quant.progress import Progress
@@ -95,10 +96,6 @@ _STAGE_WEIGHT = {
 }
 
 
-class _JobError(QuantError):
-    """A job's failure as the engine reported it (shown as a plain sentence)."""
-
-
 @dataclass
 class QueuedJob:
     """A job in the queue and what it has reported so far."""
@@ -107,7 +104,7 @@ class QueuedJob:
     spec: Any  # quant.jobs.pipeline.JobSpec
     state: str = "queued"  # queued | running | finished | failed | cancelled
     report: dict[str, Any] | None = None
-    failure: JobFailure | None = None
+    failure: Failure | None = None
     item: QListWidgetItem | None = field(default=None, repr=False)
 
     @property
@@ -170,7 +167,7 @@ class ConvertPage(QWidget):
     status_message = Signal(str)
     job_started = Signal(int)
     job_finished = Signal(object)  # the report dict
-    job_failed = Signal(object)  # JobFailure
+    job_failed = Signal(object)  # Failure
     job_cancelled = Signal(int)
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
@@ -509,7 +506,7 @@ class ConvertPage(QWidget):
             pass_progress=False,
             pass_cancel=False,
             on_finished=lambda r: self._on_source_described(seq, r),
-            on_failed=lambda e: self._on_source_described(seq, (str(e), None)),
+            on_failed=lambda f: self._on_source_described(seq, (f.message, None)),
             parent=self,
         )
 
@@ -661,7 +658,7 @@ class ConvertPage(QWidget):
             proc.start()
         except OSError as exc:
             self._process = None
-            self._on_failed(JobFailure(f"Could not start the job process ({exc}).", "internal"))
+            self._on_failed(Failure.unexpected(f"Could not start the job process ({exc})."))
             self._on_done()
             return
         # The stage bars and log are below the form: bring them into view.
@@ -729,7 +726,7 @@ class ConvertPage(QWidget):
         self.status_message.emit(f"Finished {job.title if job else 'job'}")
         self.job_finished.emit(report)
 
-    def _on_failed(self, failure: JobFailure) -> None:
+    def _on_failed(self, failure: Failure) -> None:
         job = self._running
         if job is not None:
             job.state = "failed"
@@ -738,10 +735,7 @@ class ConvertPage(QWidget):
         self._append_log(f"failed: {failure.message}")
         if failure.details:
             logger.info("job failure details:\n%s", failure.details)
-        if failure.expected:
-            show_error(self, _JobError(failure.message))
-        else:
-            show_error(self, RuntimeError(f"{failure.message}\n\n{failure.details[-3000:]}"))
+        show_error(self, failure)
         self.job_failed.emit(failure)
 
     def _on_cancelled(self) -> None:

@@ -52,6 +52,7 @@ from app.ui.theme import current_theme
 from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
+from app.workers.failure import Failure
 from app.workers.tasks import TaskHandle, start_task
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
@@ -213,11 +214,11 @@ class TokenDialog(QDialog):
             parent=self,
         )
 
-    def _on_save_failed(self, exc: BaseException) -> None:
+    def _on_save_failed(self, failure: Failure) -> None:
         self._task = None
         self.save_button.setEnabled(True)
         self.status_label.setText("The token was not saved.")
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def _forget(self) -> None:
         try:
@@ -483,14 +484,14 @@ class HubTab(QWidget):
             pass_progress=False,
             pass_cancel=False,
             on_finished=self._on_status,
-            on_failed=lambda exc: self._on_status(None, exc),
+            on_failed=lambda failure: self._on_status(None, failure),
             parent=self,
         )
 
-    def _on_status(self, status: Any, exc: BaseException | None = None) -> None:
+    def _on_status(self, status: Any, failure: Failure | None = None) -> None:
         self._status_task = None
-        online = bool(getattr(status, "online", False)) if exc is None else False
-        reason = getattr(status, "reason", None) or (str(exc) if exc else "")
+        online = bool(getattr(status, "online", False)) if failure is None else False
+        reason = getattr(status, "reason", None) or (failure.message if failure else "")
         self.set_offline(not online, reason)
 
     def set_offline(self, offline: bool, reason: str = "") -> None:
@@ -562,19 +563,19 @@ class HubTab(QWidget):
             f"{len(models)} repos found" if models else "No repos matched; try fewer words"
         )
 
-    def _on_search_failed(self, exc: BaseException) -> None:
+    def _on_search_failed(self, failure: Failure) -> None:
         self._search_task = None
         self._busy()
-        self.status_message.emit(str(exc))
-        if isinstance(exc, QuantError | AppError):
+        self.status_message.emit(failure.message)
+        if failure.expected:
             # Shown in the banner when the hub is unreachable, in a box otherwise.
             self.results.setRowCount(0)
             self._results = []
             self.check_status(force=True)
-            if not _mentions_network(exc):
-                errors.show_error(self, exc)
+            if not _mentions_network(failure.message):
+                errors.show_error(self, failure)
             return
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def result_repos(self) -> list[str]:
         return [m.repo_id for m in self._results]
@@ -623,15 +624,15 @@ class HubTab(QWidget):
     def _on_repo_cancelled(self) -> None:
         self._repo_ended()
 
-    def _on_repo_failed(self, exc: BaseException) -> None:
+    def _on_repo_failed(self, failure: Failure) -> None:
         if not self._repo_ended():
             return
-        self.repo_message.setText(str(exc))
+        self.repo_message.setText(failure.message)
         self.repo_message.setVisible(True)
-        if isinstance(exc, QuantError | AppError):
+        if failure.expected:
             self.check_status(force=True)
         else:
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
 
     def _on_repo(self, view: RepoView) -> None:
         if not self._repo_ended():
@@ -792,8 +793,8 @@ class HubTab(QWidget):
         self.status_message.emit(f"Downloaded {entry.name}; it is in the library")
         self.model_downloaded.emit(entry)
 
-    def _on_queue_failed(self, key: str, sentence: str) -> None:
-        self.status_message.emit(sentence)
+    def _on_queue_failed(self, key: str, failure: Failure) -> None:
+        self.status_message.emit(failure.message)
         # A failure may mean the network went away: the banner says so if it did.
         self.check_status(force=True)
 
@@ -816,7 +817,7 @@ class HubTab(QWidget):
                 task.cancel()
 
 
-def _mentions_network(exc: BaseException) -> bool:
+def _mentions_network(message: str) -> bool:
     """A hub error about reaching the hub (the banner explains it, no box needed)."""
-    text = str(exc).lower()
+    text = message.lower()
     return any(w in text for w in ("offline", "network", "reach", "connect", "did not answer"))

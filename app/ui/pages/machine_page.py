@@ -38,6 +38,7 @@ from app.ui.widgets.cards import (
     muted,
 )
 from app.ui.widgets.icons import icon
+from app.workers.failure import Failure
 from app.workers.tasks import TaskHandle, start_task
 from quant.atomic import atomic_write_text
 from quant.hardware.profile import AppleInfo, GpuInfo, HardwareProfile
@@ -232,11 +233,11 @@ class MachinePage(QWidget):
         self.status_message.emit("Machine probed")
         self.profile_changed.emit(profile)
 
-    def _on_probe_failed(self, exc: BaseException) -> None:
+    def _on_probe_failed(self, failure: Failure) -> None:
         self._on_probe_done()
         if self._shown is None:
             self._render_message("The probe failed. Press Refresh to try again.")
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def shutdown(self) -> None:
         if self._task is not None:
@@ -270,8 +271,8 @@ class MachinePage(QWidget):
             parent=self,
         )
 
-    def _report(self, exc: BaseException) -> None:
-        errors.show_error(self, exc)
+    def _report(self, failure: Failure) -> None:
+        errors.show_error(self, failure)
 
     def _ask_load(self) -> None:
         path, _ = QFileDialog.getOpenFileName(

@@ -67,6 +67,7 @@ from app.ui.theme import current_theme
 from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinner, chip, muted
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
+from app.workers.failure import Failure
 from app.workers.tasks import TaskHandle, start_task
 from quant.errors import Cancelled, QuantError
 from quant.facts.model import ModelFacts
@@ -866,8 +867,8 @@ class ModelsPage(QWidget):
     def _describe(self, entries: Sequence[LibraryEntry]) -> None:
         """Fit badges (and facts) for ``entries`` on the current profile, off the GUI thread."""
 
-        def failed(exc: BaseException) -> None:
-            errors.show_error(self, exc)
+        def failed(failure: Failure) -> None:
+            errors.show_error(self, failure)
 
         self._rows_task(
             "_describe_task",
@@ -887,7 +888,7 @@ class ModelsPage(QWidget):
         *,
         apply: Callable[[list[ModelRow]], None],
         stale: Callable[[], None],
-        failed: Callable[[BaseException], None],
+        failed: Callable[[Failure], None],
         **kwargs: Any,
     ) -> None:
         """Run ``fn(entries, profile, index)`` off the GUI thread, held in attribute ``slot``.
@@ -917,9 +918,9 @@ class ModelsPage(QWidget):
                     stale()
             self._busy(False)
 
-        def ended(exc: BaseException | None = None) -> None:
-            if claim() and exc is not None:
-                failed(exc)
+        def ended(failure: Failure | None = None) -> None:
+            if claim() and failure is not None:
+                failed(failure)
             self._busy(False)
 
         self._busy(True)
@@ -974,9 +975,9 @@ class ModelsPage(QWidget):
         self._load_ended()
         self._busy(False)
 
-    def _on_load_failed(self, exc: BaseException) -> None:
+    def _on_load_failed(self, failure: Failure) -> None:
         if self._load_ended():
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
         self._busy(False)
 
     def _on_loaded(self, result: LibraryLoad) -> None:
@@ -1032,9 +1033,9 @@ class ModelsPage(QWidget):
             ):
                 self._set_rows(rows)
 
-        def failed(exc: BaseException) -> None:
+        def failed(failure: Failure) -> None:
             # Duplicates stay listed twice; nothing else is affected.
-            logger.warning("duplicate check failed: %s", exc)
+            logger.warning("duplicate check failed: %s", failure.message)
 
         self._rows_task(
             "_dedupe_task",
@@ -1123,10 +1124,10 @@ class ModelsPage(QWidget):
         self._describe(self.entries())
         self._busy(False)
 
-    def _on_add_failed(self, exc: BaseException) -> None:
+    def _on_add_failed(self, failure: Failure) -> None:
         self._pending_adds -= 1
         self._busy(False)
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     # ------------------------------------------------------------------ actions
     def remove_selected(self) -> None:
