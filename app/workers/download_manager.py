@@ -18,7 +18,7 @@ from app.core.download_queue import DownloadItem, DownloadQueue, DownloadState
 from app.core.errors import AppError
 from app.core.library import ModelSource, read_entry
 from app.workers.failure import Failure
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.errors import HubError, QuantError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class DownloadManager(QObject):
     def __init__(self, queue: DownloadQueue | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.queue = queue if queue is not None else DownloadQueue()
-        self._task: TaskHandle | None = None
+        self._task: TaskHandle[DownloadItem | None] | None = None
         self._running: str | None = None
         self._stopping = False
 
@@ -90,12 +90,13 @@ class DownloadManager(QObject):
             return
         self._running = item.id
         self._task = start_task(
-            self.queue.run_next,
-            on_progress=self._on_progress,
+            Call(self.queue.run_next),
+            parent=self,
             on_finished=self._on_finished,
             on_failed=self._on_failed,
             on_cancelled=self._on_cancelled,
-            parent=self,
+            on_progress=self._on_progress,
+            cancellable=True,
         )
         self.changed.emit()
 

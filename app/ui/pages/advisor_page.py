@@ -51,7 +51,7 @@ from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
 from app.workers.failure import Failure
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
@@ -275,12 +275,12 @@ class AdvisorPage(QWidget):
         self.library = library
         self._inspect: InspectFn = inspect_fn or default_inspect
         self._machine: HardwareProfile | None = None
-        self._task: TaskHandle | None = None
+        self._task: TaskHandle[Advice] | None = None
         self._rerun = False
         self._advice: Advice | None = None
         self._options: list[Option] = []
         self._entries: list[LibraryEntry] = []
-        self._download: TaskHandle | _QueuedDownload | None = None
+        self._download: TaskHandle[LibraryEntry] | _QueuedDownload | None = None
         self._downloads = downloads
         self._download_target: HubTarget | None = None
         self._downloaded: dict[tuple[str, str], Path] = {}
@@ -504,7 +504,7 @@ class AdvisorPage(QWidget):
         panel.body.addLayout(row)
         panel.setVisible(False)
         self.download_panel = panel
-        self._serving_task: TaskHandle | None = None
+        self._serving_task: TaskHandle[list[Any]] | None = None
         self._serving_key: str | None = None
         return panel
 
@@ -645,18 +645,21 @@ class AdvisorPage(QWidget):
         self.run_button.setEnabled(False)
         self.status_message.emit("Planning…")
         self._task = start_task(
-            advise,
-            source,
-            profile=self._machine,
-            profile_path=self._chosen_profile_path(),
-            task=task,
-            ctx=ctx or None,
-            kv_type=kv,
-            inspect=self._inspect,
+            Call(
+                advise,
+                source,
+                profile=self._machine,
+                profile_path=self._chosen_profile_path(),
+                task=task,
+                ctx=ctx or None,
+                kv_type=kv,
+                inspect=self._inspect,
+            ),
+            parent=self,
             on_finished=self._on_advice,
             on_failed=self._on_failed,
             on_cancelled=self._on_done,
-            parent=self,
+            cancellable=True,
         )
 
     def _on_done(self) -> None:
@@ -855,16 +858,12 @@ class AdvisorPage(QWidget):
         self.serving_label.setText(f"Looking for {fmt.value} versions of {base} on the hub…")
         self.serving_label.setVisible(True)
         self._serving_task = start_task(
-            find_serving_repos,
-            base,
-            fmt,
-            limit=8,
-            ctx=o.ctx,
-            pass_progress=False,
+            Call(find_serving_repos, base, fmt, limit=8, ctx=o.ctx),
+            parent=self,
             on_finished=self._on_serving_repos,
             on_failed=self._on_serving_failed,
             on_cancelled=self._on_serving_failed,
-            parent=self,
+            cancellable=True,
         )
 
     def _on_serving_repos(self, repos: list[Any]) -> None:
@@ -999,14 +998,13 @@ class AdvisorPage(QWidget):
             self._update_download_button()
             return
         self._download = start_task(
-            download_gguf,
-            target.repo_id,
-            target.filename,
-            on_progress=self._on_download_progress,
+            Call(download_gguf, target.repo_id, target.filename),
+            parent=self,
             on_finished=self._on_downloaded,
             on_failed=self._on_download_failed,
             on_cancelled=self._on_download_cancelled,
-            parent=self,
+            on_progress=self._on_download_progress,
+            cancellable=True,
         )
         self._update_download_button()
 

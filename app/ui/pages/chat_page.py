@@ -58,7 +58,7 @@ from app.ui.widgets.chat_settings import ChatSettingsDrawer
 from app.ui.widgets.chat_transcript import MessageBubble, Transcript
 from app.workers.chat_worker import ChatController, GenerateRequest, GenerationResult
 from app.workers.failure import Failure
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.progress import Progress
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ChatPage(QWidget):
         self._stream_conversation: int | None = None
         self._pending: list[str] = []
         self._generated_live = 0
-        self._models_task: TaskHandle | None = None
+        self._models_task: TaskHandle[list[tuple[str, Path]]] | None = None
         self._down = False
 
         self._flush_timer = QTimer(self)
@@ -286,13 +286,10 @@ class ChatPage(QWidget):
         if self._models_task is not None:
             return
         self._models_task = start_task(
-            _list_models,
-            self.library,
+            Call(_list_models, self.library),
+            parent=self,
             on_finished=self._on_models,
             on_failed=self._on_models_failed,
-            pass_progress=False,
-            pass_cancel=False,
-            parent=self,
         )
 
     def _on_models(self, models: list[tuple[str, Path]]) -> None:

@@ -50,7 +50,7 @@ from app.ui.errors import show_error
 from app.ui.widgets.cards import Card, muted
 from app.workers.failure import Failure
 from app.workers.process_job import ProcessJob
-from app.workers.tasks import start_task
+from app.workers.tasks import Call, start_task
 from quant.errors import QuantError
 from quant.progress import Progress
 from quant.units import human_bytes
@@ -501,13 +501,10 @@ class ConvertPage(QWidget):
         self._source_seq += 1
         seq = self._source_seq
         start_task(
-            describe_source,
-            text,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(describe_source, text),
+            parent=self,
             on_finished=lambda r: self._on_source_described(seq, r),
             on_failed=lambda f: self._on_source_described(seq, (f.message, None)),
-            parent=self,
         )
 
     def _on_source_described(self, seq: int, result: tuple[str, Any]) -> None:

@@ -53,7 +53,7 @@ from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
 from app.workers.failure import Failure
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit
@@ -183,13 +183,11 @@ class TokenDialog(QDialog):
         buttons.rejected.connect(self.reject)
         self.forget_button.clicked.connect(self._forget)
         lay.addWidget(buttons)
-        self._task: TaskHandle | None = start_task(
-            hub.token_status,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=self._on_status,
-            on_failed=lambda _exc: self._on_status(None),
+        self._task: TaskHandle[Any] | None = start_task(
+            Call(hub.token_status),
             parent=self,
+            on_finished=self._on_status,
+            on_failed=lambda _failure: self._on_status(None),
         )
 
     def _on_status(self, status: str | None) -> None:
@@ -205,13 +203,10 @@ class TokenDialog(QDialog):
         self.save_button.setEnabled(False)
         self.status_label.setText("Checking the token with the hub…")
         self._task = start_task(
-            hub.save_token,
-            token,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(hub.save_token, token),
+            parent=self,
             on_finished=lambda _who: self.accept(),
             on_failed=self._on_save_failed,
-            parent=self,
         )
 
     def _on_save_failed(self, failure: Failure) -> None:
@@ -329,9 +324,9 @@ class HubTab(QWidget):
         self.library = library
         self.manager = manager
         self._profile: HardwareProfile | None = None
-        self._search_task: TaskHandle | None = None
-        self._repo_task: TaskHandle | None = None
-        self._status_task: TaskHandle | None = None
+        self._search_task: TaskHandle[list[Any]] | None = None
+        self._repo_task: TaskHandle[RepoView] | None = None
+        self._status_task: TaskHandle[Any] | None = None
         self._view: RepoView | None = None
         self._results: list[Any] = []
         self._rows: dict[str, DownloadRow] = {}
@@ -480,12 +475,10 @@ class HubTab(QWidget):
         if self._status_task is not None or (self.offline is not None and not force):
             return
         self._status_task = start_task(
-            hub.hub_status,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(hub.hub_status),
+            parent=self,
             on_finished=self._on_status,
             on_failed=lambda failure: self._on_status(None, failure),
-            parent=self,
         )
 
     def _on_status(self, status: Any, failure: Failure | None = None) -> None:
@@ -525,14 +518,16 @@ class HubTab(QWidget):
             f"Searching the hub for “{text}”…" if text else "Listing popular models…"
         )
         self._search_task = start_task(
-            hub.search_models,
-            text,
-            gguf_only=self.gguf_only.isChecked(),
-            sort=str(self.sort_combo.currentData()),
-            pass_progress=False,
+            Call(
+                hub.search_models,
+                text,
+                gguf_only=self.gguf_only.isChecked(),
+                sort=str(self.sort_combo.currentData()),
+            ),
+            parent=self,
             on_finished=self._on_results,
             on_failed=self._on_search_failed,
-            parent=self,
+            cancellable=True,
         )
         self._busy()
 
@@ -602,14 +597,12 @@ class HubTab(QWidget):
         self._view = None
         self._update_download_button()
         self._repo_task = start_task(
-            load_repo,
-            repo_id,
-            self._profile,
-            pass_progress=False,
+            Call(load_repo, repo_id, self._profile),
+            parent=self,
             on_finished=self._on_repo,
             on_failed=self._on_repo_failed,
             on_cancelled=self._on_repo_cancelled,
-            parent=self,
+            cancellable=True,
         )
         self._busy()
 

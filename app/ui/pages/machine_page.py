@@ -39,7 +39,7 @@ from app.ui.widgets.cards import (
 )
 from app.ui.widgets.icons import icon
 from app.workers.failure import Failure
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.atomic import atomic_write_text
 from quant.hardware.profile import AppleInfo, GpuInfo, HardwareProfile
 from quant.progress import CancelToken, Progress
@@ -124,7 +124,7 @@ class MachinePage(QWidget):
         self.setObjectName("machinePage")
         self.settings = settings
         self._probe_fn: ProbeFn = probe_fn or default_probe
-        self._task: TaskHandle | None = None
+        self._task: TaskHandle[HardwareProfile] | None = None
         self._probed: HardwareProfile | None = None
         self._shown: HardwareProfile | None = None
         self._loaded_from: Path | None = None
@@ -207,13 +207,13 @@ class MachinePage(QWidget):
         self.refresh_button.setEnabled(False)
         self.status_message.emit("Probing this machine…")
         self._task = start_task(
-            self._probe_fn,
-            use_cache=not refresh,
+            Call(self._probe_fn, use_cache=not refresh),
+            parent=self,
             on_finished=self._on_probed,
             on_failed=self._on_probe_failed,
             on_cancelled=self._on_probe_done,
             on_progress=self._on_progress,
-            parent=self,
+            cancellable=True,
         )
 
     def _on_progress(self, p: Progress) -> None:
@@ -254,21 +254,17 @@ class MachinePage(QWidget):
         if path:
             self.save_profile(Path(path))
 
-    def save_profile(self, path: Path) -> TaskHandle | None:
+    def save_profile(self, path: Path) -> TaskHandle[Path] | None:
         """Write the shown profile to ``path`` (atomically, off the GUI thread)."""
         if self._shown is None:
             return None
         if path.suffix.lower() != ".json":
             path = path.with_name(path.name + ".json")
         return start_task(
-            _save_profile,
-            self._shown,
-            path,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(_save_profile, self._shown, path),
+            parent=self,
             on_finished=self._on_saved,
             on_failed=self._report,
-            parent=self,
         )
 
     def _report(self, failure: Failure) -> None:
@@ -284,16 +280,13 @@ class MachinePage(QWidget):
         if path:
             self.load_profile(Path(path))
 
-    def load_profile(self, path: Path) -> TaskHandle:
+    def load_profile(self, path: Path) -> TaskHandle[tuple[Path, HardwareProfile]]:
         """Show the profile saved in ``path`` (read off the GUI thread)."""
         return start_task(
-            _load_profile,
-            path,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(_load_profile, path),
+            parent=self,
             on_finished=self._on_loaded,
             on_failed=self._report,
-            parent=self,
         )
 
     def _on_saved(self, path: Path) -> None:

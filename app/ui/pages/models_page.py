@@ -68,7 +68,7 @@ from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinne
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
 from app.workers.failure import Failure
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.errors import Cancelled, QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
@@ -584,9 +584,9 @@ class ModelsPage(QWidget):
         self._profile: HardwareProfile | None = None
         # One index for the page's life: headers and fit badges are remembered between scans.
         self.index = LibraryIndex()
-        self._load_task: TaskHandle | None = None
-        self._describe_task: TaskHandle | None = None
-        self._dedupe_task: TaskHandle | None = None
+        self._load_task: TaskHandle[LibraryLoad] | None = None
+        self._describe_task: TaskHandle[list[ModelRow]] | None = None
+        self._dedupe_task: TaskHandle[list[ModelRow]] | None = None
         # Bumped whenever the listing changes (listed again, a file added or removed):
         # fit badges or a duplicate check computed for an older listing are dropped.
         self._generation = 0
@@ -889,7 +889,7 @@ class ModelsPage(QWidget):
         apply: Callable[[list[ModelRow]], None],
         stale: Callable[[], None],
         failed: Callable[[Failure], None],
-        **kwargs: Any,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         """Run ``fn(entries, profile, index)`` off the GUI thread, held in attribute ``slot``.
 
@@ -898,11 +898,11 @@ class ModelsPage(QWidget):
         changed meanwhile (listed again, a file added or removed), ``stale`` runs
         instead, so rows computed for an older listing never replace a newer one.
         """
-        old: TaskHandle | None = getattr(self, slot)
+        old: TaskHandle[list[ModelRow]] | None = getattr(self, slot)
         if old is not None:
             old.cancel()
         generation = self._generation
-        mine: list[TaskHandle] = []
+        mine: list[TaskHandle[list[ModelRow]]] = []
 
         def claim() -> bool:
             if mine and getattr(self, slot) is mine[0]:
@@ -925,15 +925,13 @@ class ModelsPage(QWidget):
 
         self._busy(True)
         task = start_task(
-            fn,
-            list(entries),
-            self._profile,
-            self.index,
+            Call(fn, list(entries), self._profile, self.index),
+            parent=self,
             on_finished=finished,
             on_failed=ended,
             on_cancelled=ended,
-            parent=self,
-            **kwargs,
+            on_progress=on_progress,
+            cancellable=True,
         )
         mine.append(task)
         setattr(self, slot, task)
@@ -948,15 +946,13 @@ class ModelsPage(QWidget):
         self._busy(True)
         self._load_profile = self._profile
         self._load_task = start_task(
-            load_library,
-            self.library,
-            self._profile,
-            self.index,
+            Call(load_library, self.library, self._profile, self.index),
+            parent=self,
             on_finished=self._on_loaded,
             on_failed=self._on_load_failed,
             on_cancelled=self._on_load_cancelled,
             on_progress=self._on_progress,
-            parent=self,
+            cancellable=True,
         )
 
     def _on_progress(self, p: Progress) -> None:
@@ -1096,14 +1092,10 @@ class ModelsPage(QWidget):
             self._pending_adds += 1
             self._busy(True)
             start_task(
-                check_and_inspect,
-                Path(path),
-                self._inspect,
-                pass_progress=False,
-                pass_cancel=False,
+                Call(check_and_inspect, Path(path), self._inspect),
+                parent=self,
                 on_finished=self._on_added,
                 on_failed=self._on_add_failed,
-                parent=self,
             )
 
     def _on_added(self, result: tuple[LibraryEntry, ModelFacts]) -> None:
@@ -1246,15 +1238,10 @@ class ModelsPage(QWidget):
         if key in self._single_inspects:
             return
         self._single_inspects.add(key)
-        # Callbacks must be bound methods of this page so they run on the GUI thread.
         start_task(
-            inspect_keyed,
-            path,
-            self._inspect,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=self._on_single_inspected,
+            Call(inspect_keyed, path, self._inspect),
             parent=self,
+            on_finished=self._on_single_inspected,
         )
 
     def _on_single_inspected(self, result: tuple[str, ModelFacts | BaseException]) -> None:
