@@ -234,6 +234,88 @@ def start_task(
     return handle
 
 
+class LatestTask(Generic[R]):
+    """Requests of one kind where only the newest answer counts.
+
+    A search box, a form that plans again on every change, a listing redone when
+    the disk changes: :meth:`start` cancels the request before it, and that
+    request's late outcome (result, failure or cancellation) is dropped. The
+    callbacks, given once here, only ever see the newest request, on the GUI
+    thread. ``on_failed`` defaults to showing the failure over ``parent``.
+    """
+
+    def __init__(
+        self,
+        parent: QObject,
+        *,
+        on_finished: Callable[[R], object],
+        on_failed: Callable[[Failure], object] | None = None,
+        on_cancelled: Callable[[], object] | None = None,
+        on_progress: Callable[[Any], object] | None = None,
+        cancellable: bool = False,
+    ) -> None:
+        self._parent = parent
+        self._on_finished = on_finished
+        self._on_failed = on_failed
+        self._on_cancelled = on_cancelled
+        self._on_progress = on_progress
+        self._cancellable = cancellable
+        self._handle: TaskHandle[R] | None = None
+        self._serial = 0  # which request is the newest
+
+    def start(self, call: Call[R]) -> TaskHandle[R]:
+        """Run ``call``; the request before it is cancelled and its outcome dropped."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._serial += 1
+        serial = self._serial
+
+        def newest() -> bool:
+            if serial != self._serial or self._handle is None:
+                return False
+            self._handle = None
+            return True
+
+        def finished(result: R) -> None:
+            if newest():
+                self._on_finished(result)
+
+        def failed(failure: Failure) -> None:
+            if newest():
+                if self._on_failed is not None:
+                    self._on_failed(failure)
+                else:
+                    report_failure(self._parent, failure)
+
+        def cancelled() -> None:
+            if newest() and self._on_cancelled is not None:
+                self._on_cancelled()
+
+        def progress(report: object) -> None:
+            if serial == self._serial and self._on_progress is not None:
+                self._on_progress(report)
+
+        self._handle = start_task(
+            call,
+            parent=self._parent,
+            on_finished=finished,
+            on_failed=failed,
+            on_cancelled=cancelled,
+            on_progress=progress if self._on_progress is not None else None,
+            cancellable=self._cancellable,
+        )
+        return self._handle
+
+    def cancel(self) -> None:
+        """Cancel the newest request; it ends through ``on_cancelled`` (its result is dropped)."""
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def is_running(self) -> bool:
+        """True from :meth:`start` until the newest request's outcome is delivered."""
+        return self._handle is not None
+
+
 def running_count() -> int:
     """How many tasks have not finished running (queued ones included)."""
     return len(_state.live)
@@ -258,6 +340,7 @@ def wait_all(ms: int = 10_000) -> bool:
 
 __all__ = [
     "Call",
+    "LatestTask",
     "TaskHandle",
     "cancel_all",
     "report_failure",

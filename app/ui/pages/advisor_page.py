@@ -51,7 +51,7 @@ from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
 from app.workers.failure import Failure
-from app.workers.tasks import Call, TaskHandle, start_task
+from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
@@ -275,8 +275,14 @@ class AdvisorPage(QWidget):
         self.library = library
         self._inspect: InspectFn = inspect_fn or default_inspect
         self._machine: HardwareProfile | None = None
-        self._task: TaskHandle[Advice] | None = None
-        self._rerun = False
+        # A changed setting asks again: the answer to an older question is dropped.
+        self._planning: LatestTask[Advice] = LatestTask(
+            self,
+            on_finished=self._on_advice,
+            on_failed=self._on_failed,
+            on_cancelled=self._on_done,
+            cancellable=True,
+        )
         self._advice: Advice | None = None
         self._options: list[Option] = []
         self._entries: list[LibraryEntry] = []
@@ -624,7 +630,7 @@ class AdvisorPage(QWidget):
 
     # ------------------------------------------------------------------ running
     def is_busy(self) -> bool:
-        return self._task is not None
+        return self._planning.is_running()
 
     def run(self) -> None:
         """Ask the advisor again with the current choices (off the GUI thread)."""
@@ -633,10 +639,6 @@ class AdvisorPage(QWidget):
         if not source:
             self.summary_label.setText("Pick a model to see how it would run.")
             return
-        if self._task is not None:
-            self._rerun = True
-            self._task.cancel()
-            return
         # Qt hands enum data back as plain strings.
         task = Task(self.task_combo.currentData())
         ctx = int(self.ctx_combo.currentData() or 0)
@@ -644,7 +646,7 @@ class AdvisorPage(QWidget):
         self.spinner.start()
         self.run_button.setEnabled(False)
         self.status_message.emit("Planning…")
-        self._task = start_task(
+        self._planning.start(
             Call(
                 advise,
                 source,
@@ -654,34 +656,20 @@ class AdvisorPage(QWidget):
                 ctx=ctx or None,
                 kv_type=kv,
                 inspect=self._inspect,
-            ),
-            parent=self,
-            on_finished=self._on_advice,
-            on_failed=self._on_failed,
-            on_cancelled=self._on_done,
-            cancellable=True,
+            )
         )
 
     def _on_done(self) -> None:
-        self._task = None
         self.spinner.stop()
         self.run_button.setEnabled(True)
-        if self._rerun:
-            self._rerun = False
-            self.run()
 
     def _on_failed(self, failure: Failure) -> None:
-        rerun = self._rerun
         self._on_done()
-        if not rerun:
-            self.summary_label.setText(f"No plan: {failure.message}")
-            errors.show_error(self, failure)
+        self.summary_label.setText(f"No plan: {failure.message}")
+        errors.show_error(self, failure)
 
     def _on_advice(self, advice: Advice) -> None:
-        stale = self._rerun
         self._on_done()
-        if stale:
-            return
         self.show_advice(advice)
 
     # ------------------------------------------------------------------ showing
@@ -1126,9 +1114,7 @@ class AdvisorPage(QWidget):
 
     def shutdown(self) -> None:
         self._debounce.stop()
-        if self._task is not None:
-            self._rerun = False
-            self._task.cancel()
+        self._planning.cancel()
         if self._download is not None:
             self._download.cancel()
         if self._serving_task is not None:
@@ -1136,5 +1122,5 @@ class AdvisorPage(QWidget):
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
-        if self._advice is None and self._task is None and self.current_source():
+        if self._advice is None and not self._planning.is_running() and self.current_source():
             self._debounce.start()

@@ -58,7 +58,7 @@ from app.ui.widgets.chat_settings import ChatSettingsDrawer
 from app.ui.widgets.chat_transcript import MessageBubble, Transcript
 from app.workers.chat_worker import ChatController, GenerateRequest, GenerationResult
 from app.workers.failure import Failure
-from app.workers.tasks import Call, TaskHandle, start_task
+from app.workers.tasks import Call, LatestTask
 from quant.progress import Progress
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ SEARCH_DELAY_MS = 150
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _list_models(library: Any, **_: Any) -> list[tuple[str, Path]]:
+def _list_models(library: Any) -> list[tuple[str, Path]]:
     """(label, path) of every library entry; runs off the GUI thread."""
     if library is None:
         from app.core.library import ModelLibrary
@@ -110,7 +110,10 @@ class ChatPage(QWidget):
         self._stream_conversation: int | None = None
         self._pending: list[str] = []
         self._generated_live = 0
-        self._models_task: TaskHandle[list[tuple[str, Path]]] | None = None
+        # Listed again when the library changes; a listing under way starts over.
+        self._listing: LatestTask[list[tuple[str, Path]]] = LatestTask(
+            self, on_finished=self._on_models, on_failed=self._on_models_failed
+        )
         self._down = False
 
         self._flush_timer = QTimer(self)
@@ -283,17 +286,9 @@ class ChatPage(QWidget):
     # ------------------------------------------------------------------ models
     def reload_models(self) -> None:
         """List the library's models (off the GUI thread)."""
-        if self._models_task is not None:
-            return
-        self._models_task = start_task(
-            Call(_list_models, self.library),
-            parent=self,
-            on_finished=self._on_models,
-            on_failed=self._on_models_failed,
-        )
+        self._listing.start(Call(_list_models, self.library))
 
     def _on_models(self, models: list[tuple[str, Path]]) -> None:
-        self._models_task = None
         current = self.current_model_path()
         self.model_combo.blockSignals(True)
         known = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
@@ -311,7 +306,6 @@ class ChatPage(QWidget):
         self._update_controls()
 
     def _on_models_failed(self, failure: Failure) -> None:
-        self._models_task = None
         logger.warning("model list unavailable: %s", failure.message)
         self.model_combo.setPlaceholderText("Use Open file… to pick a model")
 

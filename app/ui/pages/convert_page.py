@@ -50,7 +50,7 @@ from app.ui.errors import show_error
 from app.ui.widgets.cards import Card, muted
 from app.workers.failure import Failure
 from app.workers.process_job import ProcessJob
-from app.workers.tasks import Call, start_task
+from app.workers.tasks import Call, LatestTask
 from quant.errors import QuantError
 from quant.progress import Progress
 from quant.units import human_bytes
@@ -184,7 +184,12 @@ class ConvertPage(QWidget):
         self._params: int | None = None
         self._facts: Any = None
         self._plot: Any = None
-        self._source_seq = 0
+        # The user may type on: only the description of the latest source is shown.
+        self._describing: LatestTask[tuple[str, Any]] = LatestTask(
+            self,
+            on_finished=self._on_source_described,
+            on_failed=lambda failure: self._on_source_described((failure.message, None)),
+        )
         self._build()
         self._restore()
 
@@ -495,21 +500,13 @@ class ConvertPage(QWidget):
         self._facts = None
         self._describe_types()
         if not text:
+            self._describing.cancel()
             self.source_note.setText("")
             return
         self.source_note.setText("reading…")
-        self._source_seq += 1
-        seq = self._source_seq
-        start_task(
-            Call(describe_source, text),
-            parent=self,
-            on_finished=lambda r: self._on_source_described(seq, r),
-            on_failed=lambda f: self._on_source_described(seq, (f.message, None)),
-        )
+        self._describing.start(Call(describe_source, text))
 
-    def _on_source_described(self, seq: int, result: tuple[str, Any]) -> None:
-        if seq != self._source_seq:  # the user has typed something else since
-            return
+    def _on_source_described(self, result: tuple[str, Any]) -> None:
         note, facts = result
         self.source_note.setText(note)
         self._facts = facts

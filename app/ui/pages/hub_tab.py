@@ -53,7 +53,7 @@ from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
 from app.workers.failure import Failure
-from app.workers.tasks import Call, TaskHandle, start_task
+from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit
@@ -324,13 +324,25 @@ class HubTab(QWidget):
         self.library = library
         self.manager = manager
         self._profile: HardwareProfile | None = None
-        self._search_task: TaskHandle[list[Any]] | None = None
-        self._repo_task: TaskHandle[RepoView] | None = None
+        # A new search, or another repo picked, drops the answer still on its way.
+        self._searching: LatestTask[list[Any]] = LatestTask(
+            self,
+            on_finished=self._on_results,
+            on_failed=self._on_search_failed,
+            on_cancelled=self._busy,
+            cancellable=True,
+        )
+        self._opening: LatestTask[RepoView] = LatestTask(
+            self,
+            on_finished=self._on_repo,
+            on_failed=self._on_repo_failed,
+            on_cancelled=self._busy,
+            cancellable=True,
+        )
         self._status_task: TaskHandle[Any] | None = None
         self._view: RepoView | None = None
         self._results: list[Any] = []
         self._rows: dict[str, DownloadRow] = {}
-        self._pending_repo: str | None = None
         self.offline: bool | None = None
 
         outer = QVBoxLayout(self)
@@ -467,7 +479,7 @@ class HubTab(QWidget):
     def set_profile(self, profile: HardwareProfile) -> None:
         """Fit badges are for this machine; a changed profile re-ranks the open repo."""
         self._profile = profile
-        if self._view is not None and self._repo_task is None:
+        if self._view is not None and not self._opening.is_running():
             self.open_repo(self._view.repo.repo_id)
 
     def check_status(self, *, force: bool = False) -> None:
@@ -501,7 +513,7 @@ class HubTab(QWidget):
         self._update_download_button()
 
     def _busy(self) -> None:
-        busy = self._search_task is not None or self._repo_task is not None
+        busy = self._searching.is_running() or self._opening.is_running()
         (self.spinner.start if busy else self.spinner.stop)()
 
     # ------------------------------------------------------------------ search
@@ -511,28 +523,20 @@ class HubTab(QWidget):
 
     def search(self) -> None:
         text = self.search_edit.text().strip()
-        if self._search_task is not None:
-            self._search_task.cancel()
-            self._search_task = None
         self.status_message.emit(
             f"Searching the hub for “{text}”…" if text else "Listing popular models…"
         )
-        self._search_task = start_task(
+        self._searching.start(
             Call(
                 hub.search_models,
                 text,
                 gguf_only=self.gguf_only.isChecked(),
                 sort=str(self.sort_combo.currentData()),
-            ),
-            parent=self,
-            on_finished=self._on_results,
-            on_failed=self._on_search_failed,
-            cancellable=True,
+            )
         )
         self._busy()
 
     def _on_results(self, models: list[Any]) -> None:
-        self._search_task = None
         self._busy()
         if self.offline:
             self.set_offline(False)
@@ -559,7 +563,6 @@ class HubTab(QWidget):
         )
 
     def _on_search_failed(self, failure: Failure) -> None:
-        self._search_task = None
         self._busy()
         self.status_message.emit(failure.message)
         if failure.expected:
@@ -583,11 +586,6 @@ class HubTab(QWidget):
             self.open_repo(str(cell.data(ROLE)))
 
     def open_repo(self, repo_id: str) -> None:
-        if self._repo_task is not None:
-            self._pending_repo = repo_id
-            self._repo_task.cancel()
-            return
-        self._pending_repo = None
         self.repo_title.setText(repo_id)
         self.repo_chips.set_chips([])
         self.repo_message.setText("Reading the file list and one GGUF header from the hub…")
@@ -596,30 +594,11 @@ class HubTab(QWidget):
         self.reasons.setText("")
         self._view = None
         self._update_download_button()
-        self._repo_task = start_task(
-            Call(load_repo, repo_id, self._profile),
-            parent=self,
-            on_finished=self._on_repo,
-            on_failed=self._on_repo_failed,
-            on_cancelled=self._on_repo_cancelled,
-            cancellable=True,
-        )
+        self._opening.start(Call(load_repo, repo_id, self._profile))
         self._busy()
-
-    def _repo_ended(self) -> bool:
-        self._repo_task = None
-        self._busy()
-        if self._pending_repo is not None:
-            self.open_repo(self._pending_repo)
-            return False
-        return True
-
-    def _on_repo_cancelled(self) -> None:
-        self._repo_ended()
 
     def _on_repo_failed(self, failure: Failure) -> None:
-        if not self._repo_ended():
-            return
+        self._busy()
         self.repo_message.setText(failure.message)
         self.repo_message.setVisible(True)
         if failure.expected:
@@ -628,8 +607,7 @@ class HubTab(QWidget):
             errors.show_error(self, failure)
 
     def _on_repo(self, view: RepoView) -> None:
-        if not self._repo_ended():
-            return
+        self._busy()
         self._view = view
         repo = view.repo
         chips = []
@@ -801,13 +779,12 @@ class HubTab(QWidget):
         super().showEvent(event)
         if self.offline is None:
             QTimer.singleShot(0, self.check_status)
-            if not self._results and self._search_task is None:
+            if not self._results and not self._searching.is_running():
                 QTimer.singleShot(0, self.search)
 
     def shutdown(self) -> None:
-        for task in (self._search_task, self._repo_task):
-            if task is not None:
-                task.cancel()
+        for task in (self._searching, self._opening):
+            task.cancel()
 
 
 def _mentions_network(message: str) -> bool:

@@ -68,7 +68,7 @@ from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinne
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
 from app.workers.failure import Failure
-from app.workers.tasks import Call, TaskHandle, start_task
+from app.workers.tasks import Call, LatestTask, start_task
 from quant.errors import Cancelled, QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
@@ -584,17 +584,35 @@ class ModelsPage(QWidget):
         self._profile: HardwareProfile | None = None
         # One index for the page's life: headers and fit badges are remembered between scans.
         self.index = LibraryIndex()
-        self._load_task: TaskHandle[LibraryLoad] | None = None
-        self._describe_task: TaskHandle[list[ModelRow]] | None = None
-        self._dedupe_task: TaskHandle[list[ModelRow]] | None = None
-        # Bumped whenever the listing changes (listed again, a file added or removed):
-        # fit badges or a duplicate check computed for an older listing are dropped.
-        self._generation = 0
+        # Listing, fit badges and the duplicate check: each answers for the newest
+        # listing only (see _listing_changed).
+        self._loading: LatestTask[LibraryLoad] = LatestTask(
+            self,
+            on_finished=self._on_loaded,
+            on_failed=self._on_load_failed,
+            on_cancelled=lambda: self._busy(False),
+            on_progress=self._on_progress,
+            cancellable=True,
+        )
+        self._describing: LatestTask[list[ModelRow]] = LatestTask(
+            self,
+            on_finished=self._on_described,
+            on_failed=self._on_describe_failed,
+            on_cancelled=lambda: self._busy(False),
+            cancellable=True,
+        )
+        self._deduplicating: LatestTask[list[ModelRow]] = LatestTask(
+            self,
+            on_finished=self._on_merged,
+            on_failed=self._on_merge_failed,
+            on_cancelled=lambda: self._busy(False),
+            on_progress=self._on_progress,
+            cancellable=True,
+        )
         # The profile the running listing was started with.
         self._load_profile: HardwareProfile | None = None
         self._pending_adds = 0
         self._single_inspects: set[str] = set()
-        self._reload_again = False
         self.hub_tab: Any = None
 
         outer = QVBoxLayout(self)
@@ -847,9 +865,9 @@ class ModelsPage(QWidget):
 
     def is_busy(self) -> bool:
         return (
-            self._load_task is not None
-            or self._describe_task is not None
-            or self._dedupe_task is not None
+            self._loading.is_running()
+            or self._describing.is_running()
+            or self._deduplicating.is_running()
             or self._pending_adds > 0
             or bool(self._single_inspects)
         )
@@ -861,124 +879,51 @@ class ModelsPage(QWidget):
         if self.hub_tab is not None:
             self.hub_tab.set_profile(profile)
         # A running listing uses the profile it started with; _on_loaded describes again.
-        if self._load_task is None and self.model.rowCount():
+        if not self._loading.is_running() and self.model.rowCount():
             self._describe(self.entries())
 
     def _describe(self, entries: Sequence[LibraryEntry]) -> None:
         """Fit badges (and facts) for ``entries`` on the current profile, off the GUI thread."""
-
-        def failed(failure: Failure) -> None:
-            errors.show_error(self, failure)
-
-        self._rows_task(
-            "_describe_task",
-            describe_entries,
-            entries,
-            apply=self._set_rows,
-            # The listing changed meanwhile: badges for the new one.
-            stale=lambda: self._describe(self.entries()),
-            failed=failed,
-        )
-
-    def _rows_task(
-        self,
-        slot: str,
-        fn: Callable[..., list[ModelRow]],
-        entries: Sequence[LibraryEntry],
-        *,
-        apply: Callable[[list[ModelRow]], None],
-        stale: Callable[[], None],
-        failed: Callable[[Failure], None],
-        on_progress: Callable[[Progress], None] | None = None,
-    ) -> None:
-        """Run ``fn(entries, profile, index)`` off the GUI thread, held in attribute ``slot``.
-
-        A newer task in the same slot replaces this one (its result is dropped). A
-        result for the listing it started from goes to ``apply``; when the listing
-        changed meanwhile (listed again, a file added or removed), ``stale`` runs
-        instead, so rows computed for an older listing never replace a newer one.
-        """
-        old: TaskHandle[list[ModelRow]] | None = getattr(self, slot)
-        if old is not None:
-            old.cancel()
-        generation = self._generation
-        mine: list[TaskHandle[list[ModelRow]]] = []
-
-        def claim() -> bool:
-            if mine and getattr(self, slot) is mine[0]:
-                setattr(self, slot, None)
-                return True
-            return False
-
-        def finished(rows: list[ModelRow]) -> None:
-            if claim():
-                if generation == self._generation:
-                    apply(rows)
-                else:
-                    stale()
-            self._busy(False)
-
-        def ended(failure: Failure | None = None) -> None:
-            if claim() and failure is not None:
-                failed(failure)
-            self._busy(False)
-
         self._busy(True)
-        task = start_task(
-            Call(fn, list(entries), self._profile, self.index),
-            parent=self,
-            on_finished=finished,
-            on_failed=ended,
-            on_cancelled=ended,
-            on_progress=on_progress,
-            cancellable=True,
-        )
-        mine.append(task)
-        setattr(self, slot, task)
+        self._describing.start(Call(describe_entries, list(entries), self._profile, self.index))
+
+    def _listing_changed(self, *, describe: bool = False) -> None:
+        """The listing changed (listed again, a file added or removed).
+
+        Badges or a duplicate check still computing for the old listing would undo
+        this one when they arrive: they are asked again for this listing, and the
+        old answers are dropped.
+        """
+        if describe or self._describing.is_running():
+            self._describe(self.entries())
+        if self._deduplicating.is_running():
+            self._find_duplicates()
+
+    def _on_described(self, rows: list[ModelRow]) -> None:
+        self._busy(False)
+        self._set_rows(rows)
+
+    def _on_describe_failed(self, failure: Failure) -> None:
+        self._busy(False)
+        errors.show_error(self, failure)
 
     # ------------------------------------------------------------------ loading
     def reload(self) -> None:
-        """List the library again (off the GUI thread)."""
+        """List the library again (off the GUI thread); a listing under way starts over."""
         self._watch_timer.stop()
-        if self._load_task is not None:
-            self._reload_again = True
-            return
         self._busy(True)
         self._load_profile = self._profile
-        self._load_task = start_task(
-            Call(load_library, self.library, self._profile, self.index),
-            parent=self,
-            on_finished=self._on_loaded,
-            on_failed=self._on_load_failed,
-            on_cancelled=self._on_load_cancelled,
-            on_progress=self._on_progress,
-            cancellable=True,
-        )
+        self._loading.start(Call(load_library, self.library, self._profile, self.index))
 
     def _on_progress(self, p: Progress) -> None:
         if p.message:
             self.status_message.emit(p.message)
 
-    def _load_ended(self) -> bool:
-        self._load_task = None
-        if self._reload_again:
-            self._reload_again = False
-            self.reload()
-            return False
-        return True
-
-    def _on_load_cancelled(self) -> None:
-        self._load_ended()
-        self._busy(False)
-
     def _on_load_failed(self, failure: Failure) -> None:
-        if self._load_ended():
-            errors.show_error(self, failure)
         self._busy(False)
+        errors.show_error(self, failure)
 
     def _on_loaded(self, result: LibraryLoad) -> None:
-        if not self._load_ended():
-            return
         if result.starter is not None and self.library.cached_starter() != result.starter:
             try:
                 self.library.remember_starter(result.starter)
@@ -991,13 +936,11 @@ class ModelsPage(QWidget):
             self.problem_label.setVisible(True)
         else:
             self.problem_label.setVisible(False)
-        self._generation += 1
         self._set_rows(result.rows)
         self.status_message.emit("Library up to date")
         self._watch()
-        if self._profile is not self._load_profile:
-            # The machine was probed while the listing ran: badges for this machine.
-            self._describe(self.entries())
+        # The machine was probed while the listing ran: badges for this machine.
+        self._listing_changed(describe=self._profile is not self._load_profile)
         self._find_duplicates()
         self._busy(False)
 
@@ -1017,31 +960,23 @@ class ModelsPage(QWidget):
         """Hash files whose sizes collide, in the background, and merge copies."""
         entries = self.entries()
         sizes = Counter(e.size_bytes for e in entries if not e.broken)
-        if self._dedupe_task is not None:
-            self._dedupe_task.cancel()
-            self._dedupe_task = None
         if not any(n > 1 for n in sizes.values()):
+            self._deduplicating.cancel()
             return
+        self._busy(True)
+        self._deduplicating.start(Call(merge_duplicates, entries, self._profile, self.index))
 
-        def apply(rows: list[ModelRow]) -> None:
-            if [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
-                r.entry.also_at for r in rows
-            ):
-                self._set_rows(rows)
+    def _on_merged(self, rows: list[ModelRow]) -> None:
+        self._busy(False)
+        if [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
+            r.entry.also_at for r in rows
+        ):
+            self._set_rows(rows)
 
-        def failed(failure: Failure) -> None:
-            # Duplicates stay listed twice; nothing else is affected.
-            logger.warning("duplicate check failed: %s", failure.message)
-
-        self._rows_task(
-            "_dedupe_task",
-            merge_duplicates,
-            entries,
-            apply=apply,
-            stale=self._find_duplicates,  # for the listing that replaced this one
-            failed=failed,
-            on_progress=self._on_progress,
-        )
+    def _on_merge_failed(self, failure: Failure) -> None:
+        # Duplicates stay listed twice; nothing else is affected.
+        self._busy(False)
+        logger.warning("duplicate check failed: %s", failure.message)
 
     # ------------------------------------------------------------------ watching
     def _watch(self) -> None:
@@ -1105,7 +1040,6 @@ class ModelsPage(QWidget):
             self.library.record(entry)
         except OSError as exc:
             logger.warning("library not saved: %s", exc)
-        self._generation += 1
         self.model.set_facts(str(entry.path), facts)
         self.model.add_row(_row_from_facts(entry, facts))
         self.empty_label.setVisible(False)
@@ -1113,7 +1047,7 @@ class ModelsPage(QWidget):
         self.status_message.emit(f"Added {entry.name}")
         self.entries_changed.emit(self.model.entries())
         # The fit badge needs the advisor: describe the whole library again (cached).
-        self._describe(self.entries())
+        self._listing_changed(describe=True)
         self._busy(False)
 
     def _on_add_failed(self, failure: Failure) -> None:
@@ -1127,12 +1061,12 @@ class ModelsPage(QWidget):
         if entry is None:
             return
         self.library.forget(entry)
-        self._generation += 1
         self.model.remove_path(entry.path)
         self.empty_label.setVisible(self.model.rowCount() == 0)
         self.status_message.emit(f"Removed {entry.name} from the library; the file stays on disk")
         self.entries_changed.emit(self.model.entries())
         self._on_selection()
+        self._listing_changed()
 
     def _usable_selected(self) -> LibraryEntry | None:
         entry = self.selected_entry()
@@ -1318,13 +1252,12 @@ class ModelsPage(QWidget):
     def _busy(self, on: bool) -> None:
         if on or not self.is_busy():
             (self.spinner.start if on else self.spinner.stop)()
-        self.refresh_button.setEnabled(self._load_task is None)
+        self.refresh_button.setEnabled(not self._loading.is_running())
 
     def shutdown(self) -> None:
         self._watch_timer.stop()
-        for task in (self._load_task, self._describe_task, self._dedupe_task):
-            if task is not None:
-                task.cancel()
+        for task in (self._loading, self._describing, self._deduplicating):
+            task.cancel()
         if self.hub_tab is not None:
             self.hub_tab.shutdown()
         if self._downloads is not None:
