@@ -75,12 +75,16 @@ class ProcessJob(QObject):
         args: list[str],
         *,
         python: str | None = None,
+        program: list[str] | None = None,
         env: dict[str, str] | None = None,
         parent: QObject | None = None,
     ) -> None:
+        """``args`` follow ``python -m quant``; ``program`` replaces that prefix with
+        another command speaking the same protocol (the tests run small scripts)."""
         super().__init__(parent)
         self.args = list(args)
         self.python = python or sys.executable
+        self.program = list(program) if program is not None else _job_command(self.python)
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -109,7 +113,7 @@ class ProcessJob(QObject):
         root = str(_engine_root())
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [*_job_command(self.python), *self.args]
+        cmd = [*self.program, *self.args]
         kwargs: dict[str, Any] = {}
         if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
@@ -156,6 +160,11 @@ class ProcessJob(QObject):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it ended (negative: the signal that ended it)."""
+        return self._proc.returncode if self._proc is not None else None
 
     def _signal(self, sig: int) -> None:
         proc = self._proc
