@@ -15,7 +15,7 @@ from app.core.commands.common import (
 )
 from quant.plan.advisor import Option, Recommendation, Task, recommend
 from quant.plan.memory import KvType
-from quant.units import format_rate
+from quant.units import format_params, format_rate
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _top1(o: Option) -> str:
 def render(rec: Recommendation, *, show_all: bool = False) -> str:
     """The recommendation as a table and the reasons for the top pick."""
     lines = [
-        f"Model:    {rec.model} ({rec.parameters / 1e9:.3g}B parameters)",
+        f"Model:    {rec.model} ({format_params(rec.parameters)} parameters)",
         f"Machine:  {rec.hardware}",
         f"Task:     {rec.task.value}, {rec.ctx} tokens of context, {rec.kv_type.value} KV cache",
         "",

@@ -46,7 +46,7 @@ from app.core.library import LibraryEntry, ModelLibrary, ModelSource, read_entry
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.pages.machine_page import default_probe, recent_profile_files, remember_profile_file
-from app.ui.theme import current_theme
+from app.ui.theme import current_theme, fit_chip_kind, fit_color
 from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
@@ -55,11 +55,11 @@ from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
-from quant.plan.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
+from quant.plan.advisor import Option, OptionSource, Recommendation, Task, recommend
 from quant.plan.formats import FormatFamily, GpuFormat
 from quant.plan.memory import KvType
 from quant.progress import CancelToken, Progress, check_cancel
-from quant.units import human_bytes
+from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +161,7 @@ def memory_text(o: Option) -> str:
 def speed_text(low: float, typical: float, high: float) -> str:
     if typical <= 0:
         return "—"
-    return f"{rate(typical)} tok/s"
-
-
-def rate(value: float) -> str:
-    """A tokens-per-second figure without scientific notation."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
+    return f"{format_rate(typical)} tok/s"
 
 
 def layers_text(o: Option) -> str:
@@ -192,11 +183,6 @@ def quality_text(o: Option) -> str:
     if q.kld < 5e-4:
         return "none"
     return f"KLD {q.kld:.3g}"
-
-
-def fit_color(fit: Fit) -> str:
-    t = current_theme()
-    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
 
 
 def option_label(o: Option) -> str:
@@ -732,12 +718,13 @@ class AdvisorPage(QWidget):
                     )
                 if c == 5:
                     item.setToolTip(
-                        f"{rate(s.generation_low)}–{rate(s.generation_high)} tokens/s, "
+                        f"{format_rate(s.generation_low)}–{format_rate(s.generation_high)} "
+                        "tokens/s, "
                         f"bound by {s.generation_bound.value}"
                     )
                 if c == 6:
                     item.setToolTip(
-                        f"{rate(s.prompt_low)}–{rate(s.prompt_high)} tokens/s, "
+                        f"{format_rate(s.prompt_low)}–{format_rate(s.prompt_high)} tokens/s, "
                         f"bound by {s.prompt_bound.value}"
                     )
                 if c == 7:
@@ -781,8 +768,7 @@ class AdvisorPage(QWidget):
         assert title is not None
         title.setText("Why this pick" if is_top else f"Why option {o.rank}")
         self.pick_title.setText(option_label(o))
-        kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
-        chips = [chip(o.fit.label, kind[o.fit])]
+        chips = [chip(o.fit.label, fit_chip_kind(o.fit))]
         if o.meets_task:
             chips.append(chip(f"good for {rec.task.value}", "good"))
         if o.imatrix.value == "required":

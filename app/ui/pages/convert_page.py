@@ -53,7 +53,7 @@ from app.workers.process_job import ProcessJob
 from app.workers.tasks import Call, LatestTask
 from quant.errors import QuantError
 from quant.progress import Progress
-from quant.units import human_bytes
+from quant.units import format_params, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -894,7 +894,8 @@ def describe_source(text: str) -> tuple[str, Any]:
         return str(exc), None
     if kind is SourceKind.HF_FOLDER:
         return "Hugging Face folder: converted to F16 GGUF first", facts
-    note = f"GGUF {facts.architecture}, {facts.file_type or '?'}, {_params_text(facts.parameters)}"
+    params = format_params(facts.parameters, short=True)
+    note = f"GGUF {facts.architecture}, {facts.file_type or '?'}, {params} parameters"
     quantized = sorted(
         {
             t.type
@@ -908,7 +909,3 @@ def describe_source(text: str) -> tuple[str, Any]:
             "and the new files carry its loss as well"
         )
     return note, facts
-
-
-def _params_text(n: int) -> str:
-    return f"{n / 1e9:.2f} B parameters" if n >= 1e9 else f"{n / 1e6:.0f} M parameters"

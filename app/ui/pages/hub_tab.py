@@ -48,7 +48,7 @@ from app.core.download_queue import DownloadItem, DownloadState
 from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelLibrary
 from app.ui import errors
-from app.ui.theme import current_theme
+from app.ui.theme import fit_color
 from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
@@ -56,9 +56,8 @@ from app.workers.failure import Failure
 from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
-from quant.plan.advisor import Fit
 from quant.progress import CancelToken, check_cancel
-from quant.units import human_bytes
+from quant.units import format_ago, format_count, format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -71,31 +70,11 @@ FILE_COL_NAME, FILE_COL_TYPE, FILE_COL_SIZE, FILE_COL_FIT, FILE_COL_SPEED, FILE_
 ROLE = Qt.ItemDataRole.UserRole + 1
 
 
-def fit_color(fit: Fit | None) -> str:
-    t = current_theme()
-    if fit is None:
-        return t.text_muted
-    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.1f}{suffix}"
-    return str(n)
-
-
 def _when(value: Any) -> str:
+    """When a repo was last updated (the hub gives a datetime, naive ones in UTC)."""
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
-        days = (datetime.now(UTC) - dt).days
-        if days <= 0:
-            return "today"
-        if days < 60:
-            return f"{days} d ago"
-        return dt.strftime("%Y-%m-%d")
+        return format_ago(dt.timestamp())
     return str(value) if value else "—"
 
 
@@ -550,7 +529,11 @@ class HubTab(QWidget):
             if getattr(m, "gated", False):
                 name.setToolTip("Gated: accept the terms on the model's page and add a token")
                 name.setText(f"{m.repo_id}  🔒")
-            cells = [name, QTableWidgetItem(_count(m.downloads)), QTableWidgetItem(_count(m.likes))]
+            cells = [
+                name,
+                QTableWidgetItem(format_count(m.downloads)),
+                QTableWidgetItem(format_count(m.likes)),
+            ]
             cells.append(QTableWidgetItem(_when(getattr(m, "last_modified", None))))
             for col, item in enumerate(cells):
                 if col:
@@ -622,7 +605,7 @@ class HubTab(QWidget):
             if getattr(f, "architecture", None):
                 chips.append(chip(str(f.architecture)))
             if getattr(f, "parameters", None):
-                chips.append(chip(_count(int(f.parameters)) + " params"))
+                chips.append(chip(format_params(int(f.parameters), short=True) + " params"))
         self.repo_chips.set_chips(chips)
         self.repo_message.setText(view.problem or "")
         self.repo_message.setVisible(bool(view.problem))
@@ -647,7 +630,7 @@ class HubTab(QWidget):
                 QTableWidgetItem(hf.label),
                 QTableWidgetItem(human_bytes(hf.size_bytes)),
                 fit_item,
-                QTableWidgetItem(f"~{speed:.0f} tok/s" if speed else "—"),
+                QTableWidgetItem(f"~{format_rate(speed)} tok/s" if speed else "—"),
                 QTableWidgetItem(quality_text(r)),
             ]
             for col, item in enumerate(cells):

@@ -43,7 +43,7 @@ from app.workers.tasks import Call, TaskHandle, start_task
 from quant.atomic import atomic_write_text
 from quant.hardware.profile import AppleInfo, GpuInfo, HardwareProfile
 from quant.progress import CancelToken, Progress
-from quant.units import human_bytes
+from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ class MachinePage(QWidget):
             card.body.addWidget(
                 muted(
                     "Generation speed on the CPU is bound by how fast weights stream from RAM: "
-                    f"at most ≈{ceiling:.0f} tokens/s for a 4.9 GB model (an 8B Q4_K_M)."
+                    f"at most ≈{format_rate(ceiling)} tokens/s for a 4.9 GB model (an 8B Q4_K_M)."
                 )
             )
         else:

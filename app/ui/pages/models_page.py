@@ -63,7 +63,7 @@ from app.core.library import LibraryEntry, ModelLibrary, ModelSource, StarterMod
 from app.core.library_index import LibraryIndex, ModelRow
 from app.core.settings import Settings
 from app.ui import errors
-from app.ui.theme import current_theme
+from app.ui.theme import current_theme, fit_chip_kind, fit_color
 from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinner, chip, muted
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
@@ -74,7 +74,7 @@ from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit
 from quant.progress import CancelToken, Progress
-from quant.units import human_bytes
+from quant.units import format_last_used, format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -205,20 +205,10 @@ def check_and_inspect(path: Path, inspect: InspectFn) -> tuple[LibraryEntry, Mod
 # --------------------------------------------------------------------------- formatting
 
 
-def human_count(n: int | None) -> str:
-    if not n:
-        return "—"
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            value = n / div
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(n)
-
-
 def params_text(f: ModelFacts) -> str:
-    text = human_count(f.parameters)
+    text = format_params(f.parameters, short=True)
     if f.is_moe and f.active_parameters:
-        text += f" ({human_count(f.active_parameters)} active)"
+        text += f" ({format_params(f.active_parameters, short=True)} active)"
     return text
 
 
@@ -291,27 +281,6 @@ def tensor_type_summary(f: ModelFacts) -> list[tuple[str, int, int]]:
 
 
 # --------------------------------------------------------------------------- table model
-
-
-def fit_color(fit: Fit | None) -> str:
-    t = current_theme()
-    if fit is None:
-        return t.text_muted
-    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
-
-
-def last_used_text(when: float | None, now: float | None = None) -> str:
-    if not when:
-        return "never"
-    age = (now if now is not None else time.time()) - when
-    if age < 60:
-        return "just now"
-    if age < 3600:
-        return f"{int(age // 60)} min ago"
-    if age < 86400:
-        return f"{int(age // 3600)} h ago"
-    days = int(age // 86400)
-    return "yesterday" if days == 1 else f"{days} days ago"
 
 
 class LibraryTableModel(QAbstractTableModel):
@@ -428,7 +397,7 @@ class LibraryTableModel(QAbstractTableModel):
     def _fit_tooltip(r: ModelRow) -> str:
         bits = [r.fit_label]
         if r.predicted_tokens_per_s:
-            bits.append(f"about {r.predicted_tokens_per_s:.0f} tokens/s")
+            bits.append(f"about {format_rate(r.predicted_tokens_per_s)} tokens/s")
         if r.predicted_ram_bytes:
             bits.append(f"{human_bytes(r.predicted_ram_bytes)} of RAM")
         if r.predicted_vram_bytes:
@@ -445,7 +414,7 @@ class LibraryTableModel(QAbstractTableModel):
         if col == COL_SIZE:
             return human_bytes(e.size_bytes)
         if col == COL_USED:
-            return last_used_text(e.last_used)
+            return format_last_used(e.last_used)
         if e.broken:
             return "broken" if col in (COL_ARCH, COL_FIT) else ""
         f = self._facts.get(str(e.path))
@@ -453,7 +422,7 @@ class LibraryTableModel(QAbstractTableModel):
         if col == COL_ARCH:
             return (facts.architecture if facts else r.architecture) or "—"
         if col == COL_PARAMS:
-            return params_text(facts) if facts else human_count(r.parameters)
+            return params_text(facts) if facts else format_params(r.parameters, short=True)
         if col == COL_QUANT:
             return (facts.file_type if facts else r.file_type) or "—"
         if col == COL_CTX:
@@ -1212,8 +1181,9 @@ class ModelsPage(QWidget):
             chips.append(chip("chat template", "good"))
         row = self.model.row_of(entry.path)
         if row is not None and row.fit is not None:
-            kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
-            chips.append(chip(row.fit_label, kind[row.fit], LibraryTableModel._fit_tooltip(row)))
+            chips.append(
+                chip(row.fit_label, fit_chip_kind(row.fit), LibraryTableModel._fit_tooltip(row))
+            )
         self.details_chips.set_chips(chips)
         self.details_message.setVisible(False)
         rows = fact_rows(entry, f)
@@ -1221,13 +1191,13 @@ class ModelsPage(QWidget):
             rows.append(
                 (
                     "On this machine",
-                    f"{row.fit_label} · about {row.predicted_tokens_per_s:.0f} tokens/s",
+                    f"{row.fit_label} · about {format_rate(row.predicted_tokens_per_s)} tokens/s",
                 )
             )
         also = getattr(entry, "also_at", ())
         if also:
             rows.append(("Also at", "\n".join(str(p) for p in also)))
-        rows.append(("Last used", last_used_text(entry.last_used)))
+        rows.append(("Last used", format_last_used(entry.last_used)))
         self.details_grid.set_rows(r for r in rows if r[0] not in FILE_ROWS)
         self.file_grid.set_rows(r for r in rows if r[0] in FILE_ROWS)
         summary = tensor_type_summary(f)
