@@ -21,15 +21,21 @@ from quant.errors import Cancelled
 logger = logging.getLogger(__name__)
 
 
+def as_sentence(text: str) -> str:
+    """An engine message shown on its own: its first word capitalised, unless that word is
+    a name (a file, a repo id) that must be shown as it is."""
+    text = text.strip()
+    first = text.split(maxsplit=1)[0] if text else ""
+    if first.isalpha() and first.islower():
+        return text[:1].upper() + text[1:]
+    return text
+
+
 def describe(what: Failure | BaseException) -> tuple[str, str, str]:
     """``(title, text, details)`` for a failure; ``details`` is empty for expected ones."""
     failure = what if isinstance(what, Failure) else Failure.from_exception(what)
     if failure.expected:
-        text = failure.message.strip() or failure.kind
-        first = text.split(maxsplit=1)[0]
-        if first.isalpha() and first.islower():  # a sentence, not a file name
-            text = text[:1].upper() + text[1:]
-        return "Quantdesk", text, ""
+        return "Quantdesk", as_sentence(failure.message) or failure.kind, ""
     return "Unexpected error", failure.message, failure.details or failure.message
 
 

@@ -8,10 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
-from app.core.errors import AppError
 from app.core.library import ModelLibrary
-from app.core.library_index import ModelRow, describe_library
-from quant.errors import QuantError
+from app.core.library_index import ModelRow
+from app.core.library_listing import list_library, remember_starter
 from quant.progress import Progress
 from quant.units import format_last_used, format_params
 
@@ -97,27 +96,26 @@ def run(args: argparse.Namespace) -> int:
                 "'quantdesk models --json' lists where each model comes from",
                 file=sys.stderr,
             )
-    starter_problem = None
-    try:
-        library.starter_model_path()
-    except (QuantError, AppError) as exc:
-        # The rest of the library is still worth listing.
-        starter_problem = str(exc)
     if args.no_other_apps:
         library = ModelLibrary(library.settings, external_roots=())
     profile = None if args.no_fit else load_hardware(args)
     show = _StderrProgress() if args.hash and sys.stderr.isatty() else None
     try:
-        rows = describe_library(library, profile, hash_duplicates=args.hash, on_progress=show)
+        listing = list_library(library, profile, hash_duplicates=args.hash, on_progress=show)
     finally:
         if show is not None:
             show.close()
+    try:
+        remember_starter(library, listing)
+    except OSError as exc:
+        logger.warning("could not remember the starter model: %s", exc)
     if args.json:
-        print_json([r.to_dict() for r in rows])
+        print_json([r.to_dict() for r in listing.rows])
     else:
-        print(render(rows))
-    if starter_problem:
-        print(f"quantdesk: warning: {starter_problem}", file=sys.stderr)
+        print(render(listing.rows))
+    if listing.starter_problem is not None:
+        # The rest of the library is still worth listing.
+        print(f"quantdesk: warning: {listing.starter_problem}", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ progress and Cancel), adds it to the library, and offers "Chat with this".
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.advice import Advice, InspectFn, advise, inspect_source
 from app.core.download_queue import DownloadItem, DownloadState
 from app.core.downloads import download_gguf
 from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelLibrary, ModelSource, read_entry
+from app.core.profiles import recent_profile_files, remember_profile_file
 from app.core.settings import Settings
 from app.ui import errors
-from app.ui.pages.machine_page import default_probe, recent_profile_files, remember_profile_file
 from app.ui.theme import current_theme, fit_chip_kind, fit_color
 from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
@@ -55,10 +56,10 @@ from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
-from quant.plan.advisor import Option, OptionSource, Recommendation, Task, recommend
+from quant.plan.advisor import Option, OptionSource, Recommendation, Task
 from quant.plan.formats import FormatFamily, GpuFormat
 from quant.plan.memory import KvType
-from quant.progress import CancelToken, Progress, check_cancel
+from quant.progress import Progress
 from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
@@ -87,65 +88,6 @@ COLUMNS = (
 )
 THIS_MACHINE = "__this_machine__"
 LOAD_PROFILE = "__load_profile__"
-
-InspectFn = Callable[[str], ModelFacts]
-
-
-def default_inspect(source: str) -> ModelFacts:
-    from quant.facts import inspect_model
-
-    facts: ModelFacts = inspect_model(source)
-    return facts
-
-
-@dataclass(frozen=True)
-class Advice:
-    facts: ModelFacts
-    recommendation: Recommendation
-    profile: HardwareProfile
-    profile_name: str
-
-
-def advise(
-    source: str,
-    *,
-    profile: HardwareProfile | None,
-    profile_path: Path | None,
-    task: Task,
-    ctx: int | None,
-    kv_type: KvType,
-    inspect: InspectFn,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> Advice:
-    """Inspect ``source`` and rank its options for the chosen machine.
-
-    The machine is the saved profile at ``profile_path`` when given, else
-    ``profile``, else a fresh (cached) probe of this one.
-    """
-    if profile_path is not None:
-        profile = HardwareProfile.load(profile_path)
-        name = profile_path.name
-    else:
-        name = "this machine"
-        if profile is None:
-            profile = default_probe(use_cache=True, cancel=cancel)
-    check_cancel(cancel)
-    if on_progress:
-        on_progress(Progress("advisor", 0, 0, f"Reading {Path(source).name or source}…"))
-    facts = inspect(source)
-    check_cancel(cancel)
-    rec = recommend(
-        facts,
-        profile,
-        task=task,
-        ctx=ctx or None,
-        kv_type=kv_type,
-        on_progress=on_progress,
-        cancel=cancel,
-    )
-    return Advice(facts, rec, profile, name)
-
 
 # --------------------------------------------------------------------------- formatting
 
@@ -259,7 +201,7 @@ class AdvisorPage(QWidget):
         self.setObjectName("advisorPage")
         self.settings = settings
         self.library = library
-        self._inspect: InspectFn = inspect_fn or default_inspect
+        self._inspect: InspectFn = inspect_fn or inspect_source
         self._machine: HardwareProfile | None = None
         # A changed setting asks again: the answer to an older question is dropped.
         self._planning: LatestTask[Advice] = LatestTask(

@@ -44,6 +44,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.convert_preview import (
+    ConversionPreview,
+    SourceInfo,
+    TypePreview,
+    preview_conversion,
+)
 from app.core.paths import app_paths
 from app.core.settings import Settings
 from app.ui.errors import show_error
@@ -53,7 +59,7 @@ from app.workers.process_job import ProcessJob
 from app.workers.tasks import Call, LatestTask
 from quant.errors import QuantError
 from quant.progress import Progress
-from quant.units import format_params, human_bytes
+from quant.units import human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +187,11 @@ class ConvertPage(QWidget):
         self._stage_rows: dict[str, StageRow] = {}
         self._job_started_at = 0.0
         self._report: dict[str, Any] | None = None
-        self._params: int | None = None
-        self._facts: Any = None
+        self._source_info: SourceInfo | None = None
         self._plot: Any = None
-        # The user may type on: only the description of the latest source is shown.
-        self._describing: LatestTask[tuple[str, Any]] = LatestTask(
-            self,
-            on_finished=self._on_source_described,
-            on_failed=lambda failure: self._on_source_described((failure.message, None)),
+        # The user may type on: only the preview of the latest form is shown.
+        self._previewing: LatestTask[ConversionPreview] = LatestTask(
+            self, on_finished=self._on_preview, on_failed=self._on_preview_failed
         )
         self._build()
         self._restore()
@@ -487,6 +490,7 @@ class ConvertPage(QWidget):
                 self.imatrix_combo.setItemText(index, f"From {Path(path).name}")
             else:
                 self.imatrix_combo.setCurrentIndex(0)
+        self._describe_types()  # the predicted quality depends on the importance matrix
 
     def set_calibration(self, kind: str, path: str = "") -> None:
         """Choose the calibration text: ``"default"``, ``"self"`` or ``"path"`` with ``path``."""
@@ -494,64 +498,40 @@ class ConvertPage(QWidget):
         self.calibration_combo.setCurrentIndex(self.calibration_combo.findData(kind))
 
     def _source_changed(self) -> None:
-        """Describe the source in the background (headers are read from disk)."""
-        text = self.source_edit.text().strip()
-        self._params = None
-        self._facts = None
-        self._describe_types()
-        if not text:
-            self._describing.cancel()
-            self.source_note.setText("")
-            return
-        self.source_note.setText("reading…")
-        self._describing.start(Call(describe_source, text))
-
-    def _on_source_described(self, result: tuple[str, Any]) -> None:
-        note, facts = result
-        self.source_note.setText(note)
-        self._facts = facts
-        self._params = int(facts.parameters) if facts is not None else None
-        self._describe_types()
+        """Describe the source and preview each type in the background (headers are read)."""
+        self._refresh_preview(reread=True)
 
     def _describe_types(self) -> None:
-        """Show predicted size and quality next to each type (from the format table)."""
-        try:
-            from quant.plan.formats import QuantType, predict_quality
-        except ImportError:
-            return
-        im = self.imatrix_combo.currentData() != "none"
+        """Predicted size and quality next to each type, for the source already described."""
+        self._refresh_preview(reread=False)
+
+    def _refresh_preview(self, *, reread: bool) -> None:
+        text = self.source_edit.text().strip()
+        known = self._source_info
+        if reread or known is None or known.source != text:
+            known = None
+            self.source_note.setText("reading…" if text else "")
+        names = [
+            str(self.types_list.item(i).data(Qt.ItemDataRole.UserRole))
+            for i in range(self.types_list.count())
+        ]
+        imatrix = self.imatrix_combo.currentData() != "none"
+        self._previewing.start(Call(preview_conversion, text, names, imatrix=imatrix, known=known))
+
+    def _on_preview(self, preview: ConversionPreview) -> None:
+        self._source_info = preview.source
+        self.source_note.setText(preview.source.note)
+        by_name = {p.name: p for p in preview.types}
         for i in range(self.types_list.count()):
             item = self.types_list.item(i)
-            name = str(item.data(Qt.ItemDataRole.UserRole))
-            try:
-                spec = QuantType.from_name(name).spec
-            except ValueError:
-                continue
-            parts = [name, f"{spec.effective_bpw:.2f} bpw"]
-            if self._params:
-                parts.append(f"≈ {human_bytes(self._predicted_size(name, spec))}")
-                q = predict_quality(spec, parameters=self._params, imatrix=im)
-                if q.kld is not None:
-                    parts.append(f"KLD ≈ {q.kld:.3f}")
-                    if q.same_top_token is not None:
-                        parts.append(f"same top token ≈ {100 * q.same_top_token:.0f}%")
-            if spec.needs_imatrix:
-                parts.append("needs an importance matrix")
-            item.setText("   ·   ".join(parts))
-            item.setToolTip(spec.description or spec.label)
+            p = by_name.get(str(item.data(Qt.ItemDataRole.UserRole)))
+            if p is not None:
+                item.setText(_type_text(p))
+                item.setToolTip(p.description)
 
-    def _predicted_size(self, name: str, spec: Any) -> float:
-        """The file size llama.cpp's per-tensor mix gives, when the source's tensors are known."""
-        assert self._params is not None
-        if self._facts is None:
-            return float(self._params * spec.effective_bpw / 8)
-        from quant.plan.formats import QuantType
-        from quant.plan.memory import plan_tensors, weights_bytes
-
-        weights = weights_bytes(plan_tensors(self._facts, QuantType.from_name(name)))
-        tensor_bytes = sum(t.n_bytes for t in self._facts.tensors)
-        header = max(0, self._facts.file_size_bytes - tensor_bytes) if tensor_bytes else 0
-        return float(weights + header)
+    def _on_preview_failed(self, failure: Failure) -> None:
+        self._source_info = None
+        self.source_note.setText(failure.message)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -877,35 +857,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describe_source(text: str) -> tuple[str, Any]:
-    """(a one-line description of the source, its ModelFacts when they can be read)."""
-    from quant.facts import inspect_model
-    from quant.jobs.pipeline import SourceKind, classify_source
-
-    try:
-        kind = classify_source(text)
-    except (QuantError, OSError) as exc:
-        return str(exc), None
-    if kind is SourceKind.HUB:
-        return "Hub repo: downloaded (resumable) and converted first", None
-    try:
-        facts = inspect_model(text, offline=True)
-    except QuantError as exc:
-        return str(exc), None
-    if kind is SourceKind.HF_FOLDER:
-        return "Hugging Face folder: converted to F16 GGUF first", facts
-    params = format_params(facts.parameters, short=True)
-    note = f"GGUF {facts.architecture}, {facts.file_type or '?'}, {params} parameters"
-    quantized = sorted(
-        {
-            t.type
-            for t in facts.tensors
-            if len(t.shape) > 1 and t.type not in ("F32", "F16", "BF16", "Q8_0")
-        }
-    )
-    if quantized:
-        note += (
-            f" — already quantized ({', '.join(quantized)}): it is expanded to F16 first, "
-            "and the new files carry its loss as well"
-        )
-    return note, facts
+def _type_text(p: TypePreview) -> str:
+    """A type's line in the list: bits per weight, and with a known source its predicted
+    size and quality."""
+    parts = [p.name, f"{p.bits_per_weight:.2f} bpw"]
+    if p.size_bytes is not None:
+        parts.append(f"≈ {human_bytes(p.size_bytes)}")
+        if p.kld is not None:
+            parts.append(f"KLD ≈ {p.kld:.3f}")
+            if p.same_top_token is not None:
+                parts.append(f"same top token ≈ {100 * p.same_top_token:.0f}%")
+    if p.needs_imatrix:
+        parts.append("needs an importance matrix")
+    return "   ·   ".join(parts)

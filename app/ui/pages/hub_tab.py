@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from PySide6.QtWidgets import (
 from app.core import hub
 from app.core.download_queue import DownloadItem, DownloadState
 from app.core.errors import AppError
+from app.core.hub_ranking import RepoRanking, fetch_and_rank
 from app.core.library import LibraryEntry, ModelLibrary
 from app.ui import errors
 from app.ui.theme import fit_color
@@ -56,7 +56,6 @@ from app.workers.failure import Failure
 from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
-from quant.progress import CancelToken, check_cancel
 from quant.units import format_ago, format_count, format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
@@ -79,41 +78,6 @@ def _when(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- worker functions
-
-
-@dataclass(frozen=True)
-class RepoView:
-    """What the tab shows for one repo: its files and, when the header was read, their ranks."""
-
-    repo: Any  # app.core.hub.HubRepo
-    ranked: list[Any] = field(default_factory=list)  # app.core.hub.RankedFile
-    facts: Any = None  # quant.facts.model.ModelFacts
-    problem: str | None = None
-
-
-def load_repo(
-    repo_id: str, profile: HardwareProfile | None, *, cancel: CancelToken | None = None
-) -> RepoView:
-    """The repo's GGUF files, then the exact facts of one header and the advisor's ranks.
-
-    A repo whose header cannot be read (or with no machine profile yet) still lists
-    its files and sizes; the reason is kept in ``problem``.
-    """
-    repo = hub.repo_files(repo_id)
-    if not repo.files:
-        return RepoView(repo, problem="This repo has no GGUF files that llama.cpp can run.")
-    chosen = hub.representative_file(repo)
-    if chosen is None:
-        return RepoView(repo, problem="None of its GGUF files is complete on the hub.")
-    check_cancel(cancel)
-    try:
-        facts = hub.file_facts(repo.repo_id, chosen.filename, repo=repo)
-    except (QuantError, AppError) as exc:
-        return RepoView(repo, problem=f"Its facts could not be read: {exc}")
-    if profile is None:
-        return RepoView(repo, facts=facts, problem="Fit badges appear once this machine is probed.")
-    ranked = hub.rank_files(repo, facts, profile, cancel=cancel)
-    return RepoView(repo, ranked=ranked, facts=facts)
 
 
 def quality_text(r: Any) -> str:
@@ -311,7 +275,7 @@ class HubTab(QWidget):
             on_cancelled=self._busy,
             cancellable=True,
         )
-        self._opening: LatestTask[RepoView] = LatestTask(
+        self._opening: LatestTask[RepoRanking] = LatestTask(
             self,
             on_finished=self._on_repo,
             on_failed=self._on_repo_failed,
@@ -319,7 +283,7 @@ class HubTab(QWidget):
             cancellable=True,
         )
         self._status_task: TaskHandle[Any] | None = None
-        self._view: RepoView | None = None
+        self._view: RepoRanking | None = None
         self._results: list[Any] = []
         self._rows: dict[str, DownloadRow] = {}
         self.offline: bool | None = None
@@ -577,7 +541,7 @@ class HubTab(QWidget):
         self.reasons.setText("")
         self._view = None
         self._update_download_button()
-        self._opening.start(Call(load_repo, repo_id, self._profile))
+        self._opening.start(Call(fetch_and_rank, repo_id, self._profile))
         self._busy()
 
     def _on_repo_failed(self, failure: Failure) -> None:
@@ -589,7 +553,7 @@ class HubTab(QWidget):
         else:
             errors.show_error(self, failure)
 
-    def _on_repo(self, view: RepoView) -> None:
+    def _on_repo(self, view: RepoRanking) -> None:
         self._busy()
         self._view = view
         repo = view.repo
@@ -607,24 +571,21 @@ class HubTab(QWidget):
             if getattr(f, "parameters", None):
                 chips.append(chip(format_params(int(f.parameters), short=True) + " params"))
         self.repo_chips.set_chips(chips)
-        self.repo_message.setText(view.problem or "")
+        self.repo_message.setText(errors.as_sentence(view.problem or ""))
         self.repo_message.setVisible(bool(view.problem))
-        ranked = {r.file.filename: r for r in view.ranked}
-        files = [r.file for r in view.ranked] if view.ranked else list(repo.files)
-        self.files.setRowCount(len(files))
-        for row, hf in enumerate(files):
-            r = ranked.get(hf.filename)
-            name = QTableWidgetItem(hf.name if r is None or not r.recommended else f"★ {hf.name}")
+        self.files.setRowCount(len(view.files))
+        for row, r in enumerate(view.files):
+            hf = r.file
+            name = QTableWidgetItem(f"★ {hf.name}" if r.recommended else hf.name)
             name.setData(ROLE, hf.filename)
             parts = len(hf.parts)
             tip = hf.filename + (f" ({parts} parts)" if parts > 1 else "")
-            if r is not None and r.recommended:
+            if r.recommended:
                 tip += "\nThe advisor's pick for this machine"
             name.setToolTip(tip)
-            fit = r.fit if r is not None else None
-            fit_item = QTableWidgetItem(r.fit_label if r is not None and r.option else "—")
-            fit_item.setForeground(QColor(fit_color(fit)))
-            speed = r.tokens_per_s if r is not None else None
+            fit_item = QTableWidgetItem(r.fit_label if r.option else "—")
+            fit_item.setForeground(QColor(fit_color(r.fit)))
+            speed = r.tokens_per_s
             cells = [
                 name,
                 QTableWidgetItem(hf.label),
@@ -635,10 +596,10 @@ class HubTab(QWidget):
             ]
             for col, item in enumerate(cells):
                 self.files.setItem(row, col, item)
-        if files:
+        if view.files:
             self.files.selectRow(0)
-        if view.ranked and self._profile is not None:
-            best = next((r for r in view.ranked if r.recommended), None)
+        if view.problem is None:
+            best = view.best
             self.status_message.emit(
                 f"{repo.repo_id}: {best.file.label} is the pick for this machine"
                 if best
@@ -661,7 +622,7 @@ class HubTab(QWidget):
     def _ranked(self, filename: str) -> Any:
         if self._view is None:
             return None
-        return next((r for r in self._view.ranked if r.file.filename == filename), None)
+        return next((r for r in self._view.files if r.file.filename == filename), None)
 
     def _on_file_selected(self) -> None:
         hf = self.selected_file()

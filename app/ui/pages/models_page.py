@@ -22,7 +22,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +57,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.advice import inspect_source
 from app.core.errors import AppError
-from app.core.library import LibraryEntry, ModelLibrary, ModelSource, StarterModel, read_entry
+from app.core.library import LibraryEntry, ModelLibrary, ModelSource, read_entry
 from app.core.library_index import LibraryIndex, ModelRow
+from app.core.library_listing import (
+    LibraryListing,
+    describe_entries,
+    list_library,
+    merge_duplicates,
+    remember_starter,
+)
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.theme import current_theme, fit_chip_kind, fit_color
@@ -69,11 +76,11 @@ from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
 from app.workers.failure import Failure
 from app.workers.tasks import Call, LatestTask, start_task
-from quant.errors import Cancelled, QuantError
+from quant.errors import QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit
-from quant.progress import CancelToken, Progress
+from quant.progress import Progress
 from quant.units import format_last_used, format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
@@ -116,75 +123,7 @@ FIT_FILTERS = (
 InspectFn = Callable[[Path], ModelFacts]
 
 
-def default_inspect(path: Path) -> ModelFacts:
-    from quant.facts import inspect_model
-
-    facts: ModelFacts = inspect_model(path)
-    return facts
-
-
 # --------------------------------------------------------------------------- worker functions
-
-
-@dataclass(frozen=True)
-class LibraryLoad:
-    rows: list[ModelRow]
-    starter: StarterModel | None
-    starter_problem: BaseException | None
-
-    @property
-    def entries(self) -> list[LibraryEntry]:
-        return [r.entry for r in self.rows]
-
-
-def load_library(
-    library: ModelLibrary,
-    profile: HardwareProfile | None,
-    index: LibraryIndex | None = None,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> LibraryLoad:
-    """Locate (and on first launch assemble) the starter model, list and describe the library."""
-    starter: StarterModel | None = None
-    problem: BaseException | None = None
-    try:
-        starter = library.locate_starter(on_progress=on_progress, cancel=cancel)
-    except Cancelled:
-        raise
-    except (QuantError, AppError) as exc:
-        logger.warning("starter model unavailable: %s", exc)
-        problem = exc
-    if on_progress:
-        on_progress(Progress("library", 0, 0, "Looking for models…"))
-    entries = library.entries(starter=starter, cancel=cancel)
-    index = index if index is not None else LibraryIndex()
-    rows = index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
-    return LibraryLoad(rows, starter, problem)
-
-
-def merge_duplicates(
-    entries: Sequence[LibraryEntry],
-    profile: HardwareProfile | None,
-    index: LibraryIndex,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> list[ModelRow]:
-    """Hash files whose sizes collide (cached), merge copies, describe the result."""
-    merged = index.find_duplicates(entries, cancel=cancel, on_progress=on_progress)
-    return index.describe(merged, profile, cancel=cancel)
-
-
-def describe_entries(
-    entries: Sequence[LibraryEntry],
-    profile: HardwareProfile | None,
-    index: LibraryIndex,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> list[ModelRow]:
-    return index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
 
 
 def inspect_keyed(path: Path, inspect: InspectFn) -> tuple[str, ModelFacts | BaseException]:
@@ -549,13 +488,13 @@ class ModelsPage(QWidget):
         self.settings = settings
         self.library = library
         self._downloads = downloads
-        self._inspect: InspectFn = inspect_fn or default_inspect
+        self._inspect: InspectFn = inspect_fn or inspect_source
         self._profile: HardwareProfile | None = None
         # One index for the page's life: headers and fit badges are remembered between scans.
         self.index = LibraryIndex()
         # Listing, fit badges and the duplicate check: each answers for the newest
         # listing only (see _listing_changed).
-        self._loading: LatestTask[LibraryLoad] = LatestTask(
+        self._loading: LatestTask[LibraryListing] = LatestTask(
             self,
             on_finished=self._on_loaded,
             on_failed=self._on_load_failed,
@@ -882,7 +821,7 @@ class ModelsPage(QWidget):
         self._watch_timer.stop()
         self._busy(True)
         self._load_profile = self._profile
-        self._loading.start(Call(load_library, self.library, self._profile, self.index))
+        self._loading.start(Call(list_library, self.library, self._profile, self.index))
 
     def _on_progress(self, p: Progress) -> None:
         if p.message:
@@ -892,12 +831,11 @@ class ModelsPage(QWidget):
         self._busy(False)
         errors.show_error(self, failure)
 
-    def _on_loaded(self, result: LibraryLoad) -> None:
-        if result.starter is not None and self.library.cached_starter() != result.starter:
-            try:
-                self.library.remember_starter(result.starter)
-            except OSError as exc:
-                logger.warning("could not remember the starter model: %s", exc)
+    def _on_loaded(self, result: LibraryListing) -> None:
+        try:
+            remember_starter(self.library, result)
+        except OSError as exc:
+            logger.warning("could not remember the starter model: %s", exc)
         if result.starter_problem is not None:
             self.problem_label.setText(
                 f"The starter model is unavailable: {result.starter_problem}"
