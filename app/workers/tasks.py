@@ -153,8 +153,12 @@ class _Job:
         except Cancelled:
             return _CANCELLED, None
         except Exception as exc:  # worker boundary: log, then report
-            logger.exception("task %s failed", self.call.name)
-            return _FAILED, Failure.from_exception(exc)
+            failure = Failure.from_exception(exc)
+            if failure.expected:
+                logger.info("task %s failed: %s", self.call.name, failure.message)
+            else:
+                logger.exception("task %s failed", self.call.name)
+            return _FAILED, failure
         if self.token.cancelled:
             return _CANCELLED, None
         return _FINISHED, result

@@ -616,6 +616,8 @@ class AdvisorPage(QWidget):
         self.chart.set_options(self._options, top_key=top.key if top else None)
         if self._options:
             self.table.selectRow(0)
+            # Row 0 may have been selected already: show the new advice's option anyway.
+            self._show_option(self.selected_option())
         else:
             self._show_option(None)
         self.status_message.emit(f"{len(self._options)} options for {rec.model}")

@@ -1088,6 +1088,7 @@ class ModelsPage(QWidget):
     def _on_single_inspected(self, result: tuple[str, ModelFacts | BaseException]) -> None:
         key, value = result
         self._single_inspects.discard(key)
+        self._busy(False)  # the spinner waits for this header too (is_busy)
         self.model.set_facts(key, value)
         sel = self.selected_entry()
         if sel is not None and str(sel.path) == key:
