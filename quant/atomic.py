@@ -20,7 +20,8 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
             fh.flush()
             os.fsync(fh.fileno())
             # mkstemp makes the file private (0600); give it the mode an ordinary
-            # write would: the old file's, else 0644 less the process umask.
+            # write would: the old file's, else private in a private folder, else
+            # 0644 less the process umask.
             os.fchmod(fh.fileno(), _target_mode(path))
         Path(tmp).replace(path)
     except BaseException:
@@ -40,10 +41,17 @@ _UMASK = _read_umask()
 
 
 def _target_mode(path: Path) -> int:
+    """The old file's mode; else private (0600) in a private folder, 0644 less umask elsewhere."""
     try:
         return path.stat().st_mode & 0o777
     except OSError:
-        return 0o644 & ~_UMASK
+        pass
+    try:
+        if not path.parent.stat().st_mode & 0o077:
+            return 0o600
+    except OSError:
+        pass
+    return 0o644 & ~_UMASK
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -14,16 +14,26 @@ def write_tiny_gguf(
     context: int = 2048,
     seed: int = 0,
     chat_template: str | None = None,
+    byte_tokens: bool = False,
 ) -> Path:
     """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
 
     ``seed`` changes the weights but not the size; ``chat_template`` is stored when given.
+    ``byte_tokens`` gives the vocabulary an unknown token and SentencePiece's 256 byte
+    tokens, so llama.cpp can tokenize any text with it (without them its tokenizer
+    aborts on the first character it cannot spell).
     """
     import gguf
     import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    emb, ff, heads, kv_heads, vocab = 64, 128, 4, 2, 32
+    emb, ff, heads, kv_heads = 64, 128, 4, 2
+    tokens = [f"<t{i}>" for i in range(32)]
+    types = [1] * 32
+    if byte_tokens:
+        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + tokens[3:]
+        types = [2, 3, 3] + [6] * 256 + [1] * 29
+    vocab = len(tokens)
     head_dim = emb // heads
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
@@ -37,9 +47,11 @@ def write_tiny_gguf(
     w.add_rope_dimension_count(head_dim)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")
-    w.add_token_list([f"<t{i}>" for i in range(vocab)])
+    w.add_token_list(tokens)
     w.add_token_scores([0.0] * vocab)
-    w.add_token_types([1] * vocab)
+    w.add_token_types(types)
+    if byte_tokens:
+        w.add_unk_token_id(0)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     if chat_template is not None:

@@ -10,9 +10,14 @@ from quant.atomic import atomic_output, atomic_write_text
 
 
 def test_new_file_is_readable_by_others_like_a_plain_write(tmp_path: Path) -> None:
-    target = tmp_path / "report.json"
+    # In a folder others may enter (pytest's tmp_path is private, and a private
+    # folder's new files are private: tests/adversarial/test_private_files.py).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    target = shared / "report.json"
     atomic_write_text(target, "{}")
-    plain = tmp_path / "plain.json"
+    plain = shared / "plain.json"
     plain.write_text("{}")
     assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 

@@ -28,7 +28,7 @@ from typing import Any
 from app.core.chat.stats import AnswerStats
 from app.core.chat.templates import ChatMessage, Role
 from app.core.errors import HistoryError
-from app.core.paths import app_paths
+from app.core.paths import app_paths, private_dir
 from quant.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -148,9 +148,11 @@ class History:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or app_paths().history_db
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             # Autocommit: every statement outside an explicit transaction commits at once.
             self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            # Conversations are private; SQLite gives its -wal and -shm files this mode too.
+            self.path.chmod(0o600)
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(
                 f"{self.path}: the chat history cannot be opened ({exc}); "

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+from pathlib import Path
+from typing import Any
 
 from app.core.paths import app_paths
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files (the current one and each new one) are 0600."""
+
+    def _open(self) -> Any:
+        stream = super()._open()
+        with contextlib.suppress(OSError):
+            Path(self.baseFilename).chmod(0o600)
+        return stream
+
+
 def setup_logging(*, verbose: bool = False) -> None:
+    """Start-up of both entry points: the app's private folders, then the log handlers."""
     root = logging.getLogger()
     if getattr(root, "_quantdesk_configured", False):
         return
@@ -18,9 +32,8 @@ def setup_logging(*, verbose: bool = False) -> None:
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(console)
     try:
-        log_dir = app_paths().log_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(
+        log_dir = app_paths().ensure().log_dir
+        fh = _PrivateRotatingFileHandler(
             log_dir / "quantdesk.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
         )
         fh.setLevel(logging.INFO)

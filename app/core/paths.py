@@ -35,9 +35,27 @@ class AppPaths:
         return self.data_dir / "history.sqlite3"
 
     def ensure(self) -> AppPaths:
+        """Create the app's folders, private to the user (0700), as huggingface_hub keeps
+        its token: settings, chat history and logs are nobody else's business."""
         for d in (self.config_dir, self.data_dir, self.cache_dir, self.log_dir, self.models_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            private_dir(d)
         return self
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (created if missing).
+
+    An existing folder of the user's loses its group and other permissions; one
+    that belongs to someone else is left as it is.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077 and (not hasattr(os, "getuid") or st.st_uid == os.getuid()):
+            path.chmod(st.st_mode & 0o700)
+    except OSError:
+        pass
+    return path
 
 
 def app_paths() -> AppPaths:

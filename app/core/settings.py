@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.core.paths import app_paths
+from app.core.paths import app_paths, private_dir
 from quant.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class Settings:
 
     def save(self) -> None:
         self._data["version"] = SETTINGS_VERSION
+        private_dir(self.path.parent)
         atomic_write_text(self.path, json.dumps(self._data, indent=2, sort_keys=True))
 
     def get(self, key: str, default: Any = None) -> Any:

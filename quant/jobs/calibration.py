@@ -10,12 +10,14 @@ Three sources:
 * **self-generated** text: the model samples its own calibration text from
   BOS, which needs no data at all.
 
-Chat conversations are stored as turns and rendered with the model's own chat
-template (when llama.cpp recognises it), so the importance matrix sees the
-control tokens the model meets in chat; otherwise they become a plain
-transcript. A :class:`CalibrationSet` records what it is made of
-(``dataset_names``) so the choice can be written into the output's metadata,
-and has a content hash for caching.
+Chat conversations are stored as turns and rendered exactly as Quantdesk's chat
+renders a conversation for the same model (:func:`quant.prompts.templates.select_template`:
+the file's own template in the bounded sandbox, else the family's built-in one),
+so the importance matrix sees the prompt shape and control tokens the model
+meets in chat; a model no template suits gets a plain transcript. A
+:class:`CalibrationSet` records what it is made of (``dataset_names``) so the
+choice can be written into the output's metadata, and has a content hash for
+caching.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ import numpy as np
 from quant.atomic import atomic_write_text
 from quant.errors import QuantError
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
+from quant.prompts.templates import (
+    ChatMessage,
+    ChatTemplate,
+    ChatTemplateError,
+    Role,
+    select_template,
+)
 
 if TYPE_CHECKING:
     from quant.native.llama_session import NativeModel
@@ -41,6 +50,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIX_VERSION = 1
+# Changes whenever conversations are rendered differently (cached results then expire).
+CHAT_RENDERING = "quantdesk-chat-format-1"
 DOC_MARKER = "@@@ "
 HELD_OUT_EVERY = 8
 # A folder of calibration text larger than this is a mistake (a whole corpus).
@@ -128,6 +139,9 @@ class CalibrationSet:
     def sha256(self) -> str:
         """Content hash: two sets with the same documents share cached results."""
         h = hashlib.sha256()
+        if any(d.is_chat for d in self.documents):
+            # How conversations become prompt text is part of what the set means.
+            h.update(CHAT_RENDERING.encode() + b"\0")
         for d in self.documents:
             h.update(b"T" if d.is_chat else b"P")
             for role, content in d.turns:
@@ -152,13 +166,13 @@ class CalibrationSet:
     def tokenize(self, model: NativeModel) -> np.ndarray:
         """All documents as one token stream for ``model`` (no BOS; chunks add their own)."""
         parts: list[np.ndarray] = []
+        template = chat_format(model) if any(d.is_chat for d in self.documents) else None
         for d in self.documents:
-            if d.is_chat:
-                rendered = model.apply_chat_template(d.turns)
-                if rendered is not None:
-                    parts.append(model.tokenize(rendered + "\n", parse_special=True))
-                    continue
-            parts.append(model.tokenize(d.plain() + "\n\n"))
+            rendered = _render_turns(template, d.turns) if d.is_chat and template else None
+            if rendered is not None:
+                parts.append(model.tokenize(rendered + "\n", parse_special=True))
+            else:
+                parts.append(model.tokenize(d.plain() + "\n\n"))
         if not parts:
             return np.zeros(0, dtype=np.int32)
         return np.concatenate(parts).astype(np.int32)
@@ -199,6 +213,29 @@ class CalibrationSet:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CalibrationError(f"{path}: unreadable calibration cache ({exc}).") from exc
+
+
+def chat_format(model: NativeModel) -> ChatTemplate | None:
+    """The template chat uses for ``model``, without the BOS (each chunk adds its own)."""
+    template = select_template(
+        model.prompt_metadata(),
+        has_token=model.has_token,
+        bos_token="",
+        eos_token=model.eos_text,
+    )
+    return None if template.is_raw else template
+
+
+def _render_turns(template: ChatTemplate, turns: tuple[tuple[str, str], ...]) -> str | None:
+    roles = {r.value: r for r in Role}
+    if any(role not in roles for role, _ in turns):
+        return None
+    messages = [ChatMessage(roles[role], content) for role, content in turns]
+    try:
+        return template.render(messages, add_generation_prompt=False)
+    except ChatTemplateError as exc:
+        logger.info("a calibration conversation was used as plain text: %s", exc)
+        return None
 
 
 def resource_dir() -> Path:

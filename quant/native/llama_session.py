@@ -190,33 +190,41 @@ class NativeModel:
     def is_eog(self, token: int) -> bool:
         return bool(self._llama.llama_vocab_is_eog(self.vocab, int(token)))
 
-    def chat_template(self) -> str | None:
-        raw = self._llama.llama_model_chat_template(self._model, None)
-        return raw.decode("utf-8", "replace") if raw else None
-
-    def apply_chat_template(self, turns: Sequence[tuple[str, str]]) -> str | None:
-        """Render (role, content) turns with the model's chat template; None if it has none.
-
-        Uses llama.cpp's built-in template matcher, so only templates llama.cpp
-        recognises render; others return None and callers fall back to plain text.
-        """
-        tmpl = self._llama.llama_model_chat_template(self._model, None)
-        if not tmpl:
-            return None
-        keep = [(r.encode(), c.encode()) for r, c in turns]
-        msgs = (self._llama.llama_chat_message * len(keep))()
-        for i, (r, c) in enumerate(keep):
-            msgs[i].role = r
-            msgs[i].content = c
-        size = sum(len(c) + len(r) for r, c in keep) * 2 + 256
-        buf = ctypes.create_string_buffer(size)
-        n = self._llama.llama_chat_apply_template(tmpl, msgs, len(keep), False, buf, size)
-        if n > size:
-            buf = ctypes.create_string_buffer(n + 1)
-            n = self._llama.llama_chat_apply_template(tmpl, msgs, len(keep), False, buf, n + 1)
+    def meta(self, key: str) -> str | None:
+        """The GGUF metadata value ``key`` as text, or None when the file has no such key."""
+        buf = ctypes.create_string_buffer(1024)
+        n = int(self._llama.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf)))
         if n < 0:
             return None
-        return buf.raw[:n].decode("utf-8", "replace")
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self._llama.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def prompt_metadata(self) -> dict[str, str]:
+        """The metadata that decides how a conversation becomes prompt text."""
+        keys = (
+            "general.architecture",
+            "general.name",
+            "general.basename",
+            "general.finetune",
+            "tokenizer.chat_template",
+        )
+        return {k: v for k in keys if (v := self.meta(k)) is not None}
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = self._llama.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    @property
+    def eos_text(self) -> str:
+        return self.token_text(int(self._llama.llama_vocab_eos(self.vocab)))
+
+    def has_token(self, text: str) -> bool:
+        """Whether ``text`` is one special token of the vocabulary."""
+        return len(self.tokenize(text, parse_special=True)) == 1
 
     # -- evaluation ---------------------------------------------------------------
 

@@ -67,3 +67,29 @@ def test_self_generated_text_is_reproducible_and_cached(f16_model: Path, tmp_pat
     assert sum(len(d.text) for d in a.documents) > 100
     a.save(tmp_path / "self.json")
     assert CalibrationSet.load(tmp_path / "self.json").sha256 == a.sha256
+
+
+@pytest.mark.slow
+def test_conversations_are_calibrated_in_the_shape_chat_sends(starter_model: Path) -> None:
+    """The importance matrix sees a conversation exactly as chat renders it for the model."""
+    from app.core.chat.session import ChatSession
+    from app.core.chat.settings import LoadPlan
+    from quant.jobs.calibration import Document, chat_format
+    from quant.native.llama_session import NativeModel
+    from quant.prompts.templates import ChatMessage, Role
+
+    turns = (("user", "What is 2 + 2?"), ("assistant", "4."), ("user", "And 3 + 3?"))
+    with NativeModel(starter_model, n_ctx=256) as model:
+        template = chat_format(model)
+        assert template is not None
+        calibrated = CalibrationSet("t", CalibrationKind.FILES, (Document("c", turns=turns),))
+        stream = calibrated.tokenize(model).tolist()
+    with ChatSession.load(starter_model, LoadPlan(n_ctx=256), check_fit=False) as session:
+        messages = [ChatMessage(Role(r), c) for r, c in turns]
+        chat_text = session.template.render(messages, add_generation_prompt=False)
+        chat_tokens = session.tokenize_prompt(chat_text)
+    # Chat's prompt starts with BOS (calibration chunks add their own), and the
+    # calibration stream separates documents with a newline after the last turn.
+    body = chat_tokens[1:-1]
+    assert len(body) > 20
+    assert stream[: len(body)] == body

@@ -67,6 +67,7 @@ from app.core.runtime import import_llama_first
 from quant.errors import Cancelled, ModelFormatError, QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
+from quant.native.llama_model import open_llama
 from quant.native.llama_session import physical_cores
 from quant.plan.memory import (
     KvType,
@@ -688,7 +689,8 @@ class ChatSession:
         t0 = time.perf_counter()
         with llama_log.observe(collect), _load_progress(llama_lib, on_progress, cancel):
             try:
-                llm = llama_lib.Llama(
+                llm = open_llama(
+                    llama_lib,
                     model_path=str(p),
                     n_ctx=plan.n_ctx,
                     n_batch=plan.n_batch,
