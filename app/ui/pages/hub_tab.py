@@ -77,9 +77,6 @@ def _when(value: Any) -> str:
     return str(value) if value else "—"
 
 
-# --------------------------------------------------------------------------- worker functions
-
-
 def quality_text(r: Any) -> str:
     q = r.option.quality if r is not None and r.option is not None else None
     if q is None or q.kld is None:
