@@ -67,7 +67,7 @@ from quant.plan.memory import (
 )
 from quant.plan.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
 from quant.progress import CancelToken, ProgressCallback, check_cancel
-from quant.units import format_rate, human_bytes
+from quant.units import format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def task_bits(task: Task, facts: ModelFacts, ctx: int) -> TaskBits:
         return TaskBits(
             8 if task in (Task.CODE, Task.MATH) else 6,
             8,
-            f"a {_params_label(params)} model suffers more from quantization than a large one",
+            f"a {format_params(params)} model suffers more from quantization than a large one",
         )
     if task.sensitive or long_ctx:
         why = (
@@ -273,12 +273,6 @@ def task_bits(task: Task, facts: ModelFacts, ctx: int) -> TaskBits:
     if facts.is_moe and task is not Task.CREATIVE:
         return TaskBits(4, 8, "expert routing in a mixture of experts is precision-sensitive")
     return TaskBits(4, 4, f"{task.value} tolerates 4-bit weights well")
-
-
-def _params_label(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.3g}B"
-    return f"{n / 1e6:.0f}M"
 
 
 # ----------------------------------------------------------------------------------
@@ -811,7 +805,7 @@ def _suggestions(c: _Ctx, bits: TaskBits) -> list[str]:
     max_params = budget / per_param if per_param else 0
     if max_params >= 0.5e9:
         out.append(
-            f"A smaller model would: up to about {_params_label(int(max_params))} parameters "
+            f"A smaller model would: up to about {format_params(int(max_params))} parameters "
             f"at {probe.value} fit this machine at {c.ctx} tokens."
         )
     else:

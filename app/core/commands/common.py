@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from app.core.profiles import profile_for
 from quant.hardware.profile import HardwareProfile
 from quant.units import human_bytes
 
@@ -35,11 +36,7 @@ def add_hardware_arg(parser: argparse.ArgumentParser) -> None:
 
 def load_hardware(args: argparse.Namespace) -> HardwareProfile:
     """The profile named by ``--hardware``, or a probe of this machine."""
-    if getattr(args, "hardware", None):
-        return HardwareProfile.load(args.hardware)
-    from quant.hardware.probe import probe
-
-    return probe()
+    return profile_for(getattr(args, "hardware", None) or None)
 
 
 def print_json(data: Any) -> None:

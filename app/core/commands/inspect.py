@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from app.core.commands.common import human_bytes, print_json, resolve_model_arg
 from quant.facts import ModelFacts, inspect_model
+from quant.units import format_params
 
 
 def register(subparsers: Any) -> None:
@@ -51,23 +52,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def human_count(n: int | None) -> str:
-    """Parameter counts the way model cards write them: 268.1M, 8.03B."""
-    if n is None:
-        return "—"
-    if n >= 10**11:
-        return f"{n / 1e9:.0f}B"
-    if n >= 10**10:
-        return f"{n / 1e9:.1f}B"
-    if n >= 10**9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 10**6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 10**3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -78,7 +62,7 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
         ("source", f"{facts.source} ({facts.kind.value})"),
         ("architecture", facts.architecture),
     ]
-    params = f"{human_count(facts.parameters)} ({facts.parameters:,})"
+    params = f"{format_params(facts.parameters)} ({facts.parameters:,})"
     rows.append(("parameters", params))
     if facts.is_moe:
         active = facts.active_parameters
@@ -86,7 +70,7 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
             (
                 "experts",
                 f"{facts.n_experts}, {facts.n_experts_used} used per token; "
-                f"{human_count(active)} active parameters",
+                f"{format_params(active)} active parameters",
             )
         )
     rows.append(("layers", str(facts.n_layers)))

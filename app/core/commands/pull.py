@@ -26,13 +26,11 @@ from app.core.hub import (
     HubRepo,
     RankedFile,
     best_file,
-    file_facts,
-    rank_files,
     repo_files,
-    representative_file,
     save_token,
 )
-from quant.errors import Cancelled, HubError, QuantError
+from app.core.hub_ranking import rank_repo
+from quant.errors import HubError, QuantError
 from quant.plan.advisor import Task
 from quant.progress import Progress
 from quant.units import format_rate
@@ -97,21 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rank(repo: HubRepo, args: argparse.Namespace) -> tuple[list[RankedFile], str | None]:
-    """The files with fit badges, or without them and the reason the header was unreadable."""
-    chosen = representative_file(repo)
-    if chosen is None:
-        return [RankedFile(f, None, i) for i, f in enumerate(repo.files, start=1)], (
-            "no complete model file to read a header from"
-        )
-    profile = load_hardware(args)
-    try:
-        facts = file_facts(repo.repo_id, chosen.filename, repo=repo)
-    except Cancelled:
-        raise
-    except QuantError as exc:
-        return [RankedFile(f, None, i) for i, f in enumerate(repo.files, start=1)], str(exc)
-    ranked = rank_files(repo, facts, profile, task=Task(args.task), ctx=args.ctx)
-    return ranked, None
+    """The files with fit badges, or without them and the reason there are none."""
+    ranking = rank_repo(repo, load_hardware(args), task=Task(args.task), ctx=args.ctx)
+    return ranking.files, ranking.problem
 
 
 def _no_gguf(repo: HubRepo) -> HubError:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 
+from app.core.advice import advise
 from app.core.commands.common import (
     add_hardware_arg,
     human_bytes,
-    load_hardware,
     positive_tokens,
     print_json,
     resolve_model_arg,
 )
-from quant.plan.advisor import Option, Recommendation, Task, recommend
+from quant.plan.advisor import Option, Recommendation, Task
 from quant.plan.memory import KvType
-from quant.units import format_rate
+from quant.units import format_params, format_rate
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +71,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quant.facts import inspect_model
-
-    profile = load_hardware(args)
-    facts = inspect_model(resolve_model_arg(args.model))
-    rec = recommend(
-        facts,
-        profile,
+    rec = advise(
+        resolve_model_arg(args.model),
+        profile_path=args.hardware,
         task=Task(args.task),
         ctx=args.ctx,
         kv_type=KvType(args.kv),
         training_tokens=args.training_tokens,
-    )
+    ).recommendation
     if args.json:
         print_json(rec.to_dict())
     else:
@@ -107,7 +103,7 @@ def _top1(o: Option) -> str:
 def render(rec: Recommendation, *, show_all: bool = False) -> str:
     """The recommendation as a table and the reasons for the top pick."""
     lines = [
-        f"Model:    {rec.model} ({rec.parameters / 1e9:.3g}B parameters)",
+        f"Model:    {rec.model} ({format_params(rec.parameters)} parameters)",
         f"Machine:  {rec.hardware}",
         f"Task:     {rec.task.value}, {rec.ctx} tokens of context, {rec.kv_type.value} KV cache",
         "",

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from app.core.commands.common import print_json
 from app.core.hub import MAX_SEARCH_LIMIT, HubModel, HubSort, search_models
+from quant.units import format_count
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,17 +69,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def human_count(n: int) -> str:
-    """Download and like counts the way the hub shows them: 950, 12.3k, 4.1M."""
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f}M"
-    if n >= 10_000:
-        return f"{n / 1e3:.0f}k"
-    if n >= 1_000:
-        return f"{n / 1e3:.1f}k"
-    return str(n)
-
-
 def _date(when: datetime | None) -> str:
     return when.date().isoformat() if when else "—"
 
@@ -91,8 +81,8 @@ def render(models: list[HubModel], text: str, *, gguf_only: bool) -> str:
     rows += [
         (
             m.repo_id + (" (gated)" if m.gated else ""),
-            human_count(m.downloads),
-            human_count(m.likes),
+            format_count(m.downloads),
+            format_count(m.likes),
             _date(m.last_modified),
         )
         for m in models

@@ -57,8 +57,8 @@ from app.ui.widgets.chat_input import ChatInput
 from app.ui.widgets.chat_settings import ChatSettingsDrawer
 from app.ui.widgets.chat_transcript import MessageBubble, Transcript
 from app.workers.chat_worker import ChatController, GenerateRequest, GenerationResult
-from app.workers.tasks import TaskHandle, start_task
-from quant.errors import QuantError
+from app.workers.failure import Failure
+from app.workers.tasks import Call, LatestTask
 from quant.progress import Progress
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ SEARCH_DELAY_MS = 150
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _list_models(library: Any, **_: Any) -> list[tuple[str, Path]]:
+def _list_models(library: Any) -> list[tuple[str, Path]]:
     """(label, path) of every library entry; runs off the GUI thread."""
     if library is None:
         from app.core.library import ModelLibrary
@@ -84,10 +84,10 @@ class ChatPage(QWidget):
     """Offline chat with live stats. ``open_model(path)`` loads a model from elsewhere."""
 
     model_loaded = Signal(object)  # ModelInfo
-    model_load_failed = Signal(object)  # the exception
+    model_load_failed = Signal(object)  # the exception behind the Failure
     model_unloaded = Signal()
     answer_finished = Signal(object)  # GenerationResult
-    answer_failed = Signal(object)  # the exception
+    answer_failed = Signal(object)  # the exception behind the Failure
     status_message = Signal(str)
 
     def __init__(
@@ -110,7 +110,10 @@ class ChatPage(QWidget):
         self._stream_conversation: int | None = None
         self._pending: list[str] = []
         self._generated_live = 0
-        self._models_task: TaskHandle | None = None
+        # Listed again when the library changes; a listing under way starts over.
+        self._listing: LatestTask[list[tuple[str, Path]]] = LatestTask(
+            self, on_finished=self._on_models, on_failed=self._on_models_failed
+        )
         self._down = False
 
         self._flush_timer = QTimer(self)
@@ -283,20 +286,9 @@ class ChatPage(QWidget):
     # ------------------------------------------------------------------ models
     def reload_models(self) -> None:
         """List the library's models (off the GUI thread)."""
-        if self._models_task is not None:
-            return
-        self._models_task = start_task(
-            _list_models,
-            self.library,
-            on_finished=self._on_models,
-            on_failed=self._on_models_failed,
-            pass_progress=False,
-            pass_cancel=False,
-            parent=self,
-        )
+        self._listing.start(Call(_list_models, self.library))
 
     def _on_models(self, models: list[tuple[str, Path]]) -> None:
-        self._models_task = None
         current = self.current_model_path()
         self.model_combo.blockSignals(True)
         known = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
@@ -313,9 +305,8 @@ class ChatPage(QWidget):
             self.model_combo.setCurrentIndex(index if index >= 0 else 0)
         self._update_controls()
 
-    def _on_models_failed(self, exc: BaseException) -> None:
-        self._models_task = None
-        logger.warning("model list unavailable: %s", exc)
+    def _on_models_failed(self, failure: Failure) -> None:
+        logger.warning("model list unavailable: %s", failure.message)
         self.model_combo.setPlaceholderText("Use Open file… to pick a model")
 
     def _index_of(self, path: Path) -> int:
@@ -443,19 +434,19 @@ class ChatPage(QWidget):
             text, self._pending_send = self._pending_send, None
             self.send(text)
 
-    def _on_load_failed(self, exc: BaseException) -> None:
+    def _on_load_failed(self, failure: Failure) -> None:
         self._loading_path = None
         self._pending_send = None
         self.info = None
         self.load_bar.setVisible(False)
         self.model_label.setText("No model loaded.")
-        retry = exc.retry if isinstance(exc, ChatLoadError) else None
-        if isinstance(exc, AppError | QuantError):
-            self.show_banner(str(exc), retry=retry)
+        retry = failure.error.retry if isinstance(failure.error, ChatLoadError) else None
+        if failure.expected:
+            self.show_banner(failure.message, retry=retry)
         else:
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
         self._update_controls()
-        self.model_load_failed.emit(exc)
+        self.model_load_failed.emit(failure.error)
 
     def _on_load_cancelled(self) -> None:
         self._loading_path = None
@@ -874,16 +865,16 @@ class ChatPage(QWidget):
         self._update_controls()
         self.answer_finished.emit(result)
 
-    def _on_generation_failed(self, exc: BaseException) -> None:
+    def _on_generation_failed(self, failure: Failure) -> None:
         bubble = self._finish_stream()
         if bubble is not None:
             bubble.set_state("(failed)")
-        if isinstance(exc, AppError | QuantError):
-            self.show_banner(str(exc))
+        if failure.expected:
+            self.show_banner(failure.message)
         else:
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
         self._update_controls()
-        self.answer_failed.emit(exc)
+        self.answer_failed.emit(failure.error)
 
     # ------------------------------------------------------------------ state
     def _update_controls(self) -> None:
