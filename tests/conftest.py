@@ -59,3 +59,18 @@ def starter_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 os.environ["QUANTDESK_HOME"] = previous
         _PROBE_VERDICTS.append(home / "cache" / "load-probe.json")
     return path
+
+
+@pytest.fixture(scope="session")
+def f16_model(starter_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The starter model with every tensor expanded to F16 (about 540 MB), made once.
+
+    The quantization stages start from it, and the converter's round trip rebuilds a
+    Hugging Face checkpoint from its weights.
+    """
+    import llama_cpp  # noqa: F401  - before gguf (see app/core/runtime.py)
+
+    from quant.jobs.dequantize import dequantize_gguf
+
+    out = tmp_path_factory.mktemp("f16") / "gemma-3-270m-F16.gguf"
+    return dequantize_gguf(starter_model, out)
