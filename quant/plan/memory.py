@@ -49,6 +49,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from quant.errors import QuantError
+from quant.facts.families import block_layout
 from quant.facts.model import ModelFacts, SourceKind, TensorInfo
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.hardware.profile import GpuInfo, HardwareProfile
@@ -182,15 +183,8 @@ def tensor_bytes(t: GGMLType, shape: Sequence[int]) -> int:
 
 
 # ----------------------------------------------------------------------------------
-# Tensor list synthesis for facts read from a config (no tensor list)
-
-# Architectures whose blocks differ from the Llama layout (names as GGUF spells them).
-_QK_NORM = {"qwen3", "qwen3moe", "gemma3", "olmo2", "olmoe", "cohere2", "glm4moe"}
-_ATTN_BIAS = {"qwen2", "qwen2moe", "qwen2vl", "starcoder2", "phi2"}
-_POST_NORMS = {"gemma2", "gemma3"}
-_FUSED_QKV = {"phi3", "phi2", "falcon", "bloom", "gpt2", "mpt", "gptneox"}
-_FUSED_GATE_UP = {"phi3"}
-_NO_GATE = {"gpt2", "starcoder", "starcoder2", "falcon", "phi2", "bloom", "mpt", "gptneox"}
+# Tensor list synthesis for facts read from a config (no tensor list). The block
+# layout of each architecture comes from the families table (quant.facts.families).
 
 
 def synthesize_tensors(
@@ -202,7 +196,7 @@ def synthesize_tensors(
     writes them. Feed-forward widths that the facts do not give (the expert width of
     an MoE, or a missing dense width) are solved from the parameter count.
     """
-    arch = facts.architecture.lower()
+    layout = block_layout(facts.architecture)
     n_embd = facts.embedding_length
     n_layer = facts.n_layers
     n_vocab = facts.vocab_size
@@ -227,7 +221,7 @@ def synthesize_tensors(
         facts, "shared_expert_feed_forward_length"
     )
     n_shared = _int_extra(facts, "expert_shared_count") or (1 if n_ff_shexp else 0)
-    ffn_mats = 2 if arch in _NO_GATE else 3
+    ffn_mats = 2 if layout.no_gate else 3
     embed = n_vocab * n_embd * (1 if facts.tied_embeddings else 2)
     attn_total = sum(attn_params(i) for i in range(n_layer))
     if moe and not n_ff_exp:
@@ -253,21 +247,21 @@ def synthesize_tensors(
         p = f"blk.{il}."
         n_kv = facts.kv_heads_for_layer(il)
         add(p + "attn_norm.weight", (n_embd,))
-        if arch in _FUSED_QKV:
+        if layout.fused_qkv:
             add(p + "attn_qkv.weight", (n_embd, n_head * hd_k + n_kv * (hd_k + hd_v)))
         else:
             add(p + "attn_q.weight", (n_embd, n_head * hd_k))
             add(p + "attn_k.weight", (n_embd, n_kv * hd_k))
             add(p + "attn_v.weight", (n_embd, n_kv * hd_v))
-            if arch in _ATTN_BIAS:
+            if layout.attn_bias:
                 add(p + "attn_q.bias", (n_head * hd_k,))
                 add(p + "attn_k.bias", (n_kv * hd_k,))
                 add(p + "attn_v.bias", (n_kv * hd_v,))
-        if arch in _QK_NORM:
+        if layout.qk_norm:
             add(p + "attn_q_norm.weight", (hd_k,))
             add(p + "attn_k_norm.weight", (hd_k,))
         add(p + "attn_output.weight", (n_head * hd_v, n_embd))
-        if arch in _POST_NORMS:
+        if layout.post_norms:
             add(p + "post_attention_norm.weight", (n_embd,))
             add(p + "post_ffw_norm.weight", (n_embd,))
         add(p + "ffn_norm.weight", (n_embd,))
@@ -282,7 +276,7 @@ def synthesize_tensors(
                 add(p + "ffn_gate_shexp.weight", (n_embd, width))
                 add(p + "ffn_up_shexp.weight", (n_embd, width))
                 add(p + "ffn_down_shexp.weight", (width, n_embd))
-        elif arch in _FUSED_GATE_UP:
+        elif layout.fused_gate_up:
             add(p + "ffn_up.weight", (n_embd, 2 * n_ff))
             add(p + "ffn_down.weight", (n_ff, n_embd))
         else:
@@ -473,7 +467,7 @@ class MixParams:
         # llama.cpp's model type 70B: 80 blocks with grouped-query attention
         # (src/llama-model.cpp, load_hparams for llama and qwen2).
         is_70b = (
-            arch in ("llama", "qwen2")
+            block_layout(arch).names_70b
             and facts.n_layers == 80
             and facts.n_heads != facts.n_kv_heads
         )
@@ -1272,7 +1266,7 @@ def estimate_memory(
         placement = Placement.GPU
     else:
         placement = Placement.PARTIAL
-    if facts.architecture.lower() in ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "lfm2"):
+    if block_layout(facts.architecture).recurrent:
         notes.append(f"{facts.architecture} keeps recurrent state the model does not count")
     ft_name = (
         file_type.value
