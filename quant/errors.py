@@ -21,6 +21,10 @@ class ModelFormatError(QuantError):
     """A model file is not what it claims to be (bad magic, truncated, absurd header)."""
 
 
+class ModelFileMissingError(ModelFormatError):
+    """The path names no model file (nor folder, nor hub repo id where one would do)."""
+
+
 class UnsupportedArchitectureError(QuantError):
     """The model's architecture is not one Quantdesk can handle."""
 

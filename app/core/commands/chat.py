@@ -23,11 +23,12 @@ from types import FrameType
 from typing import TextIO
 
 from app.core.chat.session import Answer, ChatSession
-from app.core.chat.settings import ChatSettingsStore, KvCacheType, ModelChatSettings
+from app.core.chat.settings import ChatSettingsStore, ModelChatSettings
 from app.core.chat.templates import ChatMessage, PromptMode, Role
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
 from app.core.settings import Settings
+from quant.plan.memory import KvType
 from quant.progress import CancelToken
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (-1: all)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
-    p.add_argument("--kv-type", choices=[k.value for k in KvCacheType], help="KV cache type")
+    p.add_argument("--kv-type", choices=[k.value for k in KvType], help="KV cache type")
     p.add_argument(
         "--raw",
         action="store_true",
@@ -105,7 +106,7 @@ def _options(args: argparse.Namespace, saved: ModelChatSettings) -> ModelChatSet
     if args.threads is not None:
         plan = replace(plan, n_threads=args.threads)
     if args.kv_type is not None:
-        plan = replace(plan, kv_type=KvCacheType(args.kv_type))
+        plan = replace(plan, kv_type=KvType(args.kv_type))
     sampling = saved.sampling
     if args.max_tokens is not None:
         sampling = replace(sampling, max_tokens=args.max_tokens)

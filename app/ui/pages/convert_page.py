@@ -566,13 +566,14 @@ class ConvertPage(QWidget):
 
     def build_spec(self) -> Any:
         """The job the form describes; raises QuantError with a sentence when it is incomplete."""
-        from quant.jobs.pipeline import JobSpec, classify_source
+        from quant.facts import detect_source
+        from quant.jobs.pipeline import JobSpec
         from quant.jobs.quantize import parse_file_type
 
         source = self.source_edit.text().strip()
         if not source:
             raise QuantError("Choose a model first: a GGUF file, an HF folder or a hub repo id.")
-        classify_source(source)
+        detect_source(source, need_weights=True)
         types = self.selected_types()
         if not types:
             raise QuantError("Tick at least one target type, for example Q4_K_M.")
@@ -891,11 +892,10 @@ def _duration(seconds: float) -> str:
 
 def describe_source(text: str) -> tuple[str, Any]:
     """(a one-line description of the source, its ModelFacts when they can be read)."""
-    from quant.facts import inspect_model
-    from quant.jobs.pipeline import SourceKind, classify_source
+    from quant.facts import SourceKind, detect_source, inspect_model
 
     try:
-        kind = classify_source(text)
+        kind = detect_source(text, need_weights=True)
     except (QuantError, OSError) as exc:
         return str(exc), None
     if kind is SourceKind.HUB:
