@@ -1329,6 +1329,12 @@ def fits_gpus(estimate: MemoryEstimate, budgets: Sequence[int]) -> bool:
     return all(v <= b for v, b in zip(estimate.vram_bytes, budgets, strict=False))
 
 
+def fits_memory(estimate: MemoryEstimate, ram_budget: int, budgets: Sequence[int]) -> bool:
+    """Whether a run fits: the RAM it needs within ``ram_budget``, each GPU's VRAM within
+    its budget (:func:`gpu_budgets`). The advisor's fit and chat's check before a load."""
+    return estimate.ram_required_bytes <= ram_budget and fits_gpus(estimate, budgets)
+
+
 def max_gpu_layers(
     facts: ModelFacts,
     profile: HardwareProfile,
@@ -1363,3 +1369,68 @@ def max_gpu_layers(
         else:
             hi = mid - 1
     return lo
+
+
+def longest_context(
+    facts: ModelFacts,
+    *,
+    max_ctx: int,
+    ram_budget: int,
+    kv_type: KvType = KvType.F16,
+    n_gpu_layers: int | None = 0,
+    profile: HardwareProfile | None = None,
+    options: RuntimeOptions | None = None,
+    margin_bytes: int | None = None,
+    plan: Sequence[PlannedTensor] | None = None,
+    min_ctx: int = CTX_PAD,
+    step: int = CTX_PAD,
+) -> int | None:
+    """The longest context that fits: a multiple of ``step`` from ``min_ctx`` to ``max_ctx``.
+
+    "Fits" is :func:`fits_memory` with ``ram_budget`` and the GPUs' budgets in
+    ``profile``. ``n_gpu_layers`` None places as many layers on the GPUs as fit at
+    each context (as the advisor places a model); a number keeps that placement (as
+    a chat load plan does). Memory only grows with the context, so a binary search
+    over the memory model's own estimate gives the exact answer. None when not even
+    ``min_ctx`` fits. The advisor's "a shorter context would fit" and chat's
+    suggestion for a plan that does not fit both come from here, so they agree.
+    """
+    tensors = tuple(plan) if plan is not None else plan_tensors(facts)
+    budgets = gpu_budgets(profile, margin_bytes) if profile is not None else ()
+
+    def fits(ctx: int) -> bool:
+        ngl = n_gpu_layers
+        if ngl is None:
+            ngl = 0
+            if profile is not None:
+                ngl = max_gpu_layers(
+                    facts,
+                    profile,
+                    ctx=ctx,
+                    kv_type=kv_type,
+                    options=options,
+                    margin_bytes=margin_bytes,
+                    plan=tensors,
+                )
+        est = estimate_memory(
+            facts,
+            ctx=ctx,
+            kv_type=kv_type,
+            n_gpu_layers=ngl,
+            profile=profile,
+            options=options,
+            plan=tensors,
+        )
+        return fits_memory(est, ram_budget, budgets)
+
+    lo = max(1, -(-min_ctx // step))
+    hi = max_ctx // step
+    if lo > hi or not fits(lo * step):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid * step):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * step

@@ -75,6 +75,7 @@ from quant.plan.memory import (
     estimate_memory,
     fits_gpus,
     gpu_budgets,
+    longest_context,
     max_gpu_layers,
     plan_tensors,
 )
@@ -306,18 +307,22 @@ def estimate_fit(
                 suggestion=replace(plan, n_gpu_layers=fit_layers),
             )
     ram = available_ram_bytes() if available_ram is None else available_ram
-    if est.ram_peak_bytes <= ram:
-        return FitReport(True, est.ram_peak_bytes, ram, "RAM", est.weights_bytes, est.kv_bytes)
+    if est.ram_required_bytes <= ram:
+        return FitReport(True, est.ram_required_bytes, ram, "RAM", est.weights_bytes, est.kv_bytes)
     suggestion: LoadPlan | None = None
-    lo, hi = MIN_CONTEXT // 256, plan.n_ctx // 256
-    if estimate(lo * 256, adv.n_gpu_layers).ram_peak_bytes <= ram:
-        while lo < hi:  # the longest context whose estimate fits
-            mid = (lo + hi + 1) // 2
-            if estimate(mid * 256, adv.n_gpu_layers).ram_peak_bytes <= ram:
-                lo = mid
-            else:
-                hi = mid - 1
-        suggestion = replace(plan, n_ctx=lo * 256)
+    n_ctx = longest_context(
+        adv.facts,
+        max_ctx=plan.n_ctx,
+        ram_budget=ram,
+        kv_type=adv.kv,
+        n_gpu_layers=adv.n_gpu_layers,
+        profile=adv.profile,
+        options=adv.options,
+        plan=tensors,
+        min_ctx=MIN_CONTEXT,
+    )
+    if n_ctx is not None:
+        suggestion = replace(plan, n_ctx=n_ctx)
     if suggestion is not None:
         hint = f"try a context of {suggestion.n_ctx:,} tokens"
         if plan.kv_type is KvType.F16:
@@ -326,14 +331,14 @@ def estimate_fit(
         hint = "choose a smaller quant of this model (for example Q4_K_M) or close other programs"
     return FitReport(
         fits=False,
-        needed_bytes=est.ram_peak_bytes,
+        needed_bytes=est.ram_required_bytes,
         available_bytes=ram,
         where="RAM",
         weights_bytes=est.weights_bytes,
         kv_bytes=est.kv_bytes,
         message=(
             f"{path.name} with a {plan.n_ctx:,}-token context needs about "
-            f"{_gib(est.ram_peak_bytes)} of memory but {_gib(ram)} is available; {hint}"
+            f"{_gib(est.ram_required_bytes)} of memory but {_gib(ram)} is available; {hint}"
         ),
         suggestion=suggestion,
     )
