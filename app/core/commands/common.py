@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from quant.hardware.profile import HardwareProfile
+from quant.protocol import write_json
 from quant.units import human_bytes
 
 __all__ = ["add_hardware_arg", "human_bytes", "load_hardware", "positive_tokens", "print_json"]
@@ -43,8 +42,8 @@ def load_hardware(args: argparse.Namespace) -> HardwareProfile:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    """Print a command's ``--json`` output: strict JSON (non-finite numbers as null)."""
+    write_json(data)
 
 
 STARTER_ALIAS = "starter"

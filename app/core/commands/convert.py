@@ -4,22 +4,22 @@ SRC is a Hugging Face model folder, a hub repo id (downloaded with resume), or
 an F16/BF16/F32/Q8_0 GGUF. The job runs the engine's pipeline in this process
 (``quant.jobs.pipeline.run_pipeline``); the GUI runs the same pipeline in a child
 process (``python -m quant pipeline``), and ``--json-progress`` prints the same
-JSON lines that child writes.
+JSON lines that child writes (:mod:`quant.protocol`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from app.core.commands.common import resolve_model_arg
+from app.core.commands.common import print_json, resolve_model_arg
 from app.core.paths import app_paths
 from quant.errors import Cancelled, QuantError
 from quant.progress import Progress
+from quant.protocol import JsonLines
 from quant.units import human_bytes
 
 logger = logging.getLogger(__name__)
@@ -157,11 +157,6 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     from app.core.runtime import import_llama_first
 
@@ -170,22 +165,13 @@ def run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     if args.json_progress:
-
-        def on_event(name: str, data: dict[str, Any]) -> None:
-            _emit({"stages": data["stages"]} if name == "stages" else {"event": name, **data})
-
+        lines = JsonLines()
         try:
-            report = run_pipeline(spec, on_progress=lambda p: _emit(p.as_dict()), on_event=on_event)
-        except QuantError as exc:
-            _emit(
-                {
-                    "error": str(exc),
-                    "kind": type(exc).__name__,
-                    **({"cancelled": True} if isinstance(exc, Cancelled) else {}),
-                }
-            )
+            report = run_pipeline(spec, on_progress=lines.progress, on_event=lines.on_event)
+        except (QuantError, Cancelled) as exc:
+            lines.failure(exc)
             raise
-        _emit({"result": report.as_dict()})
+        lines.result(report.as_dict())
         return 0
 
     tty = sys.stderr.isatty()
@@ -206,8 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if tty:
         sys.stderr.write("\n")
     if args.json:
-        json.dump(report.as_dict(), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json(report.as_dict())
         return 0
     out = sys.stdout
     out.write(f"{report.model_name}: from {Path(report.base_model).name} ({report.base_type})\n")

@@ -11,9 +11,8 @@ part downloaded so far; the same command resumes it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from app.core.commands.common import (
     add_hardware_arg,
@@ -35,6 +34,7 @@ from app.core.hub import (
 from quant.errors import Cancelled, HubError, QuantError
 from quant.plan.advisor import Task
 from quant.progress import Progress
+from quant.protocol import JsonLines
 from quant.units import format_rate
 
 BEST = "best"
@@ -284,11 +284,6 @@ class ProgressBar:
             self._open = False
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
-
-
 def _interrupted_sentence(last: Progress | None, name: str) -> str:
     where = ""
     if last is not None and last.bytes_total:
@@ -306,11 +301,12 @@ def _download(args: argparse.Namespace) -> int:
     filename, size = _pick(args)
     name = filename.rsplit("/", 1)[-1]
     bar = ProgressBar(sys.stderr)
+    lines = JsonLines()
 
     def on_progress(p: Progress) -> None:
         if args.json_progress:
             bar.last = p if p.bytes_total else bar.last
-            _emit(p.as_dict())
+            lines.progress(p)
         else:
             bar(p)
 
@@ -320,13 +316,13 @@ def _download(args: argparse.Namespace) -> int:
         bar.close()
         sentence = _interrupted_sentence(bar.last, name)
         if args.json_progress:
-            _emit({"error": sentence, "kind": "Interrupted", "cancelled": True})
+            lines.cancelled(sentence)
         print(f"quantdesk: {sentence}", file=sys.stderr)
         return 130
     except QuantError as exc:
         bar.close()
         if args.json_progress:
-            _emit({"error": str(exc), "kind": type(exc).__name__})
+            lines.failure(exc)
         raise
     bar.close()
     added = True
@@ -344,7 +340,7 @@ def _download(args: argparse.Namespace) -> int:
         "entry": entry.to_dict(),
     }
     if args.json_progress:
-        _emit({"result": result})
+        lines.result(result)
     elif args.json:
         print_json(result)
     else:
