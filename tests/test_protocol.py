@@ -6,6 +6,7 @@ import io
 import json
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +97,39 @@ def test_json_documents_are_strict() -> None:
     data = {"ppl": math.nan, "ratio": [1.0, math.inf, -math.inf], "name": "Modèle\u202e"}
     parsed = _strict(json_text(data))
     assert parsed == {"ppl": None, "ratio": [1.0, None, None], "name": "Modèle\u202e"}
+
+
+def test_a_stopped_command_exits_130_and_is_no_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cancel is not an error: no handler for the engine's errors reports it as one."""
+    import app.core.commands.inspect as inspect_cmd
+    from app.core.cli import run_cli
+    from quant.errors import QuantError
+
+    assert not isinstance(Cancelled("stopped"), QuantError)
+
+    def stopped(_args: object) -> int:
+        raise Cancelled("stopped by the user")
+
+    monkeypatch.setattr(inspect_cmd, "run", stopped)
+    assert run_cli(["inspect", "starter"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "cancelled" and "error" not in captured.err
+
+
+def test_quantdesk_convert_reports_a_stop_like_the_child_job(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from app.core.cli import run_cli
+    from quant.jobs import pipeline
+
+    def stopped(*_a: object, **_k: object) -> None:
+        raise Cancelled("cancelled by the user")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", stopped)
+    rc = run_cli(["convert", "google/gemma-3-270m", "--out", str(tmp_path), "--json-progress"])
+    assert rc == 130
+    captured = capsys.readouterr()
+    assert captured.out.encode() == CANCELLED_LINE
+    assert captured.err.strip() == "cancelled"

@@ -63,7 +63,13 @@ from app.core.chat.templates import (
 )
 from app.core.errors import AppError, ModelLoadError
 from app.core.runtime import import_llama_first
-from quant.errors import Cancelled, ModelFileMissingError, ModelFormatError, QuantError
+from quant.errors import (
+    Cancelled,
+    ModelFileMissingError,
+    ModelFormatError,
+    NotGGUFError,
+    QuantError,
+)
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.native.llama_model import open_llama
@@ -669,14 +675,14 @@ class ChatSession:
         facts: ModelFacts | None
         try:
             facts = inspect_model(p)
+        except NotGGUFError as exc:
+            raise ChatLoadError(
+                f"{str(exc).rstrip('. ')}; chat needs a GGUF model file, so pick another file "
+                "or convert this model to GGUF first",
+                failure=LoadFailure.NOT_GGUF,
+            ) from exc
         except ModelFormatError as exc:
             text = str(exc).rstrip(". ")
-            if "not a GGUF" in text:
-                raise ChatLoadError(
-                    f"{text}; chat needs a GGUF model file, so pick another file or convert "
-                    "this model to GGUF first",
-                    failure=LoadFailure.NOT_GGUF,
-                ) from exc
             if ";" not in text:
                 text += "; the file is damaged or incomplete, download or convert it again"
             raise ChatLoadError(text, failure=LoadFailure.CORRUPT) from exc

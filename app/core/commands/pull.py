@@ -31,7 +31,7 @@ from app.core.hub import (
     representative_file,
     save_token,
 )
-from quant.errors import Cancelled, HubError, QuantError
+from quant.errors import HubError, QuantError
 from quant.plan.advisor import Task
 from quant.progress import Progress
 from quant.protocol import JsonLines
@@ -106,8 +106,6 @@ def _rank(repo: HubRepo, args: argparse.Namespace) -> tuple[list[RankedFile], st
     profile = load_hardware(args)
     try:
         facts = file_facts(repo.repo_id, chosen.filename, repo=repo)
-    except Cancelled:
-        raise
     except QuantError as exc:
         return [RankedFile(f, None, i) for i, f in enumerate(repo.files, start=1)], str(exc)
     ranked = rank_files(repo, facts, profile, task=Task(args.task), ctx=args.ctx)
