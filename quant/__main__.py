@@ -40,6 +40,7 @@ import_llama_first()
 
 from quant.errors import Cancelled, QuantError  # noqa: E402
 from quant.protocol import CANCELLED_LINE, EXIT_CANCELLED, JsonLines, write_json  # noqa: E402
+from quant.untrusted import terminal_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_CANCELLED
     except QuantError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_text(exc, 1000)}", file=sys.stderr)
         return 2
 
 

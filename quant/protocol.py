@@ -169,9 +169,7 @@ def _finite(value: Any) -> Any:
 
 def json_text(data: Any, *, indent: int | None = 2) -> str:
     """``data`` as strict JSON: non-finite numbers become null, other objects their str()."""
-    return json.dumps(
-        _finite(data), indent=indent, ensure_ascii=False, allow_nan=False, default=str
-    )
+    return json.dumps(_finite(data), indent=indent, allow_nan=False, default=str)
 
 
 def write_json(data: Any, stream: TextIO | None = None, *, indent: int | None = 2) -> None:

@@ -14,6 +14,7 @@ import sys
 
 from quant.progress import Progress
 from quant.protocol import JsonLines, write_json
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +81,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(result.as_dict())
         return 0
+    # Names come from the model folder (config, tokenizer files): shown as terminal text.
     out = sys.stdout
     mib = result.file_bytes / 2**20
     out.write(
-        f"{result.output}: {result.hf_architecture} → {result.architecture} "
-        f"{result.size_label} {result.outtype.value.upper()}, {result.n_tensors} tensors, "
-        f"{mib:.1f} MiB in {result.seconds:.1f}s\n"
+        f"{terminal_text(result.output, None)}: {terminal_text(result.hf_architecture)} → "
+        f"{result.architecture} {result.size_label} {result.outtype.value.upper()}, "
+        f"{result.n_tensors} tensors, {mib:.1f} MiB in {result.seconds:.1f}s\n"
     )
     tok = result.tokenizer
     out.write(
-        f"tokenizer: {tok.get('model')} (pre {tok.get('pre')}), {tok.get('tokens')} tokens, "
-        f"chat template {'yes' if tok.get('chat_template') else 'no'}\n"
+        f"tokenizer: {terminal_text(tok.get('model'))} (pre {terminal_text(tok.get('pre'))}), "
+        f"{tok.get('tokens')} tokens, chat template {'yes' if tok.get('chat_template') else 'no'}\n"
     )
     for w in result.warnings:
-        out.write(f"warning: {w}\n")
+        out.write(f"warning: {terminal_text(w, 1000)}\n")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -25,11 +24,14 @@ from typing import TextIO
 from app.core.chat.session import Answer, ChatSession
 from app.core.chat.settings import ChatSettingsStore, ModelChatSettings
 from app.core.chat.templates import ChatMessage, PromptMode, Role
+from app.core.commands.common import NAME_LIMIT, TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
 from app.core.settings import Settings
 from quant.plan.memory import KvType
 from quant.progress import CancelToken
+from quant.protocol import json_text
+from quant.untrusted import terminal_lines, terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +176,9 @@ class _Chat:
         self._conversation_id = None
 
     def _on_token(self, text: str) -> None:
-        self.out.write(text)
+        # The answer is the model's text: control characters other than newline and
+        # tab are shown as escapes, so an answer cannot drive the terminal.
+        self.out.write(terminal_lines(text))
         self.out.flush()
 
     def ask(self, text: str) -> Answer:
@@ -225,10 +229,10 @@ class _Chat:
             data = answer.stats.to_dict()
             data["model"] = str(self.session.info.path)
             data["notice"] = answer.notice
-            self.err.write(json.dumps(data) + "\n")
+            self.err.write(json_text(data, indent=None) + "\n")
         else:
             if answer.notice:
-                self.err.write(f"note: {answer.notice}\n")
+                self.err.write(f"note: {terminal_text(answer.notice, TEXT_LIMIT)}\n")
             self.err.write(f"[{answer.stats.summary()}]\n")
         self.err.flush()
 
@@ -240,7 +244,8 @@ class _Chat:
 def _interactive(chat: _Chat, stdin: TextIO) -> None:
     tty = stdin.isatty()
     if tty:
-        chat.err.write(f"Chatting with {chat.session.info.name}. {_COMMANDS_HELP}\n")
+        name = terminal_text(chat.session.info.name, NAME_LIMIT)
+        chat.err.write(f"Chatting with {name}. {_COMMANDS_HELP}\n")
     while True:
         if tty:
             chat.err.write("you> ")
@@ -270,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args, store.for_model(path) if path.is_file() else ModelChatSettings())
     session = ChatSession.load(path, options.plan, mode=options.mode)
     for note in session.info.notes:
-        sys.stderr.write(f"note: {note}\n")
+        sys.stderr.write(f"note: {terminal_text(note, TEXT_LIMIT)}\n")
     chat = _Chat(
         session, options, json_stats=args.json_stats, save=args.save, out=sys.stdout, err=sys.stderr
     )

@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.core.commands.common import print_json, resolve_model_arg
+from app.core.commands.common import NAME_LIMIT, print_json, resolve_model_arg
 from app.core.paths import app_paths
 from quant.errors import Cancelled, QuantError
 from quant.progress import Progress
 from quant.protocol import JsonLines
 from quant.units import human_bytes
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         if tty:
             frac = f" {100 * p.fraction:3.0f}%" if p.fraction is not None else ""
             eta = f" ETA {p.eta_s:.0f}s" if p.eta_s else ""
-            sys.stderr.write(f"\r{p.stage}:{frac} {p.message[:70]}{eta}\033[K")
+            message = terminal_text(p.message, 70)
+            sys.stderr.write(f"\r{p.stage}:{frac} {message}{eta}\033[K")
             sys.stderr.flush()
 
     report = run_pipeline(spec, on_progress=show)
@@ -195,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(report.as_dict())
         return 0
     out = sys.stdout
-    out.write(f"{report.model_name}: from {Path(report.base_model).name} ({report.base_type})\n")
+    name = terminal_text(report.model_name, NAME_LIMIT)
+    base = terminal_text(Path(report.base_model).name, NAME_LIMIT)
+    out.write(f"{name}: from {base} ({terminal_text(report.base_type, NAME_LIMIT)})\n")
     out.write(
         f"{'type':<9} {'size':>10} {'bpw':>6} {'imatrix':>7} {'KLD':>9} {'KLD p99':>9} "
         f"{'PPL':>9} {'top-1':>7}\n"
@@ -215,5 +219,8 @@ def run(args: argparse.Namespace) -> int:
             f"reference PPL {report.reference['perplexity']:.3f} on "
             f"{report.reference['tokens']} tokens\n"
         )
-    out.write(f"report: {report.report_path}\nmodel card: {report.card_path}\n")
+    out.write(
+        f"report: {terminal_text(report.report_path, None)}\n"
+        f"model card: {terminal_text(report.card_path, None)}\n"
+    )
     return 0

@@ -8,13 +8,21 @@ import sys
 import time
 from collections.abc import Sequence
 
-from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
+    add_hardware_arg,
+    human_bytes,
+    load_hardware,
+    print_json,
+)
 from app.core.commands.inspect import human_count
 from app.core.errors import AppError
 from app.core.library import ModelLibrary
 from app.core.library_index import ModelRow, describe_library
 from quant.errors import QuantError
 from quant.progress import Progress
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(rows))
     if starter_problem:
-        print(f"quantdesk: warning: {starter_problem}", file=sys.stderr)
+        print(f"quantdesk: warning: {terminal_text(starter_problem, TEXT_LIMIT)}", file=sys.stderr)
     return 0
 
 
@@ -132,7 +140,7 @@ class _StderrProgress:
         if p.stage != "hash" or not p.bytes_total:
             return
         pct = 100 * p.bytes_done / p.bytes_total
-        line = f"{p.message}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
+        line = f"{terminal_text(p.message, 60)}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
         sys.stderr.write("\r" + line[:100].ljust(100))
         sys.stderr.flush()
         self._shown = True
@@ -169,16 +177,16 @@ def _cells(r: ModelRow) -> tuple[str, ...]:
     e = r.entry
     fit = "BROKEN" if e.broken else (r.fit_label or "—")
     return (
-        e.name,
+        terminal_text(e.name, NAME_LIMIT),
         e.source.label,
-        r.architecture or "—",
+        terminal_text(r.architecture or "—", NAME_LIMIT),
         human_count(r.parameters) if r.parameters else "—",
-        r.file_type or "—",
+        terminal_text(r.file_type or "—", NAME_LIMIT),
         _ctx(r.context_length),
         human_bytes(e.size_bytes),
         fit,
         since(e.last_used),
-        str(e.path),
+        terminal_text(e.path, TEXT_LIMIT),
     )
 
 
@@ -199,9 +207,11 @@ def render(rows: Sequence[ModelRow]) -> str:
             continue
         e = rows[i - 1].entry
         if e.broken:
-            lines.append(f"    broken: {e.broken}")
+            lines.append(f"    broken: {terminal_text(e.broken, TEXT_LIMIT)}")
         if e.also_at:
-            lines.append("    also at: " + ", ".join(str(p) for p in e.also_at))
+            lines.append(
+                "    also at: " + ", ".join(terminal_text(p, TEXT_LIMIT) for p in e.also_at)
+            )
     broken = sum(1 for r in rows if r.broken)
     if broken:
         lines.append(
