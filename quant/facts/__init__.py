@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from quant.errors import ModelFileMissingError, ModelFormatError, QuantError
+from quant.errors import ModelFileMissingError, ModelFormatError, NotGGUFError, QuantError
 from quant.facts.model import (
     ModelFacts,
     RemoteFile,
@@ -55,10 +55,10 @@ def detect_source(source: str | Path, *, need_weights: bool = False) -> SourceKi
     ``org/name`` a repo id); reading the model is the caller's next step.
 
     ``need_weights`` is for jobs that convert or quantize, which must start from
-    weights: a folder must hold a config.json, a file must be a GGUF (by its name or
-    its magic bytes), and a bare config.json is refused. Those refusals, and a
-    source that names nothing, are :class:`~quant.errors.QuantError` sentences
-    that say what the job can start from.
+    weights: a file must be a GGUF by its name or its magic bytes (else
+    :class:`~quant.errors.NotGGUFError`, which also refuses a bare config.json), and
+    a folder must hold a config.json. That refusal and a source that names nothing
+    are :class:`~quant.errors.QuantError` sentences saying what the job can start from.
 
     Otherwise raises :class:`~quant.errors.ModelFileMissingError` when ``source``
     names no file, folder or repo id, and :class:`~quant.errors.ModelFormatError`
@@ -76,7 +76,7 @@ def detect_source(source: str | Path, *, need_weights: bool = False) -> SourceKi
         suffix = path.suffix.lower()
         if need_weights:
             if suffix != ".gguf" and not _has_gguf_magic(path):
-                raise QuantError(
+                raise NotGGUFError(
                     f"{path.name}: not a GGUF file; pass a .gguf, an HF folder or a repo id."
                 )
             return SourceKind.GGUF
