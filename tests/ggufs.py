@@ -17,10 +17,12 @@ def write_tiny_gguf(
     byte_tokens: bool = False,
     rms_eps: float = 1e-5,
     empty_tokens: bool = False,
+    rope_freq_base: float | None = None,
 ) -> Path:
     """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
 
-    ``seed`` changes the weights but not the size; ``chat_template`` is stored when given.
+    ``seed`` changes the weights but not the size; ``chat_template`` and
+    ``rope_freq_base`` are stored when given.
     ``byte_tokens`` gives the vocabulary an unknown token and SentencePiece's 256 byte
     tokens, so llama.cpp can tokenize any text with it (without them its tokenizer
     aborts on the first character it cannot spell).
@@ -60,6 +62,8 @@ def write_tiny_gguf(
     w.add_eos_token_id(2)
     if chat_template is not None:
         w.add_chat_template(chat_template)
+    if rope_freq_base is not None:
+        w.add_rope_freq_base(rope_freq_base)
     rng = np.random.default_rng(seed)
 
     def t(*shape: int) -> Any:

@@ -22,7 +22,6 @@ from app.core.chat.session import (
 )
 from app.core.chat.settings import (
     ChatSettingsStore,
-    KvCacheType,
     LoadPlan,
     ModelChatSettings,
     SamplingSettings,
@@ -41,6 +40,7 @@ from app.core.chat.templates import (
 from app.core.errors import ModelLoadError
 from app.core.settings import Settings
 from quant.errors import Cancelled
+from quant.plan.memory import KvType
 from quant.progress import CancelToken
 
 U = Role.USER
@@ -184,7 +184,7 @@ def test_sampling_settings_are_saved_per_model(tmp_path: Path) -> None:
         a,
         ModelChatSettings(
             sampling=SamplingSettings(temperature=0.2, top_k=7, seed=42),
-            plan=LoadPlan(n_ctx=2048, kv_type=KvCacheType.Q8_0),
+            plan=LoadPlan(n_ctx=2048, kv_type=KvType.Q8_0),
             system_prompt="Be terse.",
         ),
     )
@@ -195,7 +195,7 @@ def test_sampling_settings_are_saved_per_model(tmp_path: Path) -> None:
     assert got_a.sampling.top_k == 7
     assert got_a.sampling.seed == 42
     assert got_a.plan.n_ctx == 2048
-    assert got_a.plan.kv_type is KvCacheType.Q8_0
+    assert got_a.plan.kv_type is KvType.Q8_0
     assert got_a.system_prompt == "Be terse."
     assert reread.for_model(b).sampling.temperature == 1.3
     assert reread.for_model(b).system_prompt == ""
@@ -217,7 +217,7 @@ def test_hand_edited_settings_are_clamped(tmp_path: Path) -> None:
     assert got.sampling.top_p == 1.0
     assert got.sampling.top_k == 0
     assert got.plan.n_ctx == 256
-    assert got.plan.kv_type is KvCacheType.F16
+    assert got.plan.kv_type is KvType.F16
     assert got.mode is PromptMode.CHAT
 
 
@@ -304,6 +304,16 @@ def test_a_folder_is_told_apart_from_a_missing_file(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ChatLoadError, match=r"is a folder.*convert-hf"):
         ChatSession.load(tmp_path)
+
+
+def test_a_config_or_a_hub_id_is_told_apart_from_a_gguf(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ChatLoadError, match=r"config\.json holds no weights.*convert-hf") as info:
+        ChatSession.load(tmp_path / "config.json")
+    assert info.value.failure is LoadFailure.NOT_GGUF
+    with pytest.raises(ChatLoadError, match=r"quantdesk pull acme/tiny-GGUF") as info:
+        ChatSession.load("acme/tiny-GGUF")
+    assert info.value.failure is LoadFailure.NOT_FOUND
 
 
 # ----------------------------------------------------------------------------- fit check

@@ -60,14 +60,13 @@ class ConversionPreview:
 def describe_source(text: str) -> SourceInfo:
     """What ``text`` names (a GGUF file, an HF folder or a hub repo id), in one line, with the
     facts read from its headers (never from the network)."""
-    from quant.facts import inspect_model
-    from quant.jobs.pipeline import SourceKind, classify_source
+    from quant.facts import SourceKind, detect_source, inspect_model
 
     text = text.strip()
     if not text:
         return SourceInfo(text, "")
     try:
-        kind = classify_source(text)
+        kind = detect_source(text, need_weights=True)
     except (QuantError, OSError) as exc:
         return SourceInfo(text, str(exc))
     if kind is SourceKind.HUB:

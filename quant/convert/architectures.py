@@ -1,6 +1,9 @@
-"""Per-family knowledge: config.json → GGUF keys, tensor names, layout transforms.
+"""Per-family conversion: config.json → GGUF keys, tensor names, layout transforms.
 
-Each supported Hugging Face architecture maps to one llama.cpp architecture.
+Each supported Hugging Face architecture maps to one llama.cpp architecture; which
+families convert, their names, config defaults and block layouts live in the one
+families table (:mod:`quant.facts.families`), shared with the facts reader and the
+memory model.
 What llama.cpp expects of each (tensor set, RoPE flavour, norms) mirrors
 ``src/models/<arch>.cpp`` and ``src/llama-model.cpp`` of llama.cpp; the
 transforms that follow from it are:
@@ -39,6 +42,14 @@ import numpy.typing as npt
 from quant.convert.errors import CheckpointError
 from quant.convert.safetensors_io import Checkpoint, TensorEntry
 from quant.errors import UnsupportedArchitectureError
+from quant.facts.families import (
+    BY_HF_ARCHITECTURE,
+    CONVERTIBLE_ARCHITECTURES,
+    Family,
+    FamilySpec,
+    SwaLayout,
+    sliding_layers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +57,6 @@ logger = logging.getLogger(__name__)
 # transform; conversion always runs with both on.
 _PERMUTE_QK = True
 _GEMMA_NORM_OFFSET = True
-
-
-class Family(StrEnum):
-    LLAMA = "llama"
-    MISTRAL = "mistral"
-    MIXTRAL = "mixtral"
-    QWEN2 = "qwen2"
-    QWEN3 = "qwen3"
-    QWEN3_MOE = "qwen3moe"
-    GEMMA2 = "gemma2"
-    GEMMA3 = "gemma3"
-    PHI3 = "phi3"
 
 
 class TensorKind(StrEnum):
@@ -76,150 +75,11 @@ class RopeKind(StrEnum):
     LONGROPE = "longrope"
 
 
-@dataclass(frozen=True)
-class FamilySpec:
-    family: Family
-    gguf_arch: str  # llama.cpp architecture name
-    defaults: Mapping[str, Any]  # transformers' config-class defaults for keys often omitted
-    permute_qk: bool = False
-    norm_offset: bool = False
-    moe: bool = False
-    fused_phi: bool = False
-    qk_norm: bool = False
-    post_norms: bool = False
-
-
-# Defaults mirror the transformers configuration classes of each family.
-_SPECS: dict[str, FamilySpec] = {
-    "LlamaForCausalLM": FamilySpec(
-        Family.LLAMA,
-        "llama",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 2048,
-        },
-        permute_qk=True,
-    ),
-    "MistralForCausalLM": FamilySpec(
-        Family.MISTRAL,
-        "llama",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 4096 * 32,
-            "sliding_window": 4096,
-        },
-        permute_qk=True,
-    ),
-    "MixtralForCausalLM": FamilySpec(
-        Family.MIXTRAL,
-        "llama",
-        {
-            "rope_theta": 1e6,
-            "rms_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 4096 * 32,
-            "num_local_experts": 8,
-            "num_experts_per_tok": 2,
-        },
-        permute_qk=True,
-        moe=True,
-    ),
-    "Qwen2ForCausalLM": FamilySpec(
-        Family.QWEN2,
-        "qwen2",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 32768,
-        },
-    ),
-    "Qwen3ForCausalLM": FamilySpec(
-        Family.QWEN3,
-        "qwen3",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 32768,
-            "head_dim": 128,
-        },
-        qk_norm=True,
-    ),
-    "Qwen3MoeForCausalLM": FamilySpec(
-        Family.QWEN3_MOE,
-        "qwen3moe",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 32768,
-            "num_experts": 128,
-            "num_experts_per_tok": 8,
-            "moe_intermediate_size": 768,
-            "norm_topk_prob": False,
-            "decoder_sparse_step": 1,
-        },
-        qk_norm=True,
-        moe=True,
-    ),
-    "Gemma2ForCausalLM": FamilySpec(
-        Family.GEMMA2,
-        "gemma2",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": 8192,
-            "head_dim": 256,
-            "query_pre_attn_scalar": 256,
-            "sliding_window": 4096,
-            "final_logit_softcapping": 30.0,
-            "attn_logit_softcapping": 50.0,
-        },
-        norm_offset=True,
-        post_norms=True,
-    ),
-    "Gemma3ForCausalLM": FamilySpec(
-        Family.GEMMA3,
-        "gemma3",
-        {
-            "rope_theta": 1e6,
-            "rope_local_base_freq": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": 131072,
-            "head_dim": 256,
-            "query_pre_attn_scalar": 256,
-            "sliding_window": 4096,
-            "sliding_window_pattern": 6,
-            "final_logit_softcapping": None,
-            "attn_logit_softcapping": None,
-        },
-        norm_offset=True,
-        post_norms=True,
-        qk_norm=True,
-    ),
-    "Phi3ForCausalLM": FamilySpec(
-        Family.PHI3,
-        "phi3",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 4096,
-            "partial_rotary_factor": 1.0,
-        },
-        fused_phi=True,
-    ),
-}
-_SPECS["Gemma3ForConditionalGeneration"] = _SPECS["Gemma3ForCausalLM"]
-
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(_SPECS)
+# Sizes the converter never takes from a config class default: a tensor's shape must
+# come from the checkpoint's own config, or the weights would be read with the wrong one.
+_SHAPE_KEYS = frozenset(
+    {"num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"}
+)
 
 
 def family_spec(config: Mapping[str, Any]) -> tuple[str, FamilySpec]:
@@ -228,15 +88,16 @@ def family_spec(config: Mapping[str, Any]) -> tuple[str, FamilySpec]:
     if isinstance(archs, str):
         archs = [archs]
     for name in archs:
-        if name in _SPECS:
-            return str(name), _SPECS[name]
+        spec = BY_HF_ARCHITECTURE.get(name) if isinstance(name, str) else None
+        if spec is not None and spec.converts:
+            return name, spec
     named = ", ".join(str(a) for a in archs) or f"model_type {config.get('model_type')!r}"
     extra = ""
     if config.get("auto_map"):
         extra = " (it relies on custom code in the model folder, which Quantdesk never runs)"
     raise UnsupportedArchitectureError(
         f"architecture {named} is not supported by the converter{extra}; supported: "
-        f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+        f"{', '.join(CONVERTIBLE_ARCHITECTURES)}"
     )
 
 
@@ -295,7 +156,7 @@ class HParams:
 def _get(cfg: Mapping[str, Any], spec: FamilySpec, key: str, *, required: bool = True) -> Any:
     if cfg.get(key) is not None:
         return cfg[key]
-    if key in spec.defaults:
+    if key in spec.defaults and key not in _SHAPE_KEYS:
         return spec.defaults[key]
     if required:
         raise CheckpointError(
@@ -396,10 +257,15 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
                 f"and the expert count {hp['n_expert']}"
             )
 
-    if spec.family in (Family.GEMMA2, Family.GEMMA3):
+    if spec.swa is not SwaLayout.NONE:
         window = int(_get(cfg, spec, "sliding_window"))
         hp["sliding_window"] = window
-        hp["swa_layers"] = _gemma_swa_layers(cfg, spec, n_layer)
+        hp["swa_layers"] = sliding_layers(
+            spec,
+            n_layer,
+            cfg.get("layer_types"),
+            lambda: int(_get(cfg, spec, "sliding_window_pattern")),
+        )
         if spec.family is Family.GEMMA3:
             hp["rope_theta_swa"] = float(_get(cfg, spec, "rope_local_base_freq"))
         else:
@@ -429,7 +295,7 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
                 "tokens may differ from the original"
             )
 
-    attention_bias = bool(cfg.get("attention_bias", spec.family is Family.QWEN2))
+    attention_bias = bool(cfg.get("attention_bias", spec.qkv_bias))
     return HParams(
         hf_architecture=hf_arch,
         spec=spec,
@@ -450,17 +316,6 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
         warnings=tuple(warnings),
         **hp,
     )
-
-
-def _gemma_swa_layers(cfg: Mapping[str, Any], spec: FamilySpec, n_layer: int) -> tuple[bool, ...]:
-    types = cfg.get("layer_types")
-    if isinstance(types, list) and len(types) == n_layer:
-        return tuple(t == "sliding_attention" for t in types)
-    if spec.family is Family.GEMMA2:
-        # Gemma 2 alternates: even layers use the sliding window.
-        return tuple(i % 2 == 0 for i in range(n_layer))
-    pattern = int(_get(cfg, spec, "sliding_window_pattern"))
-    return tuple((i + 1) % pattern != 0 for i in range(n_layer))
 
 
 def _gemma_query_scale(qpas: float, llama_scalar: float) -> float:

@@ -57,8 +57,10 @@ from quant.plan.memory import (
     RuntimeOptions,
     compute_buffer_bytes,
     estimate_memory,
+    fits_memory,
     gpu_budgets,
     kv_cache,
+    longest_context,
     max_gpu_layers,
     padded_ctx,
     plan_tensors,
@@ -360,7 +362,7 @@ def _place_gguf(
         options=c.options,
         plan=plan,
     )
-    if est.ram_required_bytes > _ram_budget(profile):
+    if not fits_memory(est, _ram_budget(profile), gpu_budgets(profile, c.margin_bytes)):
         return Fit.TOO_LARGE, est
     if est.placement is Placement.GPU:
         return Fit.GPU, est
@@ -781,13 +783,21 @@ def _suggestions(c: _Ctx, bits: TaskBits) -> list[str]:
     out: list[str] = []
     probe = QuantType.Q4_K_M
     plan = _plan(c, probe)
-    ctx = c.ctx
-    while ctx > 2048:
-        ctx //= 2
-        fit, _ = _place_gguf(c, plan, ctx, c.kv_type)
-        if fit is not Fit.TOO_LARGE:
+    fit, _ = _place_gguf(c, plan, c.ctx, c.kv_type)
+    if fit is Fit.TOO_LARGE:
+        ctx = longest_context(
+            c.facts,
+            max_ctx=c.ctx,
+            ram_budget=_ram_budget(c.profile),
+            kv_type=c.kv_type,
+            n_gpu_layers=None if c.has_gpu else 0,
+            profile=c.profile,
+            options=c.options,
+            margin_bytes=c.margin_bytes,
+            plan=plan,
+        )
+        if ctx is not None:
             out.append(f"A shorter context ({ctx} tokens) would let {probe.value} fit.")
-            break
     if c.kv_type is KvType.F16:
         fit, _ = _place_gguf(c, plan, c.ctx, KvType.Q8_0)
         if fit is not Fit.TOO_LARGE:

@@ -42,7 +42,6 @@ import psutil
 from app.core.chat.settings import (
     MIN_CONTEXT,
     FlashAttention,
-    KvCacheType,
     LoadPlan,
     SamplingSettings,
 )
@@ -66,7 +65,13 @@ from app.core.chat.templates import (
 )
 from app.core.errors import AppError, ModelLoadError
 from app.core.runtime import import_llama_first
-from quant.errors import Cancelled, ModelFormatError, QuantError
+from quant.errors import (
+    Cancelled,
+    ModelFileMissingError,
+    ModelFormatError,
+    NotGGUFError,
+    QuantError,
+)
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.native.llama_model import open_llama
@@ -78,6 +83,7 @@ from quant.plan.memory import (
     estimate_memory,
     fits_gpus,
     gpu_budgets,
+    longest_context,
     max_gpu_layers,
     plan_tensors,
 )
@@ -245,7 +251,7 @@ def _advice_inputs(
         n_ubatch=min(plan.n_batch, 512), flash_attn=_resolve_flash_attention(plan)
     )
     ngl = plan.n_gpu_layers if gpu_offload else 0
-    return _Advice(facts, profile, options, KvType(plan.kv_type.value), ngl)
+    return _Advice(facts, profile, options, plan.kv_type, ngl)
 
 
 def available_ram_bytes() -> int:
@@ -313,34 +319,38 @@ def estimate_fit(
                 suggestion=replace(plan, n_gpu_layers=fit_layers),
             )
     ram = available_ram_bytes() if available_ram is None else available_ram
-    if est.ram_peak_bytes <= ram:
-        return FitReport(True, est.ram_peak_bytes, ram, "RAM", est.weights_bytes, est.kv_bytes)
+    if est.ram_required_bytes <= ram:
+        return FitReport(True, est.ram_required_bytes, ram, "RAM", est.weights_bytes, est.kv_bytes)
     suggestion: LoadPlan | None = None
-    lo, hi = MIN_CONTEXT // 256, plan.n_ctx // 256
-    if estimate(lo * 256, adv.n_gpu_layers).ram_peak_bytes <= ram:
-        while lo < hi:  # the longest context whose estimate fits
-            mid = (lo + hi + 1) // 2
-            if estimate(mid * 256, adv.n_gpu_layers).ram_peak_bytes <= ram:
-                lo = mid
-            else:
-                hi = mid - 1
-        suggestion = replace(plan, n_ctx=lo * 256)
+    n_ctx = longest_context(
+        adv.facts,
+        max_ctx=plan.n_ctx,
+        ram_budget=ram,
+        kv_type=adv.kv,
+        n_gpu_layers=adv.n_gpu_layers,
+        profile=adv.profile,
+        options=adv.options,
+        plan=tensors,
+        min_ctx=MIN_CONTEXT,
+    )
+    if n_ctx is not None:
+        suggestion = replace(plan, n_ctx=n_ctx)
     if suggestion is not None:
         hint = f"try a context of {suggestion.n_ctx:,} tokens"
-        if plan.kv_type is KvCacheType.F16:
+        if plan.kv_type is KvType.F16:
             hint += " or a q8_0 KV cache"
     else:
         hint = "choose a smaller quant of this model (for example Q4_K_M) or close other programs"
     return FitReport(
         fits=False,
-        needed_bytes=est.ram_peak_bytes,
+        needed_bytes=est.ram_required_bytes,
         available_bytes=ram,
         where="RAM",
         weights_bytes=est.weights_bytes,
         kv_bytes=est.kv_bytes,
         message=(
             f"{path.name} with a {plan.n_ctx:,}-token context needs about "
-            f"{_gib(est.ram_peak_bytes)} of memory but {_gib(ram)} is available; {hint}"
+            f"{_gib(est.ram_required_bytes)} of memory but {_gib(ram)} is available; {hint}"
         ),
         suggestion=suggestion,
     )
@@ -549,9 +559,45 @@ def _resolve_flash_attention(plan: LoadPlan) -> bool:
     # A quantized V cache needs flash attention; "auto" enables it because the CPU,
     # CUDA and Metal backends of the bundled llama.cpp all implement it, and the
     # high-level binding exposes only on/off.
-    if plan.kv_type.is_quantized:
+    if plan.kv_type.needs_flash_attention:
         return True
     return plan.flash_attention is not FlashAttention.OFF
+
+
+def _require_gguf_source(source: Path | str, path: Path) -> None:
+    """Refuse, with a next step, a source that is not a GGUF file chat could load."""
+    from quant.facts import SourceKind, detect_source
+
+    convert = "convert the model folder first (quantdesk convert-hf, or the Convert page)"
+    try:
+        kind = detect_source(source)
+    except ModelFileMissingError:
+        raise ChatLoadError(
+            f"{path}: no such model file; check the path or pick the model again",
+            failure=LoadFailure.NOT_FOUND,
+        ) from None
+    except ModelFormatError:  # a lone safetensors file
+        raise ChatLoadError(
+            f"{path.name}: a safetensors file, not a GGUF; chat runs GGUF files, so {convert}",
+            failure=LoadFailure.NOT_GGUF,
+        ) from None
+    if kind is SourceKind.HF_FOLDER:
+        raise ChatLoadError(
+            f"{path} is a folder, not a model file; chat runs GGUF files — convert a Hugging "
+            "Face folder first (quantdesk convert-hf, or the Convert page)",
+            failure=LoadFailure.NOT_FOUND,
+        )
+    if kind is SourceKind.HUB:
+        raise ChatLoadError(
+            f"{path}: no such model file; to chat with a model from the hub, download one of "
+            f"its GGUF files first (quantdesk pull {source})",
+            failure=LoadFailure.NOT_FOUND,
+        )
+    if kind is SourceKind.CONFIG:
+        raise ChatLoadError(
+            f"{path.name}: a config.json holds no weights; chat runs GGUF files, so {convert}",
+            failure=LoadFailure.NOT_GGUF,
+        )
 
 
 # ----------------------------------------------------------------------------- session
@@ -672,17 +718,7 @@ class ChatSession:
                 failure=LoadFailure.NO_RUNTIME,
             )
         p = Path(path).expanduser()
-        if p.is_dir():
-            raise ChatLoadError(
-                f"{p} is a folder, not a model file; chat runs GGUF files — convert a Hugging "
-                "Face folder first (quantdesk convert-hf, or the Convert page)",
-                failure=LoadFailure.NOT_FOUND,
-            )
-        if not p.is_file():
-            raise ChatLoadError(
-                f"{p}: no such model file; check the path or pick the model again",
-                failure=LoadFailure.NOT_FOUND,
-            )
+        _require_gguf_source(path, p)
         plan = (plan or LoadPlan()).validated()
         notes: list[str] = []
         from quant.facts import inspect_model
@@ -691,14 +727,14 @@ class ChatSession:
         facts: ModelFacts | None
         try:
             facts = inspect_model(p)
+        except NotGGUFError as exc:
+            raise ChatLoadError(
+                f"{str(exc).rstrip('. ')}; chat needs a GGUF model file, so pick another file "
+                "or convert this model to GGUF first",
+                failure=LoadFailure.NOT_GGUF,
+            ) from exc
         except ModelFormatError as exc:
             text = str(exc).rstrip(". ")
-            if "not a GGUF" in text:
-                raise ChatLoadError(
-                    f"{text}; chat needs a GGUF model file, so pick another file or convert "
-                    "this model to GGUF first",
-                    failure=LoadFailure.NOT_GGUF,
-                ) from exc
             if ";" not in text:
                 text += "; the file is damaged or incomplete, download or convert it again"
             raise ChatLoadError(text, failure=LoadFailure.CORRUPT) from exc

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -23,12 +22,16 @@ from types import FrameType
 from typing import TextIO
 
 from app.core.chat.session import Answer, ChatSession
-from app.core.chat.settings import ChatSettingsStore, KvCacheType, ModelChatSettings
+from app.core.chat.settings import ChatSettingsStore, ModelChatSettings
 from app.core.chat.templates import ChatMessage, PromptMode, Role
+from app.core.commands.common import NAME_LIMIT, TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
 from app.core.settings import Settings
+from quant.plan.memory import KvType
 from quant.progress import CancelToken
+from quant.protocol import json_text
+from quant.untrusted import terminal_lines, terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (-1: all)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
-    p.add_argument("--kv-type", choices=[k.value for k in KvCacheType], help="KV cache type")
+    p.add_argument("--kv-type", choices=[k.value for k in KvType], help="KV cache type")
     p.add_argument(
         "--mode",
         choices=[m.value for m in PromptMode],
@@ -112,7 +115,7 @@ def _options(args: argparse.Namespace, saved: ModelChatSettings) -> ModelChatSet
     if args.threads is not None:
         plan = replace(plan, n_threads=args.threads)
     if args.kv_type is not None:
-        plan = replace(plan, kv_type=KvCacheType(args.kv_type))
+        plan = replace(plan, kv_type=KvType(args.kv_type))
     sampling = saved.sampling
     if args.max_tokens is not None:
         sampling = replace(sampling, max_tokens=args.max_tokens)
@@ -180,7 +183,9 @@ class _Chat:
         self._conversation_id = None
 
     def _on_token(self, text: str) -> None:
-        self.out.write(text)
+        # The answer is the model's text: control characters other than newline and
+        # tab are shown as escapes, so an answer cannot drive the terminal.
+        self.out.write(terminal_lines(text))
         self.out.flush()
 
     def ask(self, text: str) -> Answer:
@@ -231,10 +236,10 @@ class _Chat:
             data = answer.stats.to_dict()
             data["model"] = str(self.session.info.path)
             data["notice"] = answer.notice
-            self.err.write(json.dumps(data) + "\n")
+            self.err.write(json_text(data, indent=None) + "\n")
         else:
             if answer.notice:
-                self.err.write(f"note: {answer.notice}\n")
+                self.err.write(f"note: {terminal_text(answer.notice, TEXT_LIMIT)}\n")
             self.err.write(f"[{answer.stats.summary()}]\n")
         self.err.flush()
 
@@ -246,7 +251,8 @@ class _Chat:
 def _interactive(chat: _Chat, stdin: TextIO) -> None:
     tty = stdin.isatty()
     if tty:
-        chat.err.write(f"Chatting with {chat.session.info.name}. {_COMMANDS_HELP}\n")
+        name = terminal_text(chat.session.info.name, NAME_LIMIT)
+        chat.err.write(f"Chatting with {name}. {_COMMANDS_HELP}\n")
     while True:
         if tty:
             chat.err.write("you> ")
@@ -281,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         defaults = ModelChatSettings(sampling=session.info.sampling, mode=options.mode)
         options = replace(_options(args, defaults), plan=options.plan)
     for note in session.info.notes:
-        sys.stderr.write(f"note: {note}\n")
+        sys.stderr.write(f"note: {terminal_text(note, TEXT_LIMIT)}\n")
     chat = _Chat(
         session, options, json_stats=args.json_stats, save=args.save, out=sys.stdout, err=sys.stderr
     )

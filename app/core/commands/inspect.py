@@ -12,9 +12,16 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from app.core.commands.common import human_bytes, print_json, resolve_model_arg
+from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
+    human_bytes,
+    print_json,
+    resolve_model_arg,
+)
 from quant.facts import ModelFacts, inspect_model
 from quant.units import format_params
+from quant.untrusted import terminal_text
 
 
 def register(subparsers: Any) -> None:
@@ -124,28 +131,36 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
 
 
 def _tensor_lines(facts: ModelFacts) -> Iterable[str]:
-    width = max((len(t.name) for t in facts.tensors), default=4)
+    rows = [
+        (terminal_text(t.name, NAME_LIMIT), terminal_text(t.type, NAME_LIMIT), t)
+        for t in facts.tensors
+    ]
+    width = max((len(name) for name, _, _ in rows), default=4)
     yield f"  {'name':<{width}}  {'type':<8}  {'shape':<24}  size"
-    for t in facts.tensors:
+    for name, typ, t in rows:
         shape = "×".join(str(d) for d in t.shape)
-        yield f"  {t.name:<{width}}  {t.type:<8}  {shape:<24}  {human_bytes(t.n_bytes)}"
+        yield f"  {name:<{width}}  {typ:<8}  {shape:<24}  {human_bytes(t.n_bytes)}"
 
 
 def write_summary(facts: ModelFacts, out: TextIO, *, with_tensors: bool = False) -> None:
-    out.write(f"{facts.name}\n")
+    """The facts for a terminal. Names, metadata and notes come from the file or the hub,
+    so each is shown through :func:`~quant.untrusted.terminal_text`."""
+    out.write(f"{terminal_text(facts.name)}\n")
     rows = summary_rows(facts)
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
-        out.write(f"  {label:<{width}}  {value}\n")
+        out.write(f"  {label:<{width}}  {terminal_text(value, TEXT_LIMIT)}\n")
     if facts.remote_files:
         out.write(f"GGUF files on the hub ({len(facts.remote_files)}):\n")
         for r in facts.remote_files:
-            ftype = r.file_type or "?"
-            out.write(f"  {r.filename}  {ftype}  {human_bytes(r.size_bytes)}\n")
+            ftype = terminal_text(r.file_type or "?", NAME_LIMIT)
+            out.write(
+                f"  {terminal_text(r.filename, NAME_LIMIT)}  {ftype}  {human_bytes(r.size_bytes)}\n"
+            )
     if facts.notes:
         out.write("notes:\n")
         for note in facts.notes:
-            out.write(f"  - {note}\n")
+            out.write(f"  - {terminal_text(note, TEXT_LIMIT)}\n")
     if with_tensors and facts.tensors:
         out.write(f"tensors ({len(facts.tensors)}):\n")
         for line in _tensor_lines(facts):

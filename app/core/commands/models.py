@@ -7,12 +7,20 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
+    add_hardware_arg,
+    human_bytes,
+    load_hardware,
+    print_json,
+)
 from app.core.library import ModelLibrary
 from app.core.library_index import ModelRow
 from app.core.library_listing import list_library, remember_starter
 from quant.progress import Progress
 from quant.units import format_last_used, format_params
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(render(listing.rows))
     if listing.starter_problem is not None:
         # The rest of the library is still worth listing.
-        print(f"quantdesk: warning: {listing.starter_problem}", file=sys.stderr)
+        text = terminal_text(listing.starter_problem, TEXT_LIMIT)
+        print(f"quantdesk: warning: {text}", file=sys.stderr)
     return 0
 
 
@@ -129,7 +138,7 @@ class _StderrProgress:
         if p.stage != "hash" or not p.bytes_total:
             return
         pct = 100 * p.bytes_done / p.bytes_total
-        line = f"{p.message}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
+        line = f"{terminal_text(p.message, 60)}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
         sys.stderr.write("\r" + line[:100].ljust(100))
         sys.stderr.flush()
         self._shown = True
@@ -150,16 +159,16 @@ def _cells(r: ModelRow) -> tuple[str, ...]:
     e = r.entry
     fit = "BROKEN" if e.broken else (r.fit_label or "—")
     return (
-        e.name,
+        terminal_text(e.name, NAME_LIMIT),
         e.source.label,
-        r.architecture or "—",
+        terminal_text(r.architecture or "—", NAME_LIMIT),
         format_params(r.parameters),
-        r.file_type or "—",
+        terminal_text(r.file_type or "—", NAME_LIMIT),
         _ctx(r.context_length),
         human_bytes(e.size_bytes),
         fit,
         format_last_used(e.last_used),
-        str(e.path),
+        terminal_text(e.path, TEXT_LIMIT),
     )
 
 
@@ -180,9 +189,11 @@ def render(rows: Sequence[ModelRow]) -> str:
             continue
         e = rows[i - 1].entry
         if e.broken:
-            lines.append(f"    broken: {e.broken}")
+            lines.append(f"    broken: {terminal_text(e.broken, TEXT_LIMIT)}")
         if e.also_at:
-            lines.append("    also at: " + ", ".join(str(p) for p in e.also_at))
+            lines.append(
+                "    also at: " + ", ".join(terminal_text(p, TEXT_LIMIT) for p in e.also_at)
+            )
     broken = sum(1 for r in rows if r.broken)
     if broken:
         lines.append(

@@ -7,6 +7,8 @@ import logging
 
 from app.core.advice import advise
 from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
     add_hardware_arg,
     human_bytes,
     positive_tokens,
@@ -16,6 +18,7 @@ from app.core.commands.common import (
 from quant.plan.advisor import Option, Recommendation, Task
 from quant.plan.memory import KvType
 from quant.units import format_params, format_rate
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +105,13 @@ def _top1(o: Option) -> str:
 
 def render(rec: Recommendation, *, show_all: bool = False) -> str:
     """The recommendation as a table and the reasons for the top pick."""
+    model = terminal_text(rec.model, NAME_LIMIT)
     lines = [
-        f"Model:    {rec.model} ({format_params(rec.parameters)} parameters)",
-        f"Machine:  {rec.hardware}",
+        f"Model:    {model} ({format_params(rec.parameters)} parameters)",
+        f"Machine:  {terminal_text(rec.hardware, TEXT_LIMIT)}",
         f"Task:     {rec.task.value}, {rec.ctx} tokens of context, {rec.kv_type.value} KV cache",
         "",
-        rec.summary,
+        terminal_text(rec.summary, TEXT_LIMIT),
         "",
     ]
     shown = list(rec.options) if show_all else [o for o in rec.options if o.fits]
@@ -135,7 +139,9 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
     rows = [header]
     for o in shown:
         layers = f"{o.gpu_layers}/{o.n_layers + 1}" if o.gpu_layers else "0"
-        name = o.label + ("" if not o.filename or o.source.value != "hub-file" else " ⭳")
+        name = terminal_text(o.label, NAME_LIMIT) + (
+            "" if not o.filename or o.source.value != "hub-file" else " ⭳"
+        )
         rows.append(
             (
                 str(o.rank),
@@ -159,15 +165,18 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
     hub = [o for o in shown if o.source.value == "hub-file" and o.filename]
     if hub:
         lines.append("⭳ a file the repository already has:")
-        lines.extend(f"  {o.label}: {o.filename}" for o in hub)
+        lines.extend(
+            f"  {terminal_text(o.label, NAME_LIMIT)}: {terminal_text(o.filename, NAME_LIMIT)}"
+            for o in hub
+        )
     top = rec.top
     if top is not None:
-        lines += ["", f"Why {top.label} ({top.fit.label}):"]
-        lines += [f"  - {reason}" for reason in top.reasons]
+        lines += ["", f"Why {terminal_text(top.label, NAME_LIMIT)} ({top.fit.label}):"]
+        lines += [f"  - {terminal_text(reason, TEXT_LIMIT)}" for reason in top.reasons]
     if rec.suggestions:
         lines += ["", "What would fit:"]
-        lines += [f"  - {s}" for s in rec.suggestions]
+        lines += [f"  - {terminal_text(s, TEXT_LIMIT)}" for s in rec.suggestions]
     if rec.notes:
         lines += ["", "Notes:"]
-        lines += [f"  - {n}" for n in rec.notes]
+        lines += [f"  - {terminal_text(n, TEXT_LIMIT)}" for n in rec.notes]
     return "\n".join(lines)

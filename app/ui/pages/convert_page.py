@@ -537,13 +537,14 @@ class ConvertPage(QWidget):
 
     def build_spec(self) -> Any:
         """The job the form describes; raises QuantError with a sentence when it is incomplete."""
-        from quant.jobs.pipeline import JobSpec, classify_source
+        from quant.facts import detect_source
+        from quant.jobs.pipeline import JobSpec
         from quant.jobs.quantize import parse_file_type
 
         source = self.source_edit.text().strip()
         if not source:
             raise QuantError("Choose a model first: a GGUF file, an HF folder or a hub repo id.")
-        classify_source(source)
+        detect_source(source, need_weights=True)
         types = self.selected_types()
         if not types:
             raise QuantError("Tick at least one target type, for example Q4_K_M.")

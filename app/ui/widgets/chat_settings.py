@@ -23,12 +23,12 @@ from PySide6.QtWidgets import (
 
 from app.core.chat.settings import (
     FlashAttention,
-    KvCacheType,
     LoadPlan,
     ModelChatSettings,
     SamplingSettings,
 )
 from app.core.chat.templates import PromptMode
+from quant.plan.memory import KvType
 
 SAVE_DELAY_MS = 400
 
@@ -86,7 +86,7 @@ class ChatSettingsDrawer(QFrame):
         self.gpu_layers = _spin(-1, 1000)
         self.gpu_layers.setSpecialValueText("all")
         self.kv_type = QComboBox()
-        for kv in KvCacheType:
+        for kv in KvType:
             self.kv_type.addItem(kv.value, kv)
         self.flash = QComboBox()
         for fa in FlashAttention:
@@ -171,7 +171,7 @@ class ChatSettingsDrawer(QFrame):
         plan = LoadPlan(
             n_ctx=self.n_ctx.value(),
             n_gpu_layers=self.gpu_layers.value(),
-            kv_type=KvCacheType(self.kv_type.currentData()),
+            kv_type=KvType(self.kv_type.currentData()),
             flash_attention=FlashAttention(self.flash.currentData()),
             n_threads=self.threads.value() or None,
         ).validated()
