@@ -32,7 +32,8 @@ DESKTOP_FILE_NAME = "quantdesk"
 
 def configure_application(qapp: QApplication) -> None:
     """Name and icon for every window of ``qapp``: title suffix, dock, task bar, dialogs."""
-    from app.ui.widgets.icons import app_icon, resources_dir
+    from app.ui.widgets.icons import app_icon
+    from quant.resources import resources_dir
 
     qapp.setApplicationName("Quantdesk")
     qapp.setOrganizationName("Quantdesk")

@@ -32,29 +32,14 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.engine_jobs import job_command, job_environment
 from app.workers.failure import Failure
 from quant.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-# app/__main__.py runs quant's job entry point for this flag (frozen bundles).
-JOB_FLAG = "--run-engine-job"
-
 KILL_GRACE_S = 5.0
 _STDERR_TAIL = 60
-
-
-def _engine_root() -> Path:
-    import quant
-
-    return Path(quant.__file__).resolve().parents[1]
-
-
-def _job_command(python: str) -> list[str]:
-    """How to start ``python -m quant`` here; a frozen bundle has no ``-m``."""
-    if getattr(sys, "frozen", False) and python == sys.executable:
-        return [python, JOB_FLAG]
-    return [python, "-m", "quant"]
 
 
 class ProcessJob(QObject):
@@ -84,7 +69,7 @@ class ProcessJob(QObject):
         super().__init__(parent)
         self.args = list(args)
         self.python = python or sys.executable
-        self.program = list(program) if program is not None else _job_command(self.python)
+        self.program = list(program) if program is not None else job_command(self.python)
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -109,10 +94,7 @@ class ProcessJob(QObject):
     def start(self) -> None:
         if self._proc is not None:
             raise RuntimeError("a ProcessJob runs once; make a new one")
-        env = dict(os.environ if self._env is None else self._env)
-        root = str(_engine_root())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = job_environment(self._env)
         cmd = [*self.program, *self.args]
         kwargs: dict[str, Any] = {}
         if sys.platform == "win32":
