@@ -60,6 +60,7 @@ from app.core.chat.templates import (
     ChatTemplate,
     PromptMode,
     Role,
+    TemplateSource,
     is_base_model,
     select_template,
 )
@@ -164,6 +165,7 @@ class ModelInfo:
     # The sampling this model answers best with when the user has chosen none: base
     # models answering through in-context examples want a low temperature.
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    template_source: TemplateSource = TemplateSource.BUILTIN
 
 
 @dataclass(frozen=True)
@@ -848,6 +850,7 @@ class ChatSession:
             gpu_offload_supported=gpu_ok,
             template_name=template.name,
             template_note=template.note,
+            template_source=template.source,
             load_s=load_s,
             rss_after_load_bytes=read_memory().rss_bytes,
             notes=tuple(notes),

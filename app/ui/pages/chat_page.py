@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 from app.core.chat.session import ChatLoadError, ModelInfo
 from app.core.chat.settings import ChatSettingsStore, ModelChatSettings
 from app.core.chat.stats import LiveSample
-from app.core.chat.templates import ChatMessage, Role
+from app.core.chat.templates import ChatMessage, PromptMode, Role, TemplateSource
 from app.core.errors import AppError
 from app.core.history import (
     ExportFormat,
@@ -210,6 +210,14 @@ class ChatPage(QWidget):
         self.retry_button = QPushButton("Retry")
         self.retry_button.setVisible(False)
         bl.addWidget(self.retry_button)
+        # For a base model answering through examples: one click to the other modes.
+        self.template_button = QPushButton("Use the chat template")
+        self.template_button.setToolTip("Reload with the family's chat template")
+        self.raw_button = QPushButton("Raw completion")
+        self.raw_button.setToolTip("Reload without a template: the model continues your text")
+        for b in (self.template_button, self.raw_button):
+            b.setVisible(False)
+            bl.addWidget(b)
         self.banner_close = QPushButton("Dismiss")
         bl.addWidget(self.banner_close)
         self.banner.setVisible(False)
@@ -270,6 +278,8 @@ class ChatPage(QWidget):
         self.model_combo.currentIndexChanged.connect(self._on_model_picked)
         self.drawer.changed.connect(self._on_settings_changed)
         self.banner_close.clicked.connect(self.hide_banner)
+        self.template_button.clicked.connect(lambda: self.switch_prompt_mode(PromptMode.TEMPLATE))
+        self.raw_button.clicked.connect(lambda: self.switch_prompt_mode(PromptMode.RAW))
         self.retry_button.clicked.connect(self._retry)
         self.transcript.edit_requested.connect(self.edit_message)
         self.transcript.regenerate_requested.connect(lambda _id: self.regenerate())
@@ -425,8 +435,20 @@ class ChatPage(QWidget):
         self.chart.set_prediction(info.prediction)
         self.transcript.set_model_ready(True)
         self.stats_bar.labels["context"].setText(f"Context 0 / {info.n_ctx:,}")
+        path = self.current_model_path()
+        if path is not None and not self._store.has_saved(path):
+            # The model's own defaults until the user chooses (a base model wants a low
+            # temperature to follow its examples).
+            value = self.drawer.value()
+            self.drawer.set_value(
+                ModelChatSettings(info.sampling, value.plan, value.system_prompt, value.mode)
+            )
         if info.notes:
-            self.show_banner(" ".join(n[:1].upper() + n[1:] + "." for n in info.notes))
+            self.show_banner(
+                " ".join(n[:1].upper() + n[1:] + "." for n in info.notes),
+                mode_switch=info.template_source is TemplateSource.IN_CONTEXT
+                and self.drawer.value().mode is PromptMode.CHAT,
+            )
         self._update_controls()
         self.status_message.emit(f"{info.name} is ready")
         self.model_loaded.emit(info)
@@ -470,8 +492,22 @@ class ChatPage(QWidget):
             self.load_model(plan_override=plan)
 
     # ------------------------------------------------------------------ banner
-    def show_banner(self, text: str, *, retry: Any = None) -> None:
+    def switch_prompt_mode(self, mode: PromptMode) -> None:
+        """Save ``mode`` for the picked model and load it again with it."""
+        path = self.current_model_path()
+        if path is None:
+            return
+        value = self.drawer.value()
+        self.drawer.set_value(
+            ModelChatSettings(value.sampling, value.plan, value.system_prompt, mode)
+        )
+        self._store.save_for_model(path, self.drawer.value())
+        self.load_model()
+
+    def show_banner(self, text: str, *, retry: Any = None, mode_switch: bool = False) -> None:
         self.banner_label.setText(text)
+        self.template_button.setVisible(mode_switch)
+        self.raw_button.setVisible(mode_switch)
         self.retry_button.setVisible(retry is not None)
         self.retry_button.setProperty("plan_object", retry)
         if retry is not None:
