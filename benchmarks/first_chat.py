@@ -13,7 +13,7 @@ three-word phrase repeated four or more times). ``--sampling`` compares sampling
 presets for the in-context mode; ``--show`` prints every answer.
 
     .venv/bin/python benchmarks/first_chat.py [--model PATH] [--max-tokens 96]
-        [--sampling base,greedy,default] [--show]
+        [--sampling base,greedy,default] [--modes in-context,template] [--show]
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--sampling", default="base", help="comma-separated presets to compare")
+    parser.add_argument(
+        "--modes", default="in-context,template", help="comma-separated prompt modes to run"
+    )
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
     model = args.model
@@ -144,7 +147,7 @@ def main() -> int:
     n = len(QUESTIONS)
     rows = []
     for preset in args.sampling.split(","):
-        for mode in ("in-context", "template"):
+        for mode in args.modes.split(","):
             if args.show:
                 print(f"{mode}, sampling {preset}:")
             r = run_mode(model, mode, preset, args.max_tokens, args.show)

@@ -50,6 +50,7 @@ from quant.facts.families import (
     SwaLayout,
     sliding_layers,
 )
+from quant.untrusted import short_text
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def family_spec(config: Mapping[str, Any]) -> tuple[str, FamilySpec]:
     """The first supported entry of ``config["architectures"]`` and its spec."""
     archs = config.get("architectures") or []
     if isinstance(archs, str):
+        archs = [archs]
+    if not isinstance(archs, list):
         archs = [archs]
     for name in archs:
         spec = BY_HF_ARCHITECTURE.get(name) if isinstance(name, str) else None
@@ -153,6 +156,22 @@ class HParams:
         return self.spec.gguf_arch
 
 
+# Upper bounds on what a config may declare: far above any real model (Llama 3.1 405B has
+# 126 layers and a 16,384-wide hidden state), low enough that a hostile config cannot
+# make the converter allocate gigabytes of plans.
+_LIMITS = {
+    "num_hidden_layers": 1024,
+    "hidden_size": 1 << 17,
+    "num_attention_heads": 4096,
+    "intermediate_size": 1 << 20,
+    "vocab_size": 1 << 22,
+    "max_position_embeddings": 1 << 24,
+    "head_dim": 4096,
+    "num_local_experts": 4096,
+    "num_experts": 4096,
+}
+
+
 def _get(cfg: Mapping[str, Any], spec: FamilySpec, key: str, *, required: bool = True) -> Any:
     if cfg.get(key) is not None:
         return cfg[key]
@@ -193,23 +212,40 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
 
     def num(key: str) -> int:
         value = _get(cfg, spec, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        cap = _LIMITS.get(key, 1 << 24)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= cap:
             raise CheckpointError(
-                f"config.json: {key} = {value!r}, expected a positive integer; the config is "
-                "damaged or not a language model's"
+                f"config.json: {key} = {short_text(repr(value), 40)}, expected a positive "
+                f"integer up to {cap:,}; the config is damaged or not a language model's"
             )
         return value
+
+    def positive(key: str, value: object) -> float:
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number) or number <= 0:
+            raise CheckpointError(
+                f"config.json: {key} = {short_text(repr(value), 40)}, expected a positive "
+                "number; the config is damaged"
+            )
+        return number
 
     n_layer = num("num_hidden_layers")
     n_embd = num("hidden_size")
     n_head = num("num_attention_heads")
     n_kv = int(cfg.get("num_key_value_heads") or n_head)
+    if not 0 < n_kv <= n_head:
+        raise CheckpointError(
+            f"config.json: num_key_value_heads = {n_kv} must be between 1 and "
+            f"num_attention_heads = {n_head}"
+        )
     if n_head % n_kv:
         raise CheckpointError(
             f"config.json: num_attention_heads = {n_head} is not a multiple of "
             f"num_key_value_heads = {n_kv}"
         )
     head_dim = int(cfg.get("head_dim") or spec.defaults.get("head_dim") or n_embd // n_head)
+    if not 0 < head_dim <= _LIMITS["head_dim"]:
+        raise CheckpointError(f"config.json: head_dim = {head_dim} is not a usable head size")
     n_ff = num("intermediate_size")
     vocab_size = num("vocab_size")
     n_ctx = num("max_position_embeddings")
@@ -217,8 +253,8 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
     theta = cfg.get("rope_theta")
     if theta is None and isinstance(rope_params, dict):
         theta = rope_params.get("rope_theta")
-    rope_theta = float(theta if theta is not None else spec.defaults["rope_theta"])
-    rms_eps = float(_get(cfg, spec, "rms_norm_eps"))
+    rope_theta = positive("rope_theta", theta if theta is not None else spec.defaults["rope_theta"])
+    rms_eps = positive("rms_norm_eps", _get(cfg, spec, "rms_norm_eps"))
     tied = bool(_get(cfg, spec, "tie_word_embeddings"))
     if spec.family is Family.GEMMA2:
         tied = True  # llama.cpp's gemma2 has no separate output tensor
@@ -231,10 +267,10 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
     hp: dict[str, Any] = {}
     if spec.moe:
         if spec.family is Family.MIXTRAL:
-            hp["n_expert"] = int(_get(cfg, spec, "num_local_experts"))
+            hp["n_expert"] = num("num_local_experts")
             hp["n_ff_exp"] = n_ff
         else:
-            hp["n_expert"] = int(_get(cfg, spec, "num_experts"))
+            hp["n_expert"] = num("num_experts")
             hp["n_ff_exp"] = int(_get(cfg, spec, "moe_intermediate_size"))
             if not bool(_get(cfg, spec, "norm_topk_prob")):
                 raise UnsupportedArchitectureError(
@@ -267,7 +303,9 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
             lambda: int(_get(cfg, spec, "sliding_window_pattern")),
         )
         if spec.family is Family.GEMMA3:
-            hp["rope_theta_swa"] = float(_get(cfg, spec, "rope_local_base_freq"))
+            hp["rope_theta_swa"] = positive(
+                "rope_local_base_freq", _get(cfg, spec, "rope_local_base_freq")
+            )
         else:
             hp["rope_theta_swa"] = rope_theta
         attn_cap = _get(cfg, spec, "attn_logit_softcapping", required=False)

@@ -34,7 +34,6 @@ in that order.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 from collections.abc import Iterator, Mapping
@@ -44,6 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from quant.convert.errors import TokenizerError
+from quant.untrusted import UntrustedValueError, open_regular, read_json_file
+
+# A chat template file larger than this is not a chat template.
+MAX_TEMPLATE_BYTES = 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +168,8 @@ class Vocab:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return read_json_file(path)
+    except (OSError, UntrustedValueError) as exc:
         raise TokenizerError(f"{path.name} cannot be read ({exc}); download it again") from exc
 
 
@@ -315,7 +318,14 @@ def load_chat_template(
 ) -> str | list[dict[str, str]] | None:
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        try:
+            with open_regular(jinja) as fh:
+                raw = fh.read(MAX_TEMPLATE_BYTES + 1)
+        except (OSError, UntrustedValueError) as exc:
+            raise TokenizerError(f"{jinja.name} cannot be read ({exc})") from exc
+        if len(raw) > MAX_TEMPLATE_BYTES:
+            raise TokenizerError(f"{jinja.name} is larger than a chat template can be")
+        return raw.decode("utf-8", "replace")
     js = folder / "chat_template.json"
     if js.is_file():
         data = _read_json(js)
