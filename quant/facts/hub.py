@@ -29,7 +29,7 @@ from quant.facts.hf_folder import (
     read_json,
 )
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
-from quant.gguf.header import GGUFTensor, read_gguf_header_from
+from quant.gguf.header import TensorTable, read_gguf_header_from
 from quant.gguf.types import LlamaFileType, file_type_from_filename
 from quant.hub.errors import hub_errors
 
@@ -170,7 +170,7 @@ def _gguf_repo_facts(
         return read_gguf_header_from(remote, remote.size, Path(filename), window=_REMOTE_WINDOW)
 
     header = header_of(chosen.filename)
-    more: list[GGUFTensor] = []
+    more: list[TensorTable] = []
     size = header.file_size
     notes: list[str] = [f"Header read from {chosen.filename} on the hub"]
     if "-00001-of-" in path.name:
@@ -180,13 +180,13 @@ def _gguf_repo_facts(
             sibling = str(path.with_name(f"{prefix}-{i:05d}-of-{count}.gguf"))
             if sibling in files:
                 other = header_of(sibling)
-                more.extend(other.tensors)
+                more.append(other.table)
                 size += other.file_size
     return facts_from_gguf(
         header,
         source=repo_id,
         kind=SourceKind.HUB,
-        more_tensors=tuple(more),
+        more=tuple(more),
         notes=tuple(notes),
         file_size=size,
     )

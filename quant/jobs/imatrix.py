@@ -32,6 +32,8 @@ import numpy as np
 
 from quant.atomic import atomic_output
 from quant.errors import QuantError
+from quant.gguf.header import read_gguf_header
+from quant.gguf.types import GGMLType
 from quant.jobs.calibration import CalibrationSet
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
@@ -220,9 +222,7 @@ def load_imatrix(path: Path | str) -> ImatrixData:
 
 
 def _load_gguf(path: Path) -> ImatrixData:
-    from quant.jobs.dequantize import read_gguf
-
-    info = read_gguf(path)
+    info = read_gguf_header(path)
     if not all(k in info.metadata for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
         raise ImatrixError(
             f"{path.name}: a GGUF without imatrix metadata ({KEY_DATASETS}, {KEY_CHUNK_COUNT}); "
@@ -237,21 +237,26 @@ def _load_gguf(path: Path) -> ImatrixData:
         c = by_name.get(f"{base}.counts")
         if c is None:
             raise ImatrixError(f"{path.name}: {base} has sums but no counts; the file is damaged.")
-        if t.type != 0 or c.type != 0:
+        if t.type != GGMLType.F32 or c.type != GGMLType.F32:
             raise ImatrixError(f"{path.name}: sums and counts of {base} must be F32.")
         sums = np.asarray(info.tensor_data(t)).view("<f4").astype(np.float64)
         counts = np.rint(np.asarray(info.tensor_data(c)).view("<f4")).astype(np.int64)
         entries[base] = ImatrixEntry(sums, counts)
     if not entries:
         raise ImatrixError(f"{path.name}: the importance matrix has no entries.")
-    datasets = tuple(str(d) for d in info.get(KEY_DATASETS, []))
+    found = info.get(KEY_DATASETS)
+    datasets = tuple(str(d) for d in found) if isinstance(found, list) else ()
     return ImatrixData(
         entries,
         datasets,
-        int(info.get(KEY_CHUNK_COUNT, 0)),
-        int(info.get(KEY_CHUNK_SIZE, 0)),
+        _count(info.get(KEY_CHUNK_COUNT)),
+        _count(info.get(KEY_CHUNK_SIZE)),
         source_name=path.name,
     )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _load_legacy(path: Path) -> ImatrixData:

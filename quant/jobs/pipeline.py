@@ -55,7 +55,7 @@ from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
 from quant.units import human_bytes
 
 if TYPE_CHECKING:
-    from quant.jobs.dequantize import GgufFile
+    from quant.gguf.header import GGUFHeader
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +98,11 @@ class ImatrixMode(StrEnum):
     FILE = "file"
 
 
-def _quantized_types(info: GgufFile) -> list[str]:
+def _quantized_types(info: GGUFHeader) -> list[str]:
     """Matrix tensor types that are neither full precision nor Q8_0."""
-    base = {int(x) for x in _BASE_TYPES}
-    return sorted({t.type_name for t in info.tensors if len(t.shape) > 1 and t.type not in base})
-
-
-def info_parameters(info: GgufFile) -> int:
-    return sum(t.n_elements for t in info.tensors)
+    return sorted(
+        {t.type.name for t in info.tensors if len(t.shape) > 1 and t.type not in _BASE_TYPES}
+    )
 
 
 def classify_source(source: str) -> SourceKind:
@@ -470,7 +467,7 @@ def run_pipeline(
     on_event: EventCallback | None = None,
 ) -> JobReport:
     """Run the whole job; see the module docstring. Returns the report (also on disk)."""
-    from quant.jobs.dequantize import read_gguf
+    from quant.gguf.header import read_gguf_header
     from quant.jobs.evaluate import model_fingerprint
     from quant.jobs.imatrix import ImatrixData, collect_imatrix, load_imatrix
     from quant.jobs.quantize import (
@@ -517,7 +514,7 @@ def run_pipeline(
             st.note(f"converting {folder.name} to F16 GGUF")
             with _producing(_partial_of(base), on_event):
                 _convert(folder, base, st.progress, cancel)
-    info = read_gguf(base)
+    info = read_gguf_header(base)
     odd = _quantized_types(info)
     if odd and spec.requantize:
         expanded = cache_dir / "f16" / f"{name}-{model_fingerprint(base)}-F16.gguf"
@@ -525,11 +522,11 @@ def run_pipeline(
             from quant.jobs.dequantize import dequantize_gguf
 
             st.note(f"expanding {base.name} ({', '.join(odd)}) to F16")
-            _check_disk(cache_dir, 2 * info_parameters(info), "the F16 expansion")
+            _check_disk(cache_dir, 2 * info.n_parameters, "the F16 expansion")
             with _producing(_partial_of(expanded), on_event):
                 dequantize_gguf(base, expanded, on_progress=st.progress, cancel=cancel)
         base = expanded
-        info = read_gguf(base)
+        info = read_gguf_header(base)
         odd = _quantized_types(info)
     if odd:
         raise QuantError(
@@ -758,10 +755,10 @@ def _is_our_output(path: Path, fingerprint: str, imatrix_key: str, options_key: 
     """Whether ``path`` is a finished output of this same source and imatrix."""
     if not path.exists():
         return False
-    from quant.jobs.dequantize import read_gguf
+    from quant.gguf.header import read_gguf_header
 
     try:
-        info = read_gguf(path)
+        info = read_gguf_header(path)
     except QuantError:
         return False
     return bool(

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quant.gguf.header import read_gguf_header
 from quant.gguf.types import LlamaFileType
 from quant.jobs.calibration import CalibrationKind, CalibrationSet, Document, default_mix
-from quant.jobs.dequantize import read_gguf
 from quant.jobs.imatrix import (
     ImatrixCollector,
     ImatrixData,
@@ -75,7 +75,7 @@ def _sample_data() -> ImatrixData:
 def test_gguf_imatrix_has_llama_cpp_layout_and_round_trips(tmp_path: Path) -> None:
     data = _sample_data()
     path = data.save(tmp_path / "m.imatrix.gguf")
-    info = read_gguf(path)
+    info = read_gguf_header(path)
     assert info.get("general.type") == "imatrix"
     assert info.get("imatrix.datasets") == ["my-text.txt"]
     assert info.get("imatrix.chunk_count") == 3
@@ -155,7 +155,7 @@ def test_our_file_read_back_is_accepted_by_llama_cpp_quantize(
     out = tmp_path / "gemma-Q4_0.gguf"
     result = quantize(f16_model, out, QuantizeOptions(LlamaFileType.Q4_0), imatrix=loaded)
     assert result.imatrix_entries == 126
-    info = read_gguf(out)
+    info = read_gguf_header(out)
     assert info.get("quantize.imatrix.file") == "gemma.imatrix.gguf"
     assert info.get("quantize.imatrix.dataset") == "quantdesk-default-mix-v1"
     assert info.get("quantize.imatrix.entries_count") == 126

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from quant.errors import InsufficientResourcesError, QuantError
+from quant.gguf.header import read_gguf_header
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.jobs import pipeline
-from quant.jobs.dequantize import read_gguf
 from quant.jobs.pipeline import JobSpec, SourceKind, classify_source, plan_stages, run_pipeline
 from quant.jobs.quantize import ImatrixRequiredError
 from tests.quant.conftest import CHUNK
@@ -258,7 +258,7 @@ def test_a_hub_repo_is_downloaded_converted_and_quantized(
     assert all(Path(o.path).is_file() for o in report.outputs)
     assert report.outputs[1].imatrix and not report.outputs[0].imatrix
     assert all(o.evaluation is not None for o in report.outputs)
-    info = read_gguf(report.outputs[1].path)
+    info = read_gguf_header(report.outputs[1].path)
     assert info.get("general.architecture") == "llama"
     assert report.imatrix is not None
     assert info.get(pipeline.KEY_IMATRIX) == report.imatrix["key"]
@@ -302,6 +302,6 @@ def test_a_quantized_source_is_refused_unless_requantizing_is_allowed(
     report = run_pipeline(allowed)
     made = Path(report.outputs[0].path)
     assert made.exists()
-    assert read_gguf(made).file_type is LlamaFileType.Q8_0
+    assert read_gguf_header(made).file_type is LlamaFileType.Q8_0
     # The expansion is cached beside the other intermediates and reused on a rerun.
     assert len(list((cache / "f16").glob("*-F16.gguf"))) == 1
