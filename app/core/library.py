@@ -59,11 +59,11 @@ from app.core.paths import app_paths
 from app.core.settings import Settings
 from quant.atomic import atomic_output
 from quant.errors import ModelFormatError
+from quant.gguf.header import check_magic
 from quant.progress import CancelToken, Progress, check_cancel
 
 logger = logging.getLogger(__name__)
 
-GGUF_MAGIC = b"GGUF"
 # magic (4) + version (u32) + tensor count (u64) + metadata count (u64); gguf-py's reader
 # reads the same fixed header before the key/value section.
 GGUF_HEADER_BYTES = 24
@@ -210,11 +210,9 @@ def read_entry(path: str | Path, source: ModelSource = ModelSource.ADDED) -> Lib
             head = fh.read(GGUF_HEADER_BYTES)
     except OSError as exc:
         raise LibraryError(f"{p}: cannot be read ({exc.strerror}); check its permissions") from exc
-    if head[:4] != GGUF_MAGIC:
-        raise ModelFormatError(
-            f"{p.name}: not a GGUF file (magic {head[:4]!r}, expected b'GGUF'); "
-            "choose a .gguf model file, or convert a Hugging Face model first"
-        )
+    check_magic(
+        head[:4], p.name, hint="; choose a .gguf model file, or convert a Hugging Face model first"
+    )
     if len(head) < GGUF_HEADER_BYTES:
         raise ModelFormatError(
             f"{p.name}: truncated GGUF file ({st.st_size} bytes, shorter than its "

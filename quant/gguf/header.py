@@ -67,26 +67,22 @@ _INFO_TAIL = 4 + 8 * MAX_DIMS + 4 + 8
 
 
 def check_magic(head: bytes, name: str, *, hint: str = "") -> None:
-    """Raise :class:`ModelFormatError` unless ``head`` starts with the GGUF magic.
+    """Raise :class:`ModelFormatError` unless ``head`` (a file's first bytes) is the GGUF magic.
 
     ``name`` names the file in the sentence; ``hint`` (``"; what to do"``) is
-    added after it.
+    added after it. A ``head`` shorter than the magic is a file that short.
     """
-    if len(head) < 4 and head == GGUF_MAGIC[: len(head)]:
-        raise ModelFormatError(f"{name}: not a GGUF file (only {len(head)} bytes){hint}")
     if head[:4] != GGUF_MAGIC:
+        short = f"; only {len(head)} bytes" if len(head) < len(GGUF_MAGIC) else ""
         raise ModelFormatError(
-            f"{name}: not a GGUF file (magic {head[:4]!r}, expected {GGUF_MAGIC!r}){hint}"
+            f"{name}: not a GGUF file (magic {head[:4]!r}, expected {GGUF_MAGIC!r}{short}){hint}"
         )
 
 
 def has_gguf_magic(path: Path) -> bool:
-    """Whether the file at ``path`` starts with the GGUF magic (False if it cannot be read)."""
-    try:
-        with path.open("rb") as fh:
-            return fh.read(4) == GGUF_MAGIC
-    except OSError:
-        return False
+    """Whether the file at ``path`` starts with the GGUF magic; ``OSError`` if unreadable."""
+    with path.open("rb") as fh:
+        return fh.read(4) == GGUF_MAGIC
 
 
 @dataclass(frozen=True)

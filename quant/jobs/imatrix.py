@@ -32,7 +32,7 @@ import numpy as np
 
 from quant.atomic import atomic_output
 from quant.errors import QuantError
-from quant.gguf.header import read_gguf_header
+from quant.gguf.header import has_gguf_magic, read_gguf_header
 from quant.gguf.types import GGMLType
 from quant.jobs.calibration import CalibrationSet
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
@@ -208,10 +208,10 @@ def load_imatrix(path: Path | str) -> ImatrixData:
     """Read an importance matrix in llama.cpp's GGUF or legacy ``.dat`` format."""
     path = Path(path)
     try:
-        head = path.open("rb").read(4)
+        is_gguf = has_gguf_magic(path)
     except OSError as exc:
         raise ImatrixError(f"{path}: cannot read the importance matrix ({exc.strerror}).") from exc
-    data = _load_gguf(path) if head == b"GGUF" else _load_legacy(path)
+    data = _load_gguf(path) if is_gguf else _load_legacy(path)
     logger.info(
         "loaded importance matrix %s: %d entries, %d chunks",
         path.name,

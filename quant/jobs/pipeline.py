@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from quant.atomic import atomic_write_text
 from quant.errors import InsufficientResourcesError, QuantError
 from quant.facts import looks_like_repo_id
+from quant.gguf.header import has_gguf_magic
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.jobs.calibration import (
     CalibrationSet,
@@ -109,7 +110,7 @@ def classify_source(source: str) -> SourceKind:
     """What ``source`` names: a GGUF file, an HF folder, or a hub repo id."""
     p = Path(source).expanduser()
     if p.is_file():
-        if p.suffix.lower() != ".gguf" and p.open("rb").read(4) != b"GGUF":
+        if p.suffix.lower() != ".gguf" and not has_gguf_magic(p):
             raise QuantError(f"{p.name}: not a GGUF file; pass a .gguf, an HF folder or a repo id.")
         return SourceKind.GGUF
     if p.is_dir():

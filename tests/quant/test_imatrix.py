@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,18 @@ def test_legacy_dat_round_trips_to_the_same_means(tmp_path: Path) -> None:
     assert back.datasets == ("my-text.txt",)
     for name, e in data.entries.items():
         np.testing.assert_allclose(back.entries[name].means(), e.means(), rtol=1e-5)
+
+
+def test_reading_a_matrix_leaves_no_file_open(tmp_path: Path) -> None:
+    """Telling the two formats apart by their first bytes closes the file again."""
+    data = _sample_data()
+    paths = [data.save(tmp_path / "m.imatrix.gguf"), data.save(tmp_path / "m.dat")]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        for path in paths:
+            load_imatrix(path)
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
 
 
 def test_garbage_is_not_an_imatrix(tmp_path: Path) -> None:

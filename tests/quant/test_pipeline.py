@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,22 @@ def test_sources_are_told_apart(tmp_path: Path, f16_model: Path) -> None:
         classify_source(str(tmp_path / "nothing.gguf"))
     with pytest.raises(QuantError, match="not a hub repo id"):
         classify_source(str(tmp_path / "no-such-folder"))
+
+
+def test_a_gguf_without_its_suffix_is_recognised_by_its_magic(
+    tmp_path: Path, f16_model: Path
+) -> None:
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(f16_model.read_bytes()[:4096])
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        assert classify_source(str(renamed)) is SourceKind.GGUF
+        with pytest.raises(QuantError, match=r"notes\.txt: not a GGUF file"):
+            classify_source(str(other))
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
 
 
 def test_no_imatrix_with_a_type_that_needs_one_fails_before_any_work(
