@@ -93,6 +93,14 @@ def test_gguf_imatrix_has_llama_cpp_layout_and_round_trips(tmp_path: Path) -> No
     assert back.entries["blk.0.ffn_up_exps.weight"].means()[4:8].tolist() == [1.0] * 4
 
 
+def test_a_matrix_without_datasets_round_trips(tmp_path: Path) -> None:
+    data = _sample_data()
+    bare = ImatrixData(data.entries, (), chunk_count=3, chunk_size=512)
+    back = load_imatrix(bare.save(tmp_path / "bare.imatrix.gguf"))
+    assert back.datasets == () and (back.chunk_count, back.chunk_size) == (3, 512)
+    assert set(back.entries) == set(data.entries)
+
+
 def test_legacy_dat_round_trips_to_the_same_means(tmp_path: Path) -> None:
     data = _sample_data()
     path = data.save(tmp_path / "m.dat")
