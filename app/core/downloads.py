@@ -47,6 +47,7 @@ from app.core.hub_token import gated_errors
 from app.core.library import LibraryEntry, ModelSource, read_entry
 from quant.atomic import atomic_write_text
 from quant.errors import HubError, InsufficientResourcesError, QuantError
+from quant.gguf.split import split_parts
 from quant.hub.errors import hub_errors, transport_errors
 from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
 from quant.units import human_bytes
@@ -74,8 +75,6 @@ _WRITE_BUFFER = 1024 * 1024
 _HASH_BLOCK = 8 * 1024 * 1024
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-# llama.cpp's split files: NAME-00001-of-00003.gguf (llama.cpp's llama_split_path).
-_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 ProgressFn = Callable[[Progress], None]
 RemotesFn = Callable[[list["RemoteBlob"]], None]
@@ -238,19 +237,6 @@ def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def split_info(filename: str) -> tuple[str, int, int] | None:
-    """``(prefix, index, count)`` of a llama.cpp split GGUF part's name, else None.
-
-    The prefix keeps the folder: ``"q8/Big-Q8_0-00002-of-00003.gguf"`` gives
-    ``("q8/Big-Q8_0", 2, 3)``.
-    """
-    path = PurePosixPath(filename)
-    m = _SPLIT.match(path.name)
-    if m is None or int(m.group("count")) < 1:
-        return None
-    return str(path.with_name(m.group("prefix"))), int(m.group("index")), int(m.group("count"))
-
-
 def cached_bytes(remote: RemoteBlob) -> int:
     """Bytes of ``remote`` already in the HF cache: its size when complete, else the partial's."""
     layout = CacheLayout.of(hub_cache_dir(), remote)
@@ -262,21 +248,6 @@ def cached_bytes(remote: RemoteBlob) -> int:
     except OSError:
         pass
     return 0
-
-
-def split_parts(filename: str) -> list[str]:
-    """Every part of a llama.cpp split GGUF (``X-00001-of-00003.gguf``); else ``[filename]``."""
-    path = PurePosixPath(filename)
-    m = _SPLIT.match(path.name)
-    if m is None:
-        return [filename]
-    count = int(m.group("count"))
-    if count < 1:
-        return [filename]
-    prefix = m.group("prefix")
-    return [
-        str(path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf")) for i in range(1, count + 1)
-    ]
 
 
 # --------------------------------------------------------------------------- errors

@@ -39,7 +39,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
-from app.core.downloads import cached_hub_file, split_info
+from app.core.downloads import cached_hub_file
 from app.core.hub_token import (
     TOKEN_REJECTED,
     TOKEN_SAVED,
@@ -52,6 +52,7 @@ from app.core.hub_token import (
 from quant.errors import HubError, QuantError
 from quant.facts import looks_like_repo_id
 from quant.facts.model import ModelFacts, RemoteFile
+from quant.gguf.split import SplitName, is_projector, parse_split_name
 from quant.gguf.types import LlamaFileType, file_type_from_filename
 from quant.hardware.profile import HardwareProfile
 from quant.hub.errors import hub_errors, transport_errors
@@ -227,9 +228,9 @@ class HubFile:
         if self.quant_type:
             return self.quant_type
         stem = PurePosixPath(self.parts[0].filename if self.parts else self.filename).stem
-        info = split_info(stem + ".gguf")
-        if info is not None:
-            stem = PurePosixPath(info[0]).name
+        split = parse_split_name(stem + ".gguf")
+        if split is not None:
+            stem = PurePosixPath(split.prefix).name
         m = _LABEL_GUESS.search(stem)
         return m.group(1).upper() if m else "other"
 
@@ -642,10 +643,6 @@ def search_models(
 # --------------------------------------------------------------------------- repo files
 
 
-def _is_projector(filename: str) -> bool:
-    return "mmproj" in PurePosixPath(filename).name.lower()
-
-
 def _quant_type(filename: str) -> str | None:
     ftype = file_type_from_filename(filename)
     return ftype.name if ftype else None
@@ -671,12 +668,12 @@ def _sibling_table(info: Any) -> dict[str, HubFilePart]:
 def _group_gguf(table: dict[str, HubFilePart]) -> list[HubFile]:
     """GGUF files as models: single files, and split parts joined into one."""
     singles: list[HubFile] = []
-    splits: dict[tuple[str, int], dict[int, HubFilePart]] = {}
+    splits: dict[SplitName, dict[int, HubFilePart]] = {}
     for name, part in table.items():
         if not name.lower().endswith(".gguf"):
             continue
-        info = split_info(name)
-        if info is None:
+        split = parse_split_name(name)
+        if split is None:
             singles.append(
                 HubFile(
                     filename=name,
@@ -684,15 +681,15 @@ def _group_gguf(table: dict[str, HubFilePart]) -> list[HubFile]:
                     quant_type=_quant_type(name),
                     parts=(part,),
                     sha256=part.sha256,
-                    is_projector=_is_projector(name),
+                    is_projector=is_projector(name),
                 )
             )
             continue
-        prefix, index, count = info
-        splits.setdefault((prefix, count), {})[index] = part
-    for (prefix, count), found in splits.items():
-        expected = [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
-        parts = tuple(found[i] for i in range(1, count + 1) if i in found)
+        # Parts are grouped under the name of their first part, which stands for the model.
+        splits.setdefault(replace(split, index=1), {})[split.index] = part
+    for split, found in splits.items():
+        expected = split.parts()
+        parts = tuple(found[i] for i in range(1, split.count + 1) if i in found)
         missing = tuple(name for i, name in enumerate(expected, start=1) if i not in found)
         first = found.get(1)
         singles.append(
@@ -703,7 +700,7 @@ def _group_gguf(table: dict[str, HubFilePart]) -> list[HubFile]:
                 parts=parts,
                 sha256=first.sha256 if first else None,
                 missing_parts=missing,
-                is_projector=_is_projector(expected[0]),
+                is_projector=is_projector(expected[0]),
             )
         )
     return sorted(singles, key=lambda f: (f.size_bytes, f.filename))

@@ -60,6 +60,7 @@ from app.core.settings import Settings
 from quant.atomic import atomic_output
 from quant.errors import ModelFormatError
 from quant.gguf.header import check_magic
+from quant.gguf.split import is_first_or_whole, is_projector
 from quant.progress import CancelToken, Progress, check_cancel
 
 logger = logging.getLogger(__name__)
@@ -243,14 +244,7 @@ def _is_listed_gguf(name: str) -> bool:
     lower = name.lower()
     if not lower.endswith(".gguf") or lower.startswith("."):
         return False
-    if lower.startswith("mmproj") or "-mmproj" in lower:
-        return False
-    stem = lower[: -len(".gguf")]
-    # llama.cpp's split files are named NAME-00002-of-00003.gguf
-    parts = stem.rsplit("-", 3)
-    if len(parts) == 4 and parts[2] == "of" and parts[1].isdigit() and parts[3].isdigit():
-        return int(parts[1]) == 1
-    return True
+    return not is_projector(name) and is_first_or_whole(name)
 
 
 def _is_sha256(text: str) -> bool:

@@ -6,10 +6,9 @@ sliding-window layout, file type, tokenizer and chat template presence).
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import compress
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from quant.gguf.header import (
     _show,
     read_gguf_header,
 )
+from quant.gguf.split import parse_split_name
 from quant.gguf.types import (
     FTYPE_GUESSED_BIT,
     GGMLType,
@@ -189,20 +189,19 @@ def _file_type(
     return ftype.name, True
 
 
-_SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
 def split_siblings(path: Path, header: GGUFHeader) -> list[Path]:
-    """The other files of a split GGUF (``name-00001-of-00003.gguf``), present or not."""
+    """The other files of a split GGUF (``name-00001-of-00003.gguf``), present or not.
+
+    The count is the header's ``split.count``; the names follow the file's own.
+    """
     count = _int(header.metadata.get("split.count"))
-    m = _SPLIT_RE.match(path.name)
-    if not count or count <= 1 or not m or count > 10_000:
+    name = parse_split_name(path.name)
+    if not count or count <= 1 or name is None or count > 10_000:
         return []
-    prefix = m.group("prefix")
     return [
-        path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf")
-        for i in range(1, count + 1)
-        if f"{i:05d}" != m.group("no")
+        path.with_name(part)
+        for i, part in enumerate(replace(name, count=count).parts(), start=1)
+        if i != name.index
     ]
 
 

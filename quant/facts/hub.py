@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from quant.errors import HubError, ModelFormatError, UnsupportedArchitectureError
@@ -30,6 +30,7 @@ from quant.facts.hf_folder import (
 )
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
 from quant.gguf.header import TensorTable, read_gguf_header_from
+from quant.gguf.split import is_first_or_whole, is_projector, parse_split_name
 from quant.gguf.types import LlamaFileType, file_type_from_filename
 from quant.hub.errors import hub_errors
 
@@ -148,10 +149,7 @@ def _remote_ggufs(files: dict[str, int]) -> tuple[RemoteFile, ...]:
 def _pick_gguf(remote: tuple[RemoteFile, ...]) -> RemoteFile | None:
     """A model GGUF to describe: not a projector, the first split, a common type."""
     candidates = [
-        r
-        for r in remote
-        if "mmproj" not in PurePosixPath(r.filename).name.lower()
-        and ("-of-" not in r.filename or "-00001-of-" in r.filename)
+        r for r in remote if not is_projector(r.filename) and is_first_or_whole(r.filename)
     ]
     for ftype in _PREFERRED_GGUF:
         for r in candidates:
@@ -163,8 +161,6 @@ def _pick_gguf(remote: tuple[RemoteFile, ...]) -> RemoteFile | None:
 def _gguf_repo_facts(
     repo_id: str, files: dict[str, int], chosen: RemoteFile, revision: str | None
 ) -> ModelFacts:
-    path = PurePosixPath(chosen.filename)
-
     def header_of(filename: str) -> Any:
         remote = _RemoteFile(repo_id, filename, files.get(filename, 0), revision)
         return read_gguf_header_from(remote, remote.size, Path(filename), window=_REMOTE_WINDOW)
@@ -173,11 +169,9 @@ def _gguf_repo_facts(
     more: list[TensorTable] = []
     size = header.file_size
     notes: list[str] = [f"Header read from {chosen.filename} on the hub"]
-    if "-00001-of-" in path.name:
-        prefix, _, rest = path.name.partition("-00001-of-")
-        count = rest.removesuffix(".gguf")
-        for i in range(2, int(count) + 1 if count.isdigit() else 0):
-            sibling = str(path.with_name(f"{prefix}-{i:05d}-of-{count}.gguf"))
+    split = parse_split_name(chosen.filename)
+    if split is not None and split.index == 1:
+        for sibling in split.parts()[1:]:
             if sibling in files:
                 other = header_of(sibling)
                 more.append(other.table)
