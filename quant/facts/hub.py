@@ -22,17 +22,14 @@ from typing import Any
 from quant.errors import HubError, ModelFormatError, UnsupportedArchitectureError
 from quant.facts.config_params import facts_from_config
 from quant.facts.gguf import facts_from_gguf
-from quant.facts.hf_folder import (
-    PICKLE_SUFFIXES,
-    SafetensorsTensor,
-    apply_safetensors,
-    read_json,
-)
+from quant.facts.hf_folder import apply_safetensors, read_json
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
 from quant.gguf.header import TensorTable, read_gguf_header_from
 from quant.gguf.split import is_first_or_whole, is_projector, parse_split_name
 from quant.gguf.types import LlamaFileType, file_type_from_filename
 from quant.hub.errors import hub_errors
+from quant.safetensors.header import PICKLE_SUFFIXES, SafetensorsTensor, read_header_from
+from quant.untrusted import short_text
 
 logger = logging.getLogger(__name__)
 
@@ -212,37 +209,46 @@ def inspect_hub_gguf(
     return replace(facts, name=repo_id, remote_files=_remote_ggufs(files))
 
 
-def _safetensors_tensors(
-    api: Any, repo_id: str, files: dict[str, int], revision: str | None
-) -> list[SafetensorsTensor]:
-    from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+_INDEX = "model.safetensors.index.json"
 
-    try:
-        with _hub_errors(repo_id, "the safetensors headers"):
-            try:
-                meta = api.get_safetensors_metadata(repo_id, revision=revision)
-                per_file = meta.files_metadata
-            except NotASafetensorsRepoError:
-                found = [n for n in files if n.endswith(".safetensors") and "/" not in n]
-                names = [n for n in found if not n.startswith("consolidated")] or found
-                per_file = {
-                    n: api.parse_safetensors_file_metadata(repo_id, n, revision=revision)
-                    for n in names
-                }
-    except SafetensorsParsingError as exc:
-        raise ModelFormatError(
-            f"{repo_id}: a safetensors header cannot be parsed ({exc})"
-        ) from None
+
+def _safetensors_tensors(
+    repo_id: str, files: dict[str, int], revision: str | None
+) -> list[SafetensorsTensor]:
+    """The tensors of the repo's safetensors weights, from each shard's header by byte ranges.
+
+    The shards are ``model.safetensors``, else those the index names, else every
+    top-level ``*.safetensors`` file (Mistral's ``consolidated`` copies left out
+    when others exist).
+    """
+    from huggingface_hub import hf_hub_download
+
+    if "model.safetensors" in files:
+        names = ["model.safetensors"]
+    elif _INDEX in files:
+        with _hub_errors(repo_id, _INDEX):
+            index = read_json(Path(hf_hub_download(repo_id, _INDEX, revision=revision)), _INDEX)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ModelFormatError(f"{repo_id}: {_INDEX} has no weight_map")
+        names = sorted({str(v) for v in weight_map.values()})
+        missing = [n for n in names if n not in files]
+        if missing:
+            raise ModelFormatError(
+                f"{repo_id}: {_INDEX} names {short_text(missing[0], 80)!r}, which the repo "
+                "does not have"
+            )
+    else:
+        found = [n for n in files if n.endswith(".safetensors") and "/" not in n]
+        names = [n for n in found if not n.startswith("consolidated")] or found
     tensors: list[SafetensorsTensor] = []
-    for filename, file_meta in sorted(per_file.items()):
-        for name, info in file_meta.tensors.items():
-            start, end = info.data_offsets
-            shape = tuple(int(d) for d in info.shape)
-            if any(d < 0 for d in shape) or end < start:
-                raise ModelFormatError(
-                    f"{repo_id}: tensor {name!r} in {filename} has a malformed header entry"
-                )
-            tensors.append(SafetensorsTensor(name, str(info.dtype), shape, end - start))
+    for name in names:
+        remote = _RemoteFile(repo_id, name, files[name], revision)
+        try:
+            header = read_header_from(remote, remote.size, Path(name))
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{repo_id}: {exc}") from None
+        tensors.extend(header.tensors)
     return tensors
 
 
@@ -305,7 +311,7 @@ def inspect_hub(
     safetensors = [n for n in top if n.endswith(".safetensors")]
     pickles = [n for n in top if n.endswith(PICKLE_SUFFIXES)]
     if safetensors:
-        tensors = _safetensors_tensors(api, repo_id, files, sha)
+        tensors = _safetensors_tensors(repo_id, files, sha)
         facts = apply_safetensors(facts, tensors, config, notes)
         shard_names = {n for n in safetensors if not n.startswith("consolidated")} or set(
             safetensors
