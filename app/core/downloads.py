@@ -48,7 +48,7 @@ from app.core.library import LibraryEntry, ModelSource, read_entry
 from quant.atomic import atomic_write_text
 from quant.errors import HubError, InsufficientResourcesError, QuantError
 from quant.gguf.split import split_parts
-from quant.hub.errors import hub_errors, transport_errors
+from quant.hub.errors import hub_errors, is_offline, offline_error, transport_errors
 from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
 from quant.units import human_bytes
 from quant.untrusted import (
@@ -254,9 +254,10 @@ def cached_bytes(remote: RemoteBlob) -> int:
 
 
 def _offline_error(repo_id: str, filename: str) -> HubError:
-    return HubError(
-        f"{repo_id}: cannot download {filename} in offline mode (HF_HUB_OFFLINE is set); "
-        "turn offline mode off and try again, or choose a file that is already downloaded"
+    return offline_error(
+        f"download {filename}",
+        "turn offline mode off and try again, or choose a file that is already downloaded",
+        repo_id=repo_id,
     )
 
 
@@ -671,14 +672,12 @@ def download_hub_file(
 
 def _cached_without_asking(repo_id: str, filename: str, revision: str | None) -> Path | None:
     """The cached copy when the hub need not (commit) or cannot (offline) be asked."""
-    from huggingface_hub import constants
-
     if revision is not None and _COMMIT.fullmatch(revision):
         # A commit's files never change: a cached copy needs no question to the hub.
         found = cached_hub_file(repo_id, filename, revision=revision)
         if found is not None:
             return found
-    if constants.HF_HUB_OFFLINE:
+    if is_offline():
         found = cached_hub_file(repo_id, filename, revision=revision)
         if found is not None:
             return found

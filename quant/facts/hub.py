@@ -13,7 +13,7 @@ raise :class:`~quant.errors.HubError` with a sentence and a next step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +27,8 @@ from quant.facts.model import ModelFacts, RemoteFile, SourceKind
 from quant.gguf.header import TensorTable, read_gguf_header_from
 from quant.gguf.split import is_first_or_whole, is_projector, parse_split_name
 from quant.gguf.types import LlamaFileType, file_type_from_filename
-from quant.hub.errors import hub_errors
+from quant.hub.errors import hub_errors, is_offline, offline_error
+from quant.hub.listing import commit_or_none, license_of, listed_files
 from quant.safetensors.header import PICKLE_SUFFIXES, SafetensorsTensor, read_header_from
 from quant.untrusted import short_text
 
@@ -37,13 +38,7 @@ logger = logging.getLogger(__name__)
 _REMOTE_WINDOW = 4 * 1024 * 1024
 _TIMEOUT_S = 30.0
 # GGUF types most worth describing, in order, when a repo holds several.
-_PREFERRED_GGUF = (LlamaFileType.Q4_K_M, LlamaFileType.Q8_0, LlamaFileType.F16)
-
-
-def _is_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+PREFERRED_GGUF = (LlamaFileType.Q4_K_M, LlamaFileType.Q8_0, LlamaFileType.F16)
 
 
 def _cached_folder(repo_id: str) -> Path | None:
@@ -61,11 +56,11 @@ def _cached_folder(repo_id: str) -> Path | None:
 def _offline_error(repo_id: str) -> HubError:
     cached = _cached_folder(repo_id)
     hint = (
-        f"; a downloaded copy is in {cached}, inspect that folder instead"
+        f"a downloaded copy is in {cached}, inspect that folder instead"
         if cached
-        else "; go online or pass the path of a downloaded copy"
+        else "go online or pass the path of a downloaded copy"
     )
-    return HubError(f"{repo_id}: cannot ask the Hugging Face hub in offline mode{hint}")
+    return offline_error("ask the Hugging Face hub", hint, repo_id=repo_id)
 
 
 def _hub_errors(repo_id: str, what: str) -> AbstractContextManager[None]:
@@ -124,16 +119,6 @@ class _RemoteFile:
         return data
 
 
-def _siblings(info: Any) -> dict[str, int]:
-    files: dict[str, int] = {}
-    for s in info.siblings or []:
-        name = getattr(s, "rfilename", None)
-        if isinstance(name, str):
-            size = getattr(s, "size", None)
-            files[name] = size if isinstance(size, int) else 0
-    return files
-
-
 def _remote_ggufs(files: dict[str, int]) -> tuple[RemoteFile, ...]:
     out = []
     for name, size in sorted(files.items()):
@@ -143,12 +128,13 @@ def _remote_ggufs(files: dict[str, int]) -> tuple[RemoteFile, ...]:
     return tuple(out)
 
 
-def _pick_gguf(remote: tuple[RemoteFile, ...]) -> RemoteFile | None:
-    """A model GGUF to describe: not a projector, the first split, a common type."""
+def pick_gguf(files: Sequence[RemoteFile]) -> RemoteFile | None:
+    """The GGUF to describe a repo by: a model (not a projector, not a later split part)
+    of a common type (:data:`PREFERRED_GGUF`, in order), else the smallest."""
     candidates = [
-        r for r in remote if not is_projector(r.filename) and is_first_or_whole(r.filename)
+        r for r in files if not is_projector(r.filename) and is_first_or_whole(r.filename)
     ]
-    for ftype in _PREFERRED_GGUF:
+    for ftype in PREFERRED_GGUF:
         for r in candidates:
             if r.file_type == ftype.name:
                 return r
@@ -198,7 +184,7 @@ def inspect_hub_gguf(
     its file list gives them. No tensor data is fetched. ``remote_files`` lists the
     repo's GGUF files from ``sizes``.
     """
-    if offline if offline is not None else _is_offline():
+    if offline if offline is not None else is_offline():
         raise _offline_error(repo_id)
     files = dict(sizes)
     if filename not in files:
@@ -252,33 +238,22 @@ def _safetensors_tensors(
     return tensors
 
 
-def _license(info: Any) -> str | None:
-    card = getattr(info, "card_data", None)
-    value = getattr(card, "license", None) if card is not None else None
-    if isinstance(value, str):
-        return value
-    for tag in info.tags or []:
-        if isinstance(tag, str) and tag.startswith("license:"):
-            return tag.removeprefix("license:")
-    return None
-
-
 def inspect_hub(
     repo_id: str, *, revision: str | None = None, offline: bool | None = None
 ) -> ModelFacts:
     """Facts about hub repo ``repo_id`` from its file list and headers; no weights are fetched."""
-    if offline if offline is not None else _is_offline():
+    if offline if offline is not None else is_offline():
         raise _offline_error(repo_id)
     from huggingface_hub import HfApi, hf_hub_download
 
     api = HfApi()
     with _hub_errors(repo_id, "the repo's file list"):
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
-    sha = info.sha if isinstance(info.sha, str) else revision
-    files = _siblings(info)
+    sha = commit_or_none(info.sha) or revision
+    files = {name: f.size_bytes for name, f in listed_files(info).items()}
     remote = _remote_ggufs(files)
 
-    chosen = _pick_gguf(remote)
+    chosen = pick_gguf(remote)
 
     def from_gguf() -> ModelFacts:
         if chosen is None:
@@ -288,7 +263,7 @@ def inspect_hub(
             )
         facts = _gguf_repo_facts(repo_id, files, chosen, sha)
         return replace(
-            facts, name=repo_id, remote_files=remote, license=facts.license or _license(info)
+            facts, name=repo_id, remote_files=remote, license=facts.license or license_of(info)
         )
 
     if "config.json" not in files:
@@ -338,7 +313,7 @@ def inspect_hub(
         has_tokenizer="tokenizer.json" in files or "tokenizer.model" in files,
         has_chat_template=has_template,
         chat_template=template if isinstance(template, str) else None,
-        license=_license(info),
+        license=license_of(info),
         remote_files=remote,
         notes=tuple(notes),
     )

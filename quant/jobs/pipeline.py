@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_write_text
-from quant.errors import InsufficientResourcesError, QuantError
+from quant.errors import HubError, InsufficientResourcesError, QuantError
 from quant.facts import looks_like_repo_id
 from quant.gguf.header import has_gguf_magic
 from quant.gguf.types import GGMLType, LlamaFileType
@@ -406,28 +406,58 @@ class _Stage:
 def _download(repo_id: str, revision: str | None) -> Path:
     """Download a hub model's weights, config and tokenizer (resumable, HF cache)."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
-    from quant.errors import HubError
+    from quant.hub.errors import hub_errors, offline_error, transport_errors
 
-    try:
-        folder = snapshot_download(
-            repo_id,
-            revision=revision,
-            allow_patterns=[
-                "*.json",
-                "*.safetensors",
-                "*.model",
-                "*.txt",
-                "*.tiktoken",
-                "tokenizer*",
-                "*.md",
-            ],
+    hub_failures: tuple[type[BaseException], ...] = (
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        *transport_errors(),
+    )
+
+    def offline() -> HubError:
+        return offline_error(
+            f"download {repo_id}",
+            "turn offline mode off, or convert a downloaded copy (pass its folder)",
+            repo_id=repo_id,
         )
-    except Exception as exc:  # the hub library raises many types; report one sentence
-        raise HubError(
-            f"{repo_id}: download failed ({type(exc).__name__}: {exc}); check the repo id "
-            "and your connection (downloads resume where they stopped)."
-        ) from exc
+
+    with hub_errors(
+        repo_id,
+        "the model's files",
+        offline=offline,
+        again="run the job again",
+        network_hint="check the connection and run the job again; the download resumes "
+        "where it stopped",
+    ):
+        try:
+            folder = snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.model",
+                    "*.txt",
+                    "*.tiktoken",
+                    "tokenizer*",
+                    "*.md",
+                ],
+            )
+        except LocalEntryNotFoundError:  # offline, and not in the cache
+            raise offline() from None
+        except hub_failures:
+            raise  # told by hub_errors
+        except OSError as exc:  # the cache folder, not the hub
+            raise QuantError(
+                f"{repo_id}: the download cannot be written into the Hugging Face cache "
+                f"({exc.strerror or exc}); free disk space or set HF_HUB_CACHE to a writable folder"
+            ) from exc
     return Path(folder)
 
 

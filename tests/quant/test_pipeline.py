@@ -247,6 +247,23 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ckpt.build_llama(tmp_path_factory.mktemp("hub") / "tiny-llama", tok).path
 
 
+def test_hub_failures_of_the_download_are_sentences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's download tells hub failures in the same words as every other hub call."""
+    import huggingface_hub.constants
+
+    from quant.errors import HubError
+    from tests.fakehub import serve_fake_hub
+
+    with serve_fake_hub(monkeypatch, tmp_path / "hf-cache"):
+        with pytest.raises(HubError, match="acme/nope: no such model on the Hugging Face hub"):
+            pipeline._download("acme/nope", None)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        with pytest.raises(HubError, match="acme/x: cannot download acme/x in offline mode"):
+            pipeline._download("acme/x", None)
+
+
 def test_a_hub_repo_is_downloaded_converted_and_quantized(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
