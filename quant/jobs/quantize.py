@@ -390,6 +390,19 @@ def _run(src: Path, dst: Path, params: _NativeParams, lines: _TensorLines) -> in
         )
 
 
+def _prepare(
+    src: Path, options: QuantizeOptions, imatrix: ImatrixData | None, *, dry_run: bool
+) -> tuple[GGUFHeader, dict[str, str | int | float | bool], _NativeParams]:
+    """The source's header (checked), the metadata to write and llama.cpp's parameters."""
+    info = read_gguf_header(src)
+    requant = _check_source(src, info, options)
+    metadata: dict[str, str | int | float | bool] = dict(options.metadata)
+    if imatrix is not None:
+        metadata.update(imatrix_metadata(imatrix, imatrix.source_name))
+    params = _NativeParams(options, imatrix, metadata, dry_run=dry_run, allow_requantize=requant)
+    return info, metadata, params
+
+
 def plan_quantization(
     src: Path | str,
     options: QuantizeOptions,
@@ -401,12 +414,7 @@ def plan_quantization(
     """llama.cpp's dry run for ``options``: the exact output size and per-tensor types."""
     src = Path(src)
     check_cancel(cancel)
-    info = read_gguf_header(src)
-    requant = _check_source(src, info, options)
-    metadata: dict[str, str | int | float | bool] = dict(options.metadata)
-    if imatrix is not None:
-        metadata.update(imatrix_metadata(imatrix, imatrix.source_name))
-    params = _NativeParams(options, imatrix, metadata, dry_run=True, allow_requantize=requant)
+    info, metadata, params = _prepare(src, options, imatrix, dry_run=True)
     lines = _TensorLines("plan", on_progress, options.file_type.name, info)
     rc = _run(src, src.with_name(src.name + ".dry-run"), params, lines)
     if rc != 0:
@@ -471,12 +479,7 @@ def quantize(
         raise ImatrixRequiredError(imatrix_refusal(options.file_type))
     if src.resolve() == dst.resolve():
         raise QuantError(f"{src.name}: input and output are the same file; choose another output.")
-    info = read_gguf_header(src)
-    requant = _check_source(src, info, options)
-    metadata: dict[str, str | int | float | bool] = dict(options.metadata)
-    if imatrix is not None:
-        metadata.update(imatrix_metadata(imatrix, imatrix.source_name))
-    params = _NativeParams(options, imatrix, metadata, dry_run=False, allow_requantize=requant)
+    info, _, params = _prepare(src, options, imatrix, dry_run=False)
     lines = _TensorLines("quantize", on_progress, options.file_type.name, info)
     started = time.monotonic()
     with atomic_output(dst) as tmp:
