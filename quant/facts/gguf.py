@@ -29,6 +29,7 @@ from quant.gguf.types import (
     LlamaFileType,
     file_type_from_dominant,
 )
+from quant.gguf.validate import validate_for_llama
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,9 @@ def facts_from_gguf(
 ) -> ModelFacts:
     """Model facts from a GGUF header (plus ``more``: the tensors of its other split files).
 
+    A model file llama.cpp could not safely load (:func:`validate_for_llama`)
+    raises :class:`ModelFormatError`: the file is broken.
+
     Counts and sizes are summed over the tensor columns; the per-tensor list
     (:attr:`ModelFacts.tensors`) is made only for up to :data:`MAX_LISTED_TENSORS`
     tensors, more than any real model has.
@@ -291,6 +295,8 @@ def facts_from_gguf(
             f"{name}: the GGUF header has no general.architecture{what}; "
             "it is not a model file llama.cpp can load"
         )
+    split_count = _int(md.get("split.count")) or 1
+    validate_for_llama(header, parts=more, complete=1 + len(more) >= split_count)
     out_notes = list(notes)
 
     def key(k: str) -> object:
