@@ -75,7 +75,10 @@ _DRAFT_ARCHES = frozenset({"eagle3", "dflash"})
 # Architectures where llama.cpp ignores an expert count of 0 or 1 (load_hparams).
 _OPTIONAL_EXPERTS = frozenset({"hunyuan_vl", "hunyuan-dense"})
 
-_LAYER = re.compile(rb"(?:^|\.)blk\.(\d{1,9})\.", re.MULTILINE)
+# "blk.N." at the start of a name (after a newline in the joined names), or inside it
+# ("enc.blk.N." of T5); each starts with a literal, which the regex engine finds fast.
+_LAYER_START = re.compile(rb"\nblk\.(\d{1,9})\.")
+_LAYER_INSIDE = re.compile(rb"\.blk\.(\d{1,9})\.")
 
 
 class _Checks:
@@ -304,9 +307,13 @@ def _tensors(
                     f"token_embd.weight has shape {list(shape)} but the header describes "
                     f"{list(want)} (embedding length, vocabulary)"
                 )
-    seen: set[int] = set()
+    found: set[bytes] = set()
     for table in tables:
-        seen.update(int(m) for m in _LAYER.findall(b"\n".join(table.raw_names)))
+        joined = b"\n" + b"\n".join(table.raw_names)
+        found.update(_LAYER_START.findall(joined))
+        if b".blk." in joined:
+            found.update(_LAYER_INSIDE.findall(joined))
+    seen = set(map(int, found))
     beyond = [n for n in seen if n >= n_layers]
     if beyond:
         raise c.fail(
