@@ -25,21 +25,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from library_scan import best
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    """The best of ``repeat`` runs, in seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(argv: list[str]) -> int:
@@ -94,10 +85,10 @@ def main(argv: list[str]) -> int:
             (row,) = describe_library(library, profile, index=index)
             assert index.header_reads == 0 and row.broken is None, row.broken
 
-        baseline = timed(read_header_bytes, args.repeat)
-        inspect = timed(lambda: inspect_model(path), args.repeat)
-        first = timed(first_listing, args.repeat)
-        later = timed(next_listing, args.repeat)
+        baseline = best(read_header_bytes, args.repeat)
+        inspect = best(lambda: inspect_model(path), args.repeat)
+        first = best(first_listing, args.repeat)
+        later = best(next_listing, args.repeat)
 
         names = "unique names" if args.unique_names else "500 layers alike"
         print(

@@ -23,6 +23,7 @@ from quant.facts import inspect_model
 from quant.gguf.header import GGUFHeader, SkippedArray, read_gguf_header
 from quant.gguf.validate import validate_for_llama
 from tests.ggufs import write_tiny_gguf
+from tests.test_facts_gguf import _expect_error
 
 
 def _value_at(raw: bytes, key: str) -> int:
@@ -41,18 +42,6 @@ def _patched(raw: bytes, key: str, fmt: str, value: float) -> bytes:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", n_layers=2)
     return path.read_bytes()
-
-
-def _refused(tmp_path: Path, raw: bytes, *words: str) -> str:
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(raw)
-    with pytest.raises(ModelFormatError) as info:
-        inspect_model(bad)
-    message = str(info.value)
-    assert message.startswith("bad.gguf: ") and "\n" not in message, message
-    for word in words:
-        assert word in message, message
-    return message
 
 
 @pytest.mark.parametrize(
@@ -78,7 +67,7 @@ def _refused(tmp_path: Path, raw: bytes, *words: str) -> str:
 def test_hyper_parameters_llama_cpp_aborts_on(
     tmp_path: Path, tiny: bytes, change: tuple[str, str, float], words: str
 ) -> None:
-    message = _refused(tmp_path, _patched(tiny, *change), words)
+    message = _expect_error(tmp_path, _patched(tiny, *change), words)
     assert "llama.cpp cannot run this file" in message
 
 
