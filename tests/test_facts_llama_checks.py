@@ -150,15 +150,18 @@ def test_a_vocabulary_of_empty_strings(tmp_path: Path, starter: tuple[GGUFHeader
         head[: tokens.offset] + bytes(8 * tokens.length) + head[tokens.offset + tokens.n_bytes :]
     )
     copy = _sparse_copy(header, emptied, tmp_path / "empty-vocab.gguf")
-    with pytest.raises(ModelFormatError, match=r"empty-vocab\.gguf: the vocabulary has an empty"):
+    with pytest.raises(ModelFormatError, match=r"empty-vocab\.gguf: every token of the vocabulary"):
         inspect_model(copy)
 
 
-def test_one_empty_token_among_many(tmp_path: Path, starter: tuple[GGUFHeader, bytes]) -> None:
+def test_one_empty_token_among_many_is_tolerated(
+    tmp_path: Path, starter: tuple[GGUFHeader, bytes]
+) -> None:
+    """llama.cpp renames a lone empty token and runs the model; so it is not broken."""
     header, head = starter
     tokens = header.metadata["tokenizer.ggml.tokens"]
     assert isinstance(tokens, SkippedArray)
-    # The last token ("<image_soft_token>"…): its length set to 0, its bytes dropped.
+    # The last token: its length set to 0, its bytes dropped.
     values = header.get("tokenizer.ggml.tokens")
     assert isinstance(values, list)
     last = values[-1]
@@ -166,8 +169,8 @@ def test_one_empty_token_among_many(tmp_path: Path, starter: tuple[GGUFHeader, b
     end = tokens.offset + tokens.n_bytes
     cut = head[: end - size - 8] + bytes(8) + head[end:]
     copy = _sparse_copy(header, cut, tmp_path / "one-empty.gguf")
-    with pytest.raises(ModelFormatError, match="the vocabulary has an empty token"):
-        inspect_model(copy)
+    assert inspect_model(copy).vocab_size == 262144
+    validate_for_llama(read_gguf_header(copy), vocabulary=True)
 
 
 def test_a_repeated_token_is_found_before_a_model_load(

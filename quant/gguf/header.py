@@ -91,14 +91,12 @@ class SkippedArray:
 
     ``offset`` is the file offset of its first element and ``n_bytes`` the bytes
     its elements take; :meth:`GGUFHeader.get` reads the values from there.
-    ``has_empty`` says whether a string array holds an empty string.
     """
 
     item_type: GGUFValueType
     length: int
     offset: int = 0
     n_bytes: int = 0
-    has_empty: bool = False
 
 
 # Strings that are not UTF-8 are kept as the bytes the file holds.
@@ -247,7 +245,7 @@ class GGUFHeader:
                 r.prefix = ">" if self.byte_order == "big" else "<"
                 r.pos = skipped.offset
                 try:
-                    return _read_items(r, key, skipped.item_type, skipped.length, 1, keep=True)[0]
+                    return _read_items(r, key, skipped.item_type, skipped.length, 1, keep=True)
                 except _TruncatedError:
                     raise ModelFormatError(
                         f"{self.path.name}: the file changed since its header was read; "
@@ -372,18 +370,14 @@ class _Reader:
             raise _TruncatedError
         self.pos += n
 
-    def walk_strings(self, count: int, what: str, out: list[MetaValue] | None) -> bool:
+    def walk_strings(self, count: int, what: str, out: list[MetaValue] | None) -> None:
         """Walk ``count`` strings (the vocabulary is ~262k of them), kept in ``out`` if given.
 
         The hot loop only checks that each length prefix lies inside the window;
         a string that jumps out of it is checked against the caps on refill.
-        Returns whether a walked (not kept) string is empty: an empty string's
-        length prefix is eight zero bytes, so a window without them has none, and
-        only a window with them is walked again to be sure.
         """
         unpack_from = struct.Struct(self.prefix + "Q").unpack_from
         left = count
-        empty = False
         while left:
             i = self.window(8)
             buf = self._buf
@@ -391,15 +385,12 @@ class _Reader:
             n = 0
             walked = left
             if out is None:
-                first = i
                 for k in range(left):
                     if i > limit:
                         walked = k
                         break
                     n = unpack_from(buf, i)[0]
                     i += 8 + n
-                if not empty and buf.find(_ZERO_LENGTH, first, min(i, len(buf))) >= 0:
-                    empty = _has_empty_string(buf, first, walked, unpack_from)
             else:
                 add = out.append
                 for k in range(left):
@@ -423,23 +414,6 @@ class _Reader:
             if out is not None and left and not walked:
                 out.append(_text(self.string_bytes(what)))
                 left -= 1
-        return empty
-
-
-# The length prefix of an empty string.
-_ZERO_LENGTH = bytes(8)
-
-
-def _has_empty_string(
-    buf: bytes, i: int, count: int, unpack_from: Callable[[bytes, int], tuple[int]]
-) -> bool:
-    """Whether one of the ``count`` strings that start at ``buf[i]`` is empty."""
-    for _ in range(count):
-        n = unpack_from(buf, i)[0]
-        if not n:
-            return True
-        i += 8 + n
-    return False
 
 
 def _value_type(r: _Reader, key: str) -> GGUFValueType:
@@ -452,24 +426,21 @@ def _value_type(r: _Reader, key: str) -> GGUFValueType:
 
 def _read_items(
     r: _Reader, key: str, item_type: GGUFValueType, length: int, depth: int, *, keep: bool
-) -> tuple[list[MetaValue], bool]:
-    """``length`` array elements of ``item_type`` at the reader's position (walked if not kept).
-
-    The flag says whether a walked string element is empty.
-    """
+) -> list[MetaValue]:
+    """``length`` array elements of ``item_type`` at the reader's position (walked if not kept)."""
     fmt, size = item_type.struct_format, item_type.size
     if fmt is not None and size is not None:
         if not keep:
             r.skip(size * length)
-            return [], False
+            return []
         values = r.unpack(f"{length}{fmt}", size * length)
-        return list(values), False  # type: ignore[arg-type]
+        return list(values)  # type: ignore[arg-type]
     if item_type == GGUFValueType.STRING:
         out: list[MetaValue] | None = [] if keep else None
-        empty = r.walk_strings(length, f"metadata key {_show(key)}", out)
-        return out or [], empty
+        r.walk_strings(length, f"metadata key {_show(key)}", out)
+        return out or []
     # Arrays of arrays.
-    return [_read_array(r, key, depth + 1, keep_all=keep)[0] for _ in range(length)], False
+    return [_read_array(r, key, depth + 1, keep_all=keep)[0] for _ in range(length)]
 
 
 def _read_array(
@@ -488,9 +459,9 @@ def _read_array(
         )
     keep = keep_all or length <= MAX_KEPT_ARRAY
     start = r.pos
-    items, empty = _read_items(r, key, item_type, length, depth, keep=keep)
+    items = _read_items(r, key, item_type, length, depth, keep=keep)
     if not keep:
-        return SkippedArray(item_type, length, start, r.pos - start, empty), item_type
+        return SkippedArray(item_type, length, start, r.pos - start), item_type
     return items, item_type
 
 

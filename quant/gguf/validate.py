@@ -1,23 +1,25 @@
 """What llama.cpp needs of a GGUF model's header, checked before it ever sees the file.
 
 Some values a damaged or hostile header can hold make llama.cpp abort the whole
-process (``GGML_ASSERT`` → SIGABRT) rather than fail the load: a block count of 0
-or above ``LLAMA_MAX_LAYERS``, expert counts that contradict each other, an
-unknown RoPE scaling type, a vocabulary whose tokens repeat, a RoPE dimension
-count that is odd or larger than a head. Others load and then give garbage or
-crash later: NaN norm epsilons or RoPE bases, zero-length tokens, tensors that
-do not match the hyper-parameters. :func:`validate_for_llama` refuses all of
-them with one :class:`~quant.errors.ModelFormatError` sentence naming the file,
-so the library and ``quantdesk inspect`` call such a file broken and chat never
-hands it to llama.cpp.
+process (``GGML_ASSERT`` or an uncaught C++ exception → SIGABRT) rather than fail
+the load: a block count of 0 or above ``LLAMA_MAX_LAYERS``, expert counts that
+contradict each other, an unknown RoPE scaling type, a RoPE dimension count that
+is odd or larger than a head, a vocabulary of empty strings, one whose tokens
+repeat. Others load and then give garbage: NaN norm epsilons or RoPE bases,
+tensors that do not match the hyper-parameters. :func:`validate_for_llama`
+refuses them with one :class:`~quant.errors.ModelFormatError` sentence naming the
+file, so the library and ``quantdesk inspect`` call such a file broken and chat
+never hands it to llama.cpp. Repeated tokens are found only when asked
+(``vocabulary=True``): it takes reading the whole vocabulary, which a listing
+does not do.
 
 The checks mirror llama.cpp as bundled with llama-cpp-python 0.3.36:
 ``llama_model_base::load_hparams`` in ``src/llama-model.cpp``, the limits in
 ``src/llama-hparams.h``, ``llama_vocab::impl::load`` in ``src/llama-vocab.cpp``
 and the RoPE kernel's asserts in ``ggml/src/ggml-cpu/ops.cpp``. They apply to
-model files (``general.type`` absent or ``model``), not to adapters, importance
-matrices or vision projectors (architecture ``clip``), which llama.cpp loads
-differently.
+model files (``general.type`` absent or ``model``) of architectures that
+llama.cpp knows, not to adapters, importance matrices or vision projectors
+(architecture ``clip``), which llama.cpp loads differently.
 """
 
 from __future__ import annotations
@@ -263,8 +265,10 @@ def _token_list(c: _Checks, *, vocabulary: bool) -> int | None:
     declared = md.get(c.key("vocab_size"))
     if isinstance(declared, int) and not isinstance(declared, bool) and declared != n_tokens:
         raise c.fail(f"{c.key('vocab_size')} is {declared:,} but the vocabulary has {n_tokens:,}")
-    if tokens.has_empty if isinstance(tokens, SkippedArray) else not all(tokens):
-        raise c.fail("the vocabulary has an empty token")
+    # llama.cpp renames a lone empty token, but a vocabulary of nothing else has none
+    # of the tokens its tokenizer looks up, and it aborts.
+    if tokens.n_bytes == 8 * n_tokens if isinstance(tokens, SkippedArray) else not any(tokens):
+        raise c.fail("every token of the vocabulary is empty")
     if vocabulary:
         _token_texts(c, n_tokens)
     return n_tokens
@@ -275,6 +279,8 @@ def _token_texts(c: _Checks, n_tokens: int) -> None:
     values = c.header.get("tokenizer.ggml.tokens")
     assert isinstance(values, list)
     texts = [v.encode() if isinstance(v, str) else v for v in values if isinstance(v, str | bytes)]
+    # llama.cpp names an empty token after its index before it looks for repeats.
+    texts = [t or f"[EMPTY_{i}]".encode() for i, t in enumerate(texts)]
     longest = max(map(len, texts), default=0)
     if longest > MAX_TOKEN_BYTES:
         raise c.fail(f"a token is {longest:,} bytes long (the limit is {MAX_TOKEN_BYTES:,})")
