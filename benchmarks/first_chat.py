@@ -147,8 +147,7 @@ def main() -> int:
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
     if args.examples is not None:
-        import quant.prompts.in_context as in_context
-        import quant.prompts.templates as templates
+        from quant.prompts import in_context, templates
 
         folder = args.examples
         templates.load_prompt = lambda: in_context.load_prompt(folder)  # type: ignore[assignment]
