@@ -31,6 +31,8 @@ COMMANDS = (
     "models",
     "search",
     "pull",
+    "serve",
+    "remote",
 )
 
 

@@ -1035,6 +1035,7 @@ class ChatSession:
         constraint: Constraint | None = None,
         logprobs: int | None = None,
         on_token: TokenCallback | None = None,
+        on_logprob: Callable[[TokenLogprob], None] | None = None,
         on_sample: SampleCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> Answer:
@@ -1043,7 +1044,8 @@ class ChatSession:
         This is what the local server calls after rendering a request itself.
         ``stop`` adds stop strings to the template's; ``constraint`` makes the
         answer follow a grammar; ``logprobs`` (0-20) fills :attr:`Answer.logprobs`
-        with that many alternatives per token. Raises :class:`ContextOverflowError`
+        with that many alternatives per token (and ``on_logprob`` gets each as it
+        is sampled, before its text reaches ``on_token``). Raises :class:`ContextOverflowError`
         when the prompt leaves no room to answer.
         """
         self._require()
@@ -1064,6 +1066,7 @@ class ChatSession:
             constraint=constraint,
             logprobs=logprobs,
             on_token=on_token,
+            on_logprob=on_logprob,
             on_sample=on_sample,
             cancel=cancel,
         )
@@ -1079,6 +1082,7 @@ class ChatSession:
         constraint: Constraint | None = None,
         logprobs: int | None = None,
         on_token: TokenCallback | None,
+        on_logprob: Callable[[TokenLogprob], None] | None = None,
         on_sample: SampleCallback | None,
         cancel: CancelToken | None,
     ) -> Answer:
@@ -1114,7 +1118,7 @@ class ChatSession:
                     chain = self._make_sampler(s)
                     if constraint is not None:
                         grammar = self._make_grammar(constraint)
-                    picker = _Picker(self, chain, grammar, logprobs, probs)
+                    picker = _Picker(self, chain, grammar, logprobs, probs, on_logprob=on_logprob)
                     reason = self._generate(
                         picker,
                         rec,
@@ -1219,8 +1223,11 @@ class _Picker:
         grammar: Any,
         logprobs: int | None,
         out: list[TokenLogprob],
+        *,
+        on_logprob: Callable[[TokenLogprob], None] | None = None,
     ) -> None:
         self._s = session
+        self._on_logprob = on_logprob
         self._lib = session._lib
         self._ctx = session._llm.ctx
         self._chain = chain
@@ -1301,11 +1308,12 @@ class _Picker:
             for t in best:
                 raw = self._s._piece(int(t))
                 top.append((raw.decode("utf-8", "replace"), float(logits[t]) - logsum, tuple(raw)))
-        self._out.append(
-            TokenLogprob(
-                piece.decode("utf-8", "replace"),
-                float(logits[token]) - logsum,
-                tuple(piece),
-                tuple(top),
-            )
+        entry = TokenLogprob(
+            piece.decode("utf-8", "replace"),
+            float(logits[token]) - logsum,
+            tuple(piece),
+            tuple(top),
         )
+        self._out.append(entry)
+        if self._on_logprob is not None:
+            self._on_logprob(entry)
