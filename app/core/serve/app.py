@@ -377,8 +377,19 @@ def create_app(
                     # The client went away: stop the generation before its next token.
                     cancel.cancel()
                     fut.cancel()
-                    record_fn(request, rid, "chat", model.id, t0, status=499, stream=True,
-                              error="client disconnected")  # fmt: skip
+                    fut.add_done_callback(
+                        lambda f: record_fn(
+                            request,
+                            rid,
+                            "chat",
+                            model.id,
+                            t0,
+                            status=499,
+                            stream=True,
+                            result=_result_or_none(f),
+                            error="client disconnected",
+                        )
+                    )
 
         return EventSourceResponse(generate(), ping=15, sep="\n")
 
@@ -470,8 +481,19 @@ def create_app(
                 if not finished:
                     cancel.cancel()
                     fut.cancel()
-                    record(request, rid, "completions", model.id, t0, status=499, stream=True,
-                           error="client disconnected")  # fmt: skip
+                    fut.add_done_callback(
+                        lambda f: record(
+                            request,
+                            rid,
+                            "completions",
+                            model.id,
+                            t0,
+                            status=499,
+                            stream=True,
+                            result=_result_or_none(f),
+                            error="client disconnected",
+                        )
+                    )
 
         return EventSourceResponse(generate(), ping=15, sep="\n")
 
@@ -566,6 +588,13 @@ async def _wait(fut: Any, request: Request, cancel: CancelToken) -> Any:
         cancel.cancel()
         fut.cancel()
         raise
+
+
+def _result_or_none(fut: Any) -> Any:
+    """A finished job's result, or None when it was cancelled or failed."""
+    if fut.cancelled() or fut.exception() is not None:
+        return None
+    return fut.result()
 
 
 def _prometheus(body: dict[str, Any]) -> str:

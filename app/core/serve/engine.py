@@ -276,6 +276,8 @@ class Shaper:
             if rest:
                 self._emit({"content": rest})
             _, parsed = self._parser.finish()
+            # A call cut short (the token limit) is not a call: keep the complete ones.
+            self.calls = self.calls[: len(parsed)] if self.calls else []
             if not self.calls and parsed:  # calls only found at the end (keys in another order)
                 for c in parsed:
                     call = {
