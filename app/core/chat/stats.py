@@ -158,6 +158,8 @@ class AnswerStats:
     vram_peak_bytes: int | None = None
     vram_scope: str | None = None
     dropped_messages: int = 0
+    # Measured by a client of a remote server: its memory is the server's, not ours.
+    remote: bool = False
 
     @property
     def prompt_tokens_cached(self) -> int:
@@ -208,6 +210,9 @@ class AnswerStats:
             gen += f" at {gps:.1f} tok/s"
         parts.append(gen)
         parts.append(f"stop: {self.stop_reason.value}")
+        if self.remote:
+            parts.append("memory: remote")
+            return " · ".join(parts)
         parts.append(f"context {self.context_used:,}/{self.context_size:,}")
         parts.append(f"RSS {self.rss_peak_bytes / 2**20:,.0f} MiB")
         if self.vram_peak_bytes is not None:
