@@ -6,7 +6,7 @@ template teaches them:
 * **Hermes** (Qwen 2.5/3, Hermes, many fine-tunes): ``<tool_call>{"name": …,
   "arguments": {…}}</tool_call>``;
 * **Mistral**: ``[TOOL_CALLS][{"name": …, "arguments": {…}}]``;
-* **Llama 3.x**: a bare ``{"name": …, "parameters": {…}}`` object.
+* **Llama 3.1+ and 4**: a bare ``{"name": …, "parameters": {…}}`` object.
 
 A model whose template knows nothing of tools (a built-in template, in-context
 examples, a base model) is told the Hermes format in its system message, which
@@ -51,9 +51,8 @@ def detect_tool_format(template_text: str) -> ToolFormat:
         return ToolFormat.HERMES
     if "[TOOL_CALLS]" in template_text:
         return ToolFormat.MISTRAL
-    if "<|start_header_id|>" in template_text and (
-        "parameters" in template_text or "<|python_tag|>" in template_text
-    ):
+    llama = "<|start_header_id|>" in template_text or "<|header_start|>" in template_text
+    if llama and "tools" in template_text and "parameters" in template_text:
         return ToolFormat.LLAMA3
     return ToolFormat.HERMES
 
