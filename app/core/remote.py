@@ -9,10 +9,10 @@ and :class:`RemoteSession` chats with one of them the way
 with time to first token and tokens/s measured here, on the client side
 (memory is the server's business: it shows as "remote").
 
-Names and URLs live in the settings (section ``remote``); API keys never do.
-Keys are kept in their own file in the config folder, created private to the
-user (0600 in a 0700 folder), the way huggingface_hub keeps its token, and are
-never logged. HTTP is httpx2's, streams are read with its SSE decoder.
+Names and URLs live in the settings (section ``remote``); API keys never do:
+they are kept in :mod:`app.core.secrets`' private file (0600 in a 0700
+folder), the way huggingface_hub keeps its token, and are never logged.
+HTTP is httpx2's, and streams are read with its SSE decoder.
 """
 
 from __future__ import annotations
@@ -32,15 +32,13 @@ from app.core.chat.settings import LoadPlan, SamplingSettings
 from app.core.chat.stats import AnswerStats, LiveSample, StopReason
 from app.core.chat.templates import ChatMessage, Role
 from app.core.errors import AppError
-from app.core.paths import app_paths, private_dir
+from app.core.secrets import KeyFile
 from app.core.settings import Settings
-from quant.atomic import atomic_write_text
 from quant.progress import CancelToken
 
 logger = logging.getLogger(__name__)
 
 SECTION = "remote"
-KEYS_FILE = "remote-keys.json"
 CONNECT_TIMEOUT_S = 10.0
 # A model may think for a long time before its first token.
 READ_TIMEOUT_S = 600.0
@@ -95,28 +93,13 @@ def normalize_url(url: str) -> str:
 class RemoteStore:
     """The user's remotes: names and URLs in the settings, keys in a private file."""
 
-    def __init__(self, settings: Settings | None = None, keys_file: Path | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, keys: KeyFile | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
-        self.keys_file = keys_file or (app_paths().config_dir / KEYS_FILE)
+        self.keys = keys or KeyFile()
 
     # ------------------------------------------------------------------ keys
-    def _keys(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.keys_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            logger.warning("the remote keys file %s is unreadable: %s", self.keys_file, type(exc))
-            return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def _write_keys(self, keys: dict[str, str]) -> None:
-        private_dir(self.keys_file.parent)
-        atomic_write_text(self.keys_file, json.dumps(keys, indent=2, sort_keys=True))
-        self.keys_file.chmod(0o600)
-
     def key(self, name: str) -> str | None:
-        return self._keys().get(name)
+        return self.keys.get(f"remote/{name}")
 
     # ------------------------------------------------------------------ remotes
     def _section(self) -> dict[str, Any]:
@@ -128,13 +111,12 @@ class RemoteStore:
         return endpoints
 
     def list(self) -> list[Remote]:
-        keys = self._keys()
         raw = self.settings.get(SECTION)
         endpoints = raw.get("endpoints") if isinstance(raw, dict) else None
         if not isinstance(endpoints, dict):
             return []
         return [
-            Remote(str(name), str(url), bool(keys.get(str(name))))
+            Remote(str(name), str(url), self.key(str(name)) is not None)
             for name, url in sorted(endpoints.items())
             if isinstance(url, str)
         ]
@@ -154,12 +136,7 @@ class RemoteStore:
             key = key.strip()
             if any(c.isspace() for c in key):
                 raise RemoteError("an API key is one word without spaces")
-            keys = self._keys()
-            if key:
-                keys[name] = key
-            else:
-                keys.pop(name, None)
-            self._write_keys(keys)
+            self.keys.set(f"remote/{name}", key or None)
         self._section()[name] = base
         self.settings.save()
         logger.info("remote %s added at %s", name, base)
@@ -171,9 +148,7 @@ class RemoteStore:
             return False
         del endpoints[name]
         self.settings.save()
-        keys = self._keys()
-        if keys.pop(name, None) is not None:
-            self._write_keys(keys)
+        self.keys.set(f"remote/{name}", None)
         return True
 
     def parse_ref(self, text: str) -> RemoteRef | None:

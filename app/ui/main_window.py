@@ -69,6 +69,12 @@ PAGES = (
     PageSpec("advisor", "Advisor", "advisor", "Which format to run a model in, and why"),
     PageSpec("chat", "Chat", "chat", "Chat offline with a model"),
     PageSpec("convert", "Convert", "convert", "Turn a Hugging Face model into GGUF files"),
+    PageSpec(
+        "server",
+        "Server",
+        "server",
+        "Serve your models over an OpenAI-compatible API; chat with models served elsewhere",
+    ),
 )
 
 
@@ -248,6 +254,14 @@ class MainWindow(QMainWindow):
             return self._make_chat_page()
         if key == "convert":
             return self._make_convert_page()
+        if key == "server":
+            from app.ui.pages.server_page import ServerPage
+
+            server = ServerPage(self.settings)
+            reload_chat = getattr(self._pages.get("chat"), "reload_models", None)
+            if reload_chat is not None:
+                server.remotes_changed.connect(reload_chat)
+            return server
         raise KeyError(key)
 
     def _make_chat_page(self) -> QWidget:

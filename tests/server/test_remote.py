@@ -38,9 +38,9 @@ def test_keys_are_kept_out_of_settings_in_a_private_file(
     assert remote.has_key
     settings_text = Settings().path.read_text(encoding="utf-8")
     assert "gpu-box" in settings_text and SECRET not in settings_text
-    mode = stat.S_IMODE(store.keys_file.stat().st_mode)
+    mode = stat.S_IMODE(store.keys.path.stat().st_mode)
     assert mode == 0o600
-    assert stat.S_IMODE(store.keys_file.parent.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE(store.keys.path.parent.stat().st_mode) & 0o077 == 0
     assert store.key("gpu") == SECRET
     assert SECRET not in caplog.text
     # Changing the URL keeps the key; removing the remote removes the key.
@@ -48,7 +48,7 @@ def test_keys_are_kept_out_of_settings_in_a_private_file(
     assert store.key("gpu") == SECRET
     assert store.remove("gpu")
     assert store.key("gpu") is None
-    assert SECRET not in store.keys_file.read_text(encoding="utf-8")
+    assert SECRET not in store.keys.path.read_text(encoding="utf-8")
 
 
 def test_bad_names_and_addresses_are_refused(quantdesk_home: Path) -> None:

@@ -74,8 +74,12 @@ class StatsBar(QWidget):
             if gps is not None
             else f"Generation — · {st.generated_tokens} tok"
         )
-        self.labels["context"].setText(f"Context {st.context_used:,} / {st.context_size:,}")
-        self._memory(st.rss_peak_bytes, st.vram_peak_bytes)
+        if st.remote:  # measured as a client: the memory is the server's
+            self.labels["context"].setText(f"Context {st.context_used:,}")
+            self.labels["memory"].setText("Memory: remote")
+        else:
+            self.labels["context"].setText(f"Context {st.context_used:,} / {st.context_size:,}")
+            self._memory(st.rss_peak_bytes, st.vram_peak_bytes)
         self.labels["stop"].setText(f"Stop: {st.stop_reason.value}")
 
     def _memory(self, rss: int, vram: int | None) -> None:
