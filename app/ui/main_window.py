@@ -246,6 +246,7 @@ class MainWindow(QMainWindow):
             adv.convert_requested.connect(self.open_convert)
             adv.chat_requested.connect(self.open_chat)
             adv.model_downloaded.connect(lambda _entry: self.models_page.reload())
+            adv.remote_requested.connect(self.open_remote)
             if self._machine_profile is not None:
                 adv.set_machine_profile(self._machine_profile)
             adv.set_entries(self.models_page.entries())
@@ -354,6 +355,13 @@ class MainWindow(QMainWindow):
             opener(Path(path))
         else:
             self.show_status("Chat is unavailable; see the Chat page for why")
+
+    def open_remote(self, url: str, name: str) -> None:
+        """The Server page's dialog to add a remote server, filled in."""
+        page = self.switch_to("server")
+        ask: Callable[..., Any] | None = getattr(page, "ask_remote", None)
+        if ask is not None:
+            ask(url=url, name=name)
 
     def open_advisor(self, path: Path) -> None:
         """The advisor's plan for a library model on this machine."""

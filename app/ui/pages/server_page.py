@@ -272,7 +272,7 @@ class ServerPage(QWidget):
         self.new_key.clicked.connect(self.generate_key)
         self.host_combo.currentTextChanged.connect(lambda _t: self._update())
         self.key_edit.textChanged.connect(lambda _t: self._update())
-        self.add_remote_button.clicked.connect(self._ask_remote)
+        self.add_remote_button.clicked.connect(lambda _checked=False: self.ask_remote())
         self.remove_remote_button.clicked.connect(self._remove_selected_remote)
         self.refresh_remote_button.clicked.connect(self.refresh_remotes)
 
@@ -481,8 +481,9 @@ class ServerPage(QWidget):
         self.status_message.emit(f"Added {remote.name} ({remote.url})")
         return remote
 
-    def _ask_remote(self, url: str = "") -> None:
-        dialog = RemoteDialog(self, url=url)
+    def ask_remote(self, url: str = "", name: str = "") -> None:
+        """Ask for a remote server's name, URL and key (modal), then add it."""
+        dialog = RemoteDialog(self, url=url, name=name)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             key = dialog.key_edit.text().strip() or None
             self.add_remote(dialog.name_edit.text().strip(), dialog.url_edit.text().strip(), key)
