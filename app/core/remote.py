@@ -346,6 +346,7 @@ class RemoteClient:
                             finish = str(choice["finish_reason"])
         except httpx2.HTTPError as exc:
             raise self._fail("chat", exc) from exc
+        # Servers that report no usage (llama-cpp-python's) send one token per chunk.
         generated = int(usage.get("completion_tokens") or pieces)
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         reason = StopReason.STOPPED if stopped else _stop_reason(finish)

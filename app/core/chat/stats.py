@@ -203,7 +203,8 @@ class AnswerStats:
             prompt += f" (+{self.prompt_tokens_cached} cached)"
         if pps is not None:
             prompt += f" at {pps:.1f} tok/s"
-        parts.append(prompt)
+        if not (self.remote and self.prompt_tokens == 0):  # a server that reports no usage
+            parts.append(prompt)
         gps = self.gen_tokens_per_s
         gen = f"generated {self.generated_tokens} tok"
         if gps is not None:

@@ -231,6 +231,15 @@ def create_app(
             )
         )
 
+    async def find_logged(model_id: str, request: Request, route: str, rid: str, t0: float) -> Any:
+        """:func:`find`, with an unknown model logged as the failed request it is."""
+        try:
+            return await asyncio.to_thread(find, model_id)
+        except ApiError as exc:
+            record(request, rid, route, model_id, t0, status=exc.status, stream=False,
+                   error=exc.code)  # fmt: skip
+            raise
+
     # ------------------------------------------------------------------ models
     @api.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -247,7 +256,7 @@ def create_app(
     async def chat(body: ChatRequest, request: Request) -> Any:
         t0 = time.perf_counter()
         rid = engine.new_id("chatcmpl")
-        model = await asyncio.to_thread(find, body.model)
+        model = await find_logged(body.model, request, "chat", rid, t0)
         saved = pool.chat_settings(model).sampling
         cancel = CancelToken()
         if not body.stream:
@@ -398,7 +407,7 @@ def create_app(
     async def completions(body: CompletionRequest, request: Request) -> Any:
         t0 = time.perf_counter()
         rid = engine.new_id("cmpl")
-        model = await asyncio.to_thread(find, body.model)
+        model = await find_logged(body.model, request, "completions", rid, t0)
         saved = pool.chat_settings(model).sampling
         cancel = CancelToken()
         loop = asyncio.get_running_loop()
@@ -504,7 +513,7 @@ def create_app(
 
         t0 = time.perf_counter()
         rid = engine.new_id("embd")
-        model = await asyncio.to_thread(find, body.model)
+        model = await find_logged(body.model, request, "embeddings", rid, t0)
         refusal = await asyncio.to_thread(embedding_refusal, model)
         if refusal:
             record(request, rid, "embeddings", model.id, t0, status=400, stream=False,

@@ -63,7 +63,7 @@ MODEL_COLUMNS = ("Model", "State", "Memory", "Context", "Queue")
 REMOTE_COLUMNS = ("Name", "URL", "Key", "Models")
 
 
-def _table(columns: tuple[str, ...]) -> QTableWidget:
+def _table(columns: tuple[str, ...], stretch: int = -1) -> QTableWidget:
     t = QTableWidget(0, len(columns))
     t.setHorizontalHeaderLabels(list(columns))
     t.verticalHeader().setVisible(False)
@@ -72,7 +72,10 @@ def _table(columns: tuple[str, ...]) -> QTableWidget:
     t.setAlternatingRowColors(True)
     header = t.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setStretchLastSection(True)
+    if stretch < 0:
+        header.setStretchLastSection(True)
+    else:
+        header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
     return t
 
 
@@ -218,9 +221,10 @@ class ServerPage(QWidget):
         lay.addWidget(card)
 
         models = Card("Loaded models", "memory")
-        self.models_table = _table(MODEL_COLUMNS)
+        self.models_table = _table(MODEL_COLUMNS, stretch=0)
         self.models_table.setObjectName("loadedModels")
-        self.models_table.setMinimumHeight(90)
+        self.models_table.setMinimumHeight(70)
+        self.models_table.setMaximumHeight(110)
         models.body.addWidget(muted(
             "Models load when a request names them and unload, least recently used first, "
             "when another needs the memory."
@@ -229,9 +233,9 @@ class ServerPage(QWidget):
         lay.addWidget(models)
 
         log = Card("Requests", "gauge")
-        self.log_table = _table(LOG_COLUMNS)
+        self.log_table = _table(LOG_COLUMNS, stretch=1)
         self.log_table.setObjectName("requestLog")
-        self.log_table.setMinimumHeight(220)
+        self.log_table.setMinimumHeight(240)
         log.body.addWidget(self.log_table)
         lay.addWidget(log)
 
@@ -242,7 +246,8 @@ class ServerPage(QWidget):
         ))  # fmt: skip
         self.remote_table = _table(REMOTE_COLUMNS)
         self.remote_table.setObjectName("remoteServers")
-        self.remote_table.setMinimumHeight(90)
+        self.remote_table.setMinimumHeight(70)
+        self.remote_table.setMaximumHeight(120)
         remote.body.addWidget(self.remote_table)
         buttons = QHBoxLayout()
         self.add_remote_button = QPushButton("Add…")

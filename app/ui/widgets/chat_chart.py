@@ -68,6 +68,8 @@ class StatsBar(QWidget):
             if pps is not None
             else f"Prompt — · {st.prompt_tokens_evaluated} tok{cached}"
         )
+        if st.remote and st.prompt_tokens == 0:  # the server did not report its usage
+            self.labels["prompt"].setText("Prompt —")
         gps = st.gen_tokens_per_s
         self.labels["gen"].setText(
             f"Generation {gps:.1f} tok/s · {st.generated_tokens} tok"
