@@ -24,11 +24,14 @@ from app.core.settings import Settings
 API_KEY = "test-key-0123"
 
 
-def starter_catalog(starter: Path, home: Path) -> Catalog:
+def starter_catalog(starter: Path, home: Path, *, extra: tuple[Path, ...] = ()) -> Catalog:
+    """A catalog of a library holding the starter model and the ``extra`` files."""
     settings = Settings(home / "settings.json")
     library = ModelLibrary(settings, external_roots=(), models_dir=home / "models")
     st = starter.stat()
     library.remember_starter(StarterModel(starter, st.st_size, st.st_mtime_ns))
+    for path in extra:
+        library.add(path)
     index = LibraryIndex(home / "index.json")
 
     def lister() -> list[ModelRow]:
@@ -45,7 +48,13 @@ class Running:
 
 
 def start_server(
-    starter: Path, home: Path, *, api_key: str | None = API_KEY, max_queue: int = 32, **pool: object
+    starter: Path,
+    home: Path,
+    *,
+    api_key: str | None = API_KEY,
+    max_queue: int = 32,
+    extra: tuple[Path, ...] = (),
+    **pool: object,
 ) -> LocalServer:
     config = ServerConfig(
         host="127.0.0.1",
@@ -54,7 +63,9 @@ def start_server(
         pool=PoolOptions(n_ctx=1024, n_threads=1, max_queue=max_queue, **pool),  # type: ignore[arg-type]
     )
     server = LocalServer(
-        config, catalog=starter_catalog(starter, home), settings=Settings(home / "chat.json")
+        config,
+        catalog=starter_catalog(starter, home, extra=extra),
+        settings=Settings(home / "chat.json"),
     )
     server.start()
     return server

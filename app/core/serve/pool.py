@@ -368,6 +368,8 @@ def _smaller_type(model: ServedModel, plan: LoadPlan, budget: int) -> str | None
                 f"{o.ram_bytes / GIB:.1f} GiB at a {o.ctx:,}-token context) would fit; "
                 f"make it with 'quantdesk convert' or download it"
             )
+    if rec.suggestions:  # no type fits as asked: what would (a shorter context, a q8_0 cache)
+        return "the advisor says: " + " ".join(rec.suggestions[:2])
     return None
 
 
