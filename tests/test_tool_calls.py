@@ -110,3 +110,35 @@ def test_templates_without_tools_learn_them_from_the_system_message() -> None:
     assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in text
     assert "<|im_start|>user\n<tool_response>21 C</tool_response><|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_the_server_streams_reasoning_apart_from_the_answer() -> None:
+    from app.core.chat.settings import SamplingSettings
+    from app.core.serve.engine import PreparedChat, Shaper
+
+    prepared = PreparedChat(
+        prompt="",
+        sampling=SamplingSettings(),
+        stop=(),
+        constraint=None,
+        logprobs=None,
+        tool_format=ToolFormat.HERMES,
+        forced_call=False,
+        reasoning=True,
+        think_open=False,
+    )
+    deltas: list[dict[str, object]] = []
+    shaper = Shaper(prepared, deltas.append)
+    text = (
+        "<think>The user wants the weather.</think>\n"
+        'Checking. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+    )
+    for i in range(0, len(text), 3):
+        shaper.feed(text[i : i + 3])
+    shaper.flush()
+    reasoning = "".join(str(d.get("reasoning_content", "")) for d in deltas)
+    content = "".join(str(d.get("content", "")) for d in deltas)
+    assert reasoning == "The user wants the weather."
+    assert content == "Checking. "
+    assert [c["function"]["name"] for c in shaper.calls] == ["get_weather"]
+    assert json.loads(shaper.calls[0]["function"]["arguments"]) == {"city": "Oslo"}

@@ -446,13 +446,20 @@ class ReasoningSplitter:
                 i = self._held.find(THINK_CLOSE)
                 if i >= 0:
                     reasoning += self._held[:i]
-                    self._held = self._held[i + len(THINK_CLOSE) :].lstrip()
-                    self._state = "answer"
+                    self._held = self._held[i + len(THINK_CLOSE) :]
+                    self._state = "closed"
                     continue
                 keep = _partial_suffix(self._held, THINK_CLOSE)
                 reasoning += self._held[: len(self._held) - keep]
                 self._held = self._held[len(self._held) - keep :]
                 return reasoning, content
+            if self._state == "closed":
+                # The blank lines between the section and the answer belong to neither.
+                self._held = self._held.lstrip()
+                if not self._held:
+                    return reasoning, content
+                self._state = "answer"
+                continue
             content += self._held
             self._held = ""
         return reasoning, content

@@ -403,3 +403,29 @@ def test_cors_is_off_unless_asked(running: Running) -> None:
     )
     assert r.status_code == 200
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_seed_repeats_a_sampled_answer_and_stop_ends_it(
+    client: openai.OpenAI, running: Running
+) -> None:
+    kwargs: dict[str, Any] = {
+        "model": running.model_id,
+        "messages": ask("Write a short poem."),
+        "max_tokens": 16,
+        "temperature": 0.9,
+        "seed": 7,
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.5,
+    }
+    first = client.chat.completions.create(**kwargs).choices[0].message.content
+    second = client.chat.completions.create(**kwargs).choices[0].message.content
+    assert first == second
+    stopped = client.chat.completions.create(
+        model=running.model_id,
+        messages=ask("Count from one to ten, one number per line."),
+        max_tokens=40,
+        temperature=0,
+        stop=["\n"],
+    )
+    assert "\n" not in (stopped.choices[0].message.content or "")
+    assert stopped.choices[0].finish_reason == "stop"

@@ -345,6 +345,16 @@ def timings(stats: AnswerStats, ticket: Ticket) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- running
 
 
+def _same_start_for_a_seed(session: ChatSession, seed: int | None) -> None:
+    """A seeded request evaluates its whole prompt, so that it repeats exactly.
+
+    Reusing the KV cache evaluates a different batch of tokens, whose logits can
+    differ in the last bits, and a sampled answer can then take another turn.
+    """
+    if seed is not None:
+        session.reset_cache()
+
+
 @dataclass
 class ChatResult:
     message: dict[str, Any]
@@ -367,6 +377,7 @@ def run_chat(
     """Answer ``req`` on ``session``, streaming deltas to ``sink`` when given."""
     prepared = prepare_chat(session, req, saved)
     shaper = Shaper(prepared, sink)
+    _same_start_for_a_seed(session, req.seed)
     answer: Answer = session.complete(
         prepared.prompt,
         sampling=prepared.sampling,
@@ -424,6 +435,7 @@ def run_completion(
         req, saved, max_tokens=req.max_tokens, default_max=DEFAULT_COMPLETION_TOKENS
     )
     probs: list[TokenLogprob] = []
+    _same_start_for_a_seed(session, req.seed)
     answer = session.complete(
         prompt or (session.template.bos_token or " "),
         sampling=sampling,
