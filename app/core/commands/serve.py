@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from app.core.serve.pool import PoolOptions
-from app.core.serve.server import DEFAULT_HOST, DEFAULT_PORT, LocalServer, ServerConfig
+# The server's web stack (FastAPI, uvicorn) loads only when it runs, not with every command.
+from app.core.serve import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from app.core.serve.server import ServerConfig
 
 GIB = 1024**3
 KEY_ENV = "QUANTDESK_API_KEY"
@@ -57,6 +61,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    from app.core.serve.pool import PoolOptions
+    from app.core.serve.server import ServerConfig
+
     key = args.api_key or os.environ.get(KEY_ENV) or None
     return ServerConfig(
         host=args.host,
@@ -74,6 +81,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.core.serve.server import LocalServer
+
     config = config_from_args(args)
     server = LocalServer(config)
     models = server.catalog.models()

@@ -6,3 +6,7 @@ within the memory model's budget and queues requests per model,
 :mod:`.app` is the HTTP side (FastAPI, served by uvicorn; SSE through
 sse-starlette), and :mod:`.server` starts and stops it and keeps the request log.
 """
+
+# Where ``quantdesk serve`` listens unless told otherwise (this machine only).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.errors import AppError
+from app.core.serve import DEFAULT_HOST, DEFAULT_PORT
 from app.core.serve.app import ApiOptions, create_app
 from app.core.serve.catalog import Catalog
 from app.core.serve.log import RequestLog
@@ -24,8 +25,6 @@ from app.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 START_TIMEOUT_S = 20.0
 
 

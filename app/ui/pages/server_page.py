@@ -43,8 +43,9 @@ from PySide6.QtWidgets import (
 
 from app.core.remote import Remote, RemoteModel, RemoteStore
 from app.core.secrets import SERVER_KEY, KeyFile
+from app.core.serve import DEFAULT_HOST, DEFAULT_PORT
 from app.core.serve.log import RequestRecord
-from app.core.serve.server import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, is_loopback
+from app.core.serve.server import ServerConfig, is_loopback
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.widgets.cards import Card, PageHeader, muted
