@@ -15,13 +15,15 @@ def write_tiny_gguf(
     seed: int = 0,
     chat_template: str | None = None,
     byte_tokens: bool = False,
+    pooling_type: int | None = None,
 ) -> Path:
     """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
 
     ``seed`` changes the weights but not the size; ``chat_template`` is stored when given.
     ``byte_tokens`` gives the vocabulary an unknown token and SentencePiece's 256 byte
     tokens, so llama.cpp can tokenize any text with it (without them its tokenizer
-    aborts on the first character it cannot spell).
+    aborts on the first character it cannot spell). ``pooling_type`` (llama.cpp's
+    enum: 1 mean, 2 CLS, 3 last) marks it as an embedding model.
     """
     import gguf
     import numpy as np
@@ -56,6 +58,8 @@ def write_tiny_gguf(
     w.add_eos_token_id(2)
     if chat_template is not None:
         w.add_chat_template(chat_template)
+    if pooling_type is not None:
+        w.add_pooling_type(gguf.PoolingType(pooling_type))
     rng = np.random.default_rng(seed)
 
     def t(*shape: int) -> Any:

@@ -126,3 +126,20 @@ def test_a_model_that_cannot_fit_is_refused_with_the_advisors_sentence(
     assert "needs about" in text
     assert "the advisor says" in text
     assert pool.loaded() == []
+
+
+def test_an_embedding_model_embeds(starter_model: Path, tmp_path: Path) -> None:
+    embedder = write_tiny_gguf(tmp_path / "tiny-embed.gguf", byte_tokens=True, pooling_type=1)
+    server = start_server(starter_model, tmp_path, extra=(embedder,))
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key=API_KEY, max_retries=0)
+        out = client.embeddings.create(model="tiny-embed", input=["hello", "a longer text"])
+        assert [d.index for d in out.data] == [0, 1]
+        vectors = [d.embedding for d in out.data]
+        assert len(vectors[0]) == len(vectors[1]) == 64  # the model's embedding width
+        for v in vectors:
+            assert abs(sum(x * x for x in v) - 1.0) < 1e-3  # normalised
+        assert vectors[0] != vectors[1]
+        assert out.usage.prompt_tokens > 0
+    finally:
+        server.stop()
