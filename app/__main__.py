@@ -4,13 +4,14 @@ Without arguments the GUI starts; with arguments the CLI runs; ``--self-test``
 checks the installation (:mod:`app.selftest`). ``llama_cpp`` is
 imported before anything that may pull in ``gguf`` (and through it
 ``sentencepiece``): on CUDA builds the reverse order crashes the next model load.
-``tests/test_import_order.py`` pins this.
+``tests/test_layering.py`` pins this.
 """
 
 from __future__ import annotations
 
 import sys
 
+from app.core.engine_jobs import JOB_FLAG
 from app.core.runtime import import_llama_first
 
 import_llama_first()
@@ -22,7 +23,7 @@ _GUI_FLAGS = frozenset({"--quit-after", "--report-startup", "--page"})
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "--run-engine-job":
+    if args and args[0] == JOB_FLAG:
         # The GUI's child-process jobs in a frozen bundle, where `python -m quant`
         # is not available (app/workers/process_job.py).
         from quant.__main__ import main as run_job

@@ -197,8 +197,9 @@ def platform_plugins() -> set[str]:
 
 
 def _step_resources(_ctx: _Context) -> str:
-    from app.ui.widgets.icons import APP_ICON_SIZES, resources_dir
+    from app.ui.widgets.icons import APP_ICON_SIZES
     from quant.jobs.calibration import resource_dir
+    from quant.resources import resources_dir
 
     calibration = resource_dir()
     texts = sorted(p.name for p in calibration.glob("*") if p.suffix in (".txt", ".jsonl"))
@@ -237,11 +238,9 @@ def _step_runtime(ctx: _Context) -> str:
 
 
 def _job_command() -> list[str]:
-    from app.workers.process_job import JOB_FLAG
+    from app.core.engine_jobs import job_command
 
-    if getattr(sys, "frozen", False):
-        return [sys.executable, JOB_FLAG, "quantize", "--help"]
-    return [sys.executable, "-m", "quant", "quantize", "--help"]
+    return [*job_command(), "quantize", "--help"]
 
 
 def _step_engine_job(_ctx: _Context) -> str:

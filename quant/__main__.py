@@ -7,15 +7,9 @@ Jobs are registered in :data:`COMMANDS`: name → ``"module"`` or
 ``"module:attribute"``, where the module (or attribute) has
 ``add_arguments(parser)`` and ``run(args) -> int``. Adding a job is one line.
 
-With ``--json-progress`` a job writes one JSON object per line on stdout and
-nothing else:
-
-* progress: ``{"stage", "done", "total", "message", "bytes_done", "bytes_total", "eta_s"}``
-* ``{"stages": [names…]}``: the stages the job will report, in order
-* ``{"event": "writing" | "written" | "stage_done", …}``
-* ``{"log": {"level", "logger", "message"}}`` for INFO and above
-* last: ``{"result": {…}}``, or ``{"error": "one sentence", "kind": …}``, with
-  ``"cancelled": true`` when the job was stopped.
+With ``--json-progress`` a job writes the JSON-lines protocol of
+:mod:`quant.protocol` on stdout and nothing else: progress, its stages, events,
+log records, and last its result or its error (``"cancelled": true`` when stopped).
 
 SIGTERM stops a job as a cancellation. Jobs of pure Python code unwind (their
 partial outputs are removed by ``quant.atomic``); jobs blocked in llama.cpp
@@ -33,7 +27,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -46,6 +39,8 @@ from quant.native import import_llama_first
 import_llama_first()
 
 from quant.errors import Cancelled, QuantError  # noqa: E402
+from quant.protocol import CANCELLED_LINE, EXIT_CANCELLED, JsonLines, write_json  # noqa: E402
+from quant.untrusted import terminal_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +51,8 @@ COMMANDS: dict[str, str] = {
     "quantize": "quant.__main__:QuantizeJob",
     "imatrix": "quant.__main__:ImatrixJob",
     "dequantize": "quant.__main__:DequantizeJob",
+    "probe-load": "quant.native.probe",
 }
-
-EXIT_CANCELLED = 130
-_out_lock = threading.Lock()
 
 
 class _State:
@@ -71,34 +64,16 @@ class _State:
 _state = _State()
 
 
-def emit(obj: dict[str, Any]) -> None:
-    """Write one JSON line on stdout (thread-safe)."""
-    line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
-    with _out_lock:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-
-
-class _JsonLogHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = record.getMessage()
-            if record.exc_info and record.levelno >= logging.ERROR:
-                msg += "\n" + logging.Formatter().formatException(record.exc_info)
-            emit({"log": {"level": record.levelname, "logger": record.name, "message": msg}})
-        except Exception:  # logging must never end a job
-            self.handleError(record)
-
-
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     cleanup = _state.native_cleanup
     if cleanup is not None:
-        # This runs on the main thread, which may be inside emit() holding _out_lock or
-        # inside llama.cpp: take no lock, import nothing, and leave at once. The leading
-        # newline ends any line the interrupted write left half done.
+        # This runs on the main thread, which may be inside a JSON-line write holding its
+        # lock or inside llama.cpp: take no lock, import nothing, and leave at once. The
+        # leading newline ends any line the interrupted write left half done.
         cleanup()
         with contextlib.suppress(OSError):
-            os.write(1, b'\n{"error": "cancelled", "cancelled": true}\n')
+            os.write(1, b"\n")
+            os.write(1, CANCELLED_LINE)
         os._exit(EXIT_CANCELLED)
     raise Cancelled("stopped by the parent process")
 
@@ -144,40 +119,12 @@ def _run_native(args: argparse.Namespace, fn: Any) -> int:
         result = fn(show, None)
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-        json.dump(result, sys.stdout, indent=2 if args.json else None, default=str)
-        sys.stdout.write("\n")
+        write_json(result, indent=2 if args.json else None)
         return 0
 
-    handler = _JsonLogHandler(level=logging.INFO)
-    root = logging.getLogger()
-    for h in root.handlers:  # the stderr console keeps showing warnings only
-        if h.level == logging.NOTSET:
-            h.setLevel(root.level)
-    root.addHandler(handler)
-    root.setLevel(min(root.level or logging.WARNING, logging.INFO))
-
-    def on_event(name: str, data: dict[str, Any]) -> None:
-        if name == "stages":
-            emit({"stages": data["stages"]})
-        else:
-            emit({"event": name, **data})
-
-    try:
-        result = fn(lambda p: emit(p.as_dict()), on_event)
-    except Cancelled:
-        emit({"error": "cancelled", "cancelled": True})
-        return EXIT_CANCELLED
-    except QuantError as exc:
-        emit({"error": str(exc), "kind": type(exc).__name__})
-        return 2
-    except Exception as exc:  # process boundary: log the traceback, report one line
-        logger.exception("job failed")
-        emit({"error": f"Unexpected error: {exc}", "kind": "internal"})
-        return 1
-    finally:
-        root.removeHandler(handler)
-    emit({"result": result})
-    return 0
+    lines = JsonLines()
+    with lines.forwarding_logs():
+        return lines.run(lambda: fn(lines.progress, lines.on_event))
 
 
 class PipelineJob:
@@ -329,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_CANCELLED
     except QuantError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_text(exc, 1000)}", file=sys.stderr)
         return 2
 
 

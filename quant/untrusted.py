@@ -73,10 +73,24 @@ def terminal_text(value: object, limit: int | None = 400) -> str:
     Tabs and newlines are escaped too: one value is one line on the terminal.
     Text longer than ``limit`` is shortened in the middle (``None``: no limit).
     """
-    text = str(value)
+    text = _printable(str(value))
     if limit is not None:
         text = short_text(text, limit)
     return _INVISIBLE.sub(_escape, text)
+
+
+def _printable(text: str) -> str:
+    """Lone surrogates (undecodable bytes of a file name) as ``\\xNN`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape" if _only_escapes(text) else "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+    return text
+
+
+def _only_escapes(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def terminal_lines(text: str) -> str:

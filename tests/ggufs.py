@@ -16,10 +16,14 @@ def write_tiny_gguf(
     chat_template: str | None = None,
     byte_tokens: bool = False,
     pooling_type: int | None = None,
+    rms_eps: float = 1e-5,
+    empty_tokens: bool = False,
+    rope_freq_base: float | None = None,
 ) -> Path:
     """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
 
-    ``seed`` changes the weights but not the size; ``chat_template`` is stored when given.
+    ``seed`` changes the weights but not the size; ``chat_template`` and
+    ``rope_freq_base`` are stored when given.
     ``byte_tokens`` gives the vocabulary an unknown token and SentencePiece's 256 byte
     tokens, so llama.cpp can tokenize any text with it (without them its tokenizer
     aborts on the first character it cannot spell). ``pooling_type`` (llama.cpp's
@@ -35,6 +39,8 @@ def write_tiny_gguf(
     if byte_tokens:
         tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + tokens[3:]
         types = [2, 3, 3] + [6] * 256 + [1] * 29
+    if empty_tokens:
+        tokens = [""] * len(tokens)
     vocab = len(tokens)
     head_dim = emb // heads
     w = gguf.GGUFWriter(str(path), "llama")
@@ -45,7 +51,7 @@ def write_tiny_gguf(
     w.add_feed_forward_length(ff)
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_rms_eps(rms_eps)
     w.add_rope_dimension_count(head_dim)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")
@@ -60,6 +66,8 @@ def write_tiny_gguf(
         w.add_chat_template(chat_template)
     if pooling_type is not None:
         w.add_pooling_type(gguf.PoolingType(pooling_type))
+    if rope_freq_base is not None:
+        w.add_rope_freq_base(rope_freq_base)
     rng = np.random.default_rng(seed)
 
     def t(*shape: int) -> Any:

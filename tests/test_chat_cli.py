@@ -50,7 +50,8 @@ def test_one_shot_prompt_through_the_real_entry_point(quantdesk_home: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip(), "the answer goes to stdout"
     (stats,) = _json_lines(proc.stderr)
-    assert stats["stop_reason"] in ("max tokens", "end of turn")
+    # The base starter answers through in-context examples and ends at their fence.
+    assert stats["stop_reason"] in ("max tokens", "end of turn", "stop string")
     assert 1 <= int(stats["generated_tokens"]) <= 6  # type: ignore[call-overload]
     assert float(stats["ttft_s"]) > 0  # type: ignore[arg-type]
     assert stats["context_size"] == 2048

@@ -22,7 +22,6 @@ from app.core.chat.session import (
 )
 from app.core.chat.settings import (
     ChatSettingsStore,
-    KvCacheType,
     LoadPlan,
     ModelChatSettings,
     SamplingSettings,
@@ -41,6 +40,7 @@ from app.core.chat.templates import (
 from app.core.errors import ModelLoadError
 from app.core.settings import Settings
 from quant.errors import Cancelled
+from quant.plan.memory import KvType
 from quant.progress import CancelToken
 
 U = Role.USER
@@ -82,7 +82,9 @@ def test_file_template_is_rendered_in_the_sandbox() -> None:
 
 def test_gemma_file_without_template_gets_the_builtin_gemma_format() -> None:
     template = select_template(
-        {"general.architecture": "gemma3"}, has_token=_no_special_tokens, bos_token="<bos>"
+        {"general.architecture": "gemma3", "general.finetune": "it"},
+        has_token=_no_special_tokens,
+        bos_token="<bos>",
     )
     assert template.source is TemplateSource.BUILTIN
     assert template.name == "gemma"
@@ -144,11 +146,15 @@ def test_template_raise_exception_becomes_a_template_error() -> None:
 def test_builtin_families_pick_by_special_tokens() -> None:
     llama3_tokens = {"<|start_header_id|>", "<|eot_id|>"}
     chosen = select_template(
-        {"general.architecture": "llama"}, has_token=lambda t: t in llama3_tokens
+        {"general.architecture": "llama"},
+        has_token=lambda t: t in llama3_tokens,
+        mode=PromptMode.TEMPLATE,
     )
     assert chosen.name == "llama3"
     chatml = select_template(
-        {"general.architecture": "qwen3"}, has_token=lambda t: t in {"<|im_start|>", "<|im_end|>"}
+        {"general.architecture": "qwen3"},
+        has_token=lambda t: t in {"<|im_start|>", "<|im_end|>"},
+        mode=PromptMode.TEMPLATE,
     )
     assert chatml.name == "chatml"
     assert (
@@ -178,7 +184,7 @@ def test_sampling_settings_are_saved_per_model(tmp_path: Path) -> None:
         a,
         ModelChatSettings(
             sampling=SamplingSettings(temperature=0.2, top_k=7, seed=42),
-            plan=LoadPlan(n_ctx=2048, kv_type=KvCacheType.Q8_0),
+            plan=LoadPlan(n_ctx=2048, kv_type=KvType.Q8_0),
             system_prompt="Be terse.",
         ),
     )
@@ -189,7 +195,7 @@ def test_sampling_settings_are_saved_per_model(tmp_path: Path) -> None:
     assert got_a.sampling.top_k == 7
     assert got_a.sampling.seed == 42
     assert got_a.plan.n_ctx == 2048
-    assert got_a.plan.kv_type is KvCacheType.Q8_0
+    assert got_a.plan.kv_type is KvType.Q8_0
     assert got_a.system_prompt == "Be terse."
     assert reread.for_model(b).sampling.temperature == 1.3
     assert reread.for_model(b).system_prompt == ""
@@ -211,7 +217,7 @@ def test_hand_edited_settings_are_clamped(tmp_path: Path) -> None:
     assert got.sampling.top_p == 1.0
     assert got.sampling.top_k == 0
     assert got.plan.n_ctx == 256
-    assert got.plan.kv_type is KvCacheType.F16
+    assert got.plan.kv_type is KvType.F16
     assert got.mode is PromptMode.CHAT
 
 
@@ -300,6 +306,16 @@ def test_a_folder_is_told_apart_from_a_missing_file(tmp_path: Path) -> None:
         ChatSession.load(tmp_path)
 
 
+def test_a_config_or_a_hub_id_is_told_apart_from_a_gguf(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ChatLoadError, match=r"config\.json holds no weights.*convert-hf") as info:
+        ChatSession.load(tmp_path / "config.json")
+    assert info.value.failure is LoadFailure.NOT_GGUF
+    with pytest.raises(ChatLoadError, match=r"quantdesk pull acme/tiny-GGUF") as info:
+        ChatSession.load("acme/tiny-GGUF")
+    assert info.value.failure is LoadFailure.NOT_FOUND
+
+
 # ----------------------------------------------------------------------------- fit check
 
 
@@ -356,9 +372,12 @@ def test_load_reports_progress_and_can_be_cancelled(starter_model: Path) -> None
 @pytest.fixture(scope="module")
 def session(starter_model: Path) -> Iterator[ChatSession]:
     loaded: list[int] = []
+    # The chat template's mechanics (the base starter chats through in-context examples
+    # by default: tests/test_first_chat.py).
     s = ChatSession.load(
         starter_model,
         LoadPlan(n_ctx=2048, n_threads=1),
+        mode=PromptMode.TEMPLATE,
         on_progress=lambda p: loaded.append(p.done),
     )
     assert loaded[-1] == 100
@@ -512,7 +531,9 @@ def test_raw_completion_mode(starter_model: Path) -> None:
 
 @pytest.mark.slow
 def test_long_conversation_drops_the_oldest_turns_and_says_so(starter_model: Path) -> None:
-    with ChatSession.load(starter_model, LoadPlan(n_ctx=256, n_threads=1)) as small:
+    with ChatSession.load(
+        starter_model, LoadPlan(n_ctx=256, n_threads=1), mode=PromptMode.TEMPLATE
+    ) as small:
         filler = "The quick brown fox jumps over the lazy dog. " * 6
         history: list[ChatMessage] = []
         for i in range(6):
@@ -555,6 +576,6 @@ def test_long_conversation_drops_the_oldest_turns_and_says_so(starter_model: Pat
 def test_base_models_are_told_apart_from_chat_models(
     metadata: dict[str, str], filename: str, base: bool
 ) -> None:
-    from app.core.chat.templates import base_model_note
+    from app.core.chat.templates import is_base_model
 
-    assert (base_model_note(metadata, filename) is not None) is base
+    assert is_base_model(metadata, filename) is base

@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from quant.errors import ModelFormatError, UnsupportedArchitectureError
-from quant.facts import SourceKind, inspect_model
+from quant.errors import (
+    ModelFileMissingError,
+    ModelFormatError,
+    QuantError,
+    UnsupportedArchitectureError,
+)
+from quant.facts import SourceKind, detect_source, inspect_model
 from quant.facts.config_params import (
     SUPPORTED_MODEL_TYPES,
     count_parameters,
@@ -427,3 +432,27 @@ def test_damaged_safetensors_headers(tmp_path: Path) -> None:
     st.write_bytes(good[: 8 + n + 10])  # header intact, data cut short
     with pytest.raises(ModelFormatError, match="truncated"):
         inspect_model(folder)
+
+
+def test_one_dispatch_tells_the_four_sources_apart(tmp_path: Path, starter_model: Path) -> None:
+    """Inspection, conversion and chat ask the same function what a source is."""
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(tiny("llama")))
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(starter_model.read_bytes()[:4096])
+    assert detect_source(starter_model) is SourceKind.GGUF
+    assert detect_source(folder) is SourceKind.HF_FOLDER
+    assert detect_source(folder / "config.json") is SourceKind.CONFIG
+    assert detect_source("google/gemma-3-270m") is SourceKind.HUB
+    # A Path never names a repo: it is looked for on disk only.
+    with pytest.raises(ModelFileMissingError, match="no such file or folder"):
+        detect_source(Path("google/gemma-3-270m"))
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    with pytest.raises(ModelFormatError, match="single safetensors file has no config"):
+        detect_source(tmp_path / "m.safetensors")
+
+    # Jobs that need weights: a GGUF by its magic, a config alone is not enough.
+    assert detect_source(str(renamed), need_weights=True) is SourceKind.GGUF
+    with pytest.raises(QuantError, match=r"config\.json: not a GGUF file; pass a \.gguf"):
+        detect_source(str(folder / "config.json"), need_weights=True)

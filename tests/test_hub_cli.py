@@ -262,3 +262,16 @@ def test_pull_offline_serves_a_downloaded_file_without_asking(
     assert f"{REPO}: cannot download Tiny-F16.gguf in offline mode (HF_HUB_OFFLINE is set)" in err
     rc, _, err = cli(capsys, "pull", REPO)
     assert rc == 2 and "offline mode" in err and len(hub.requests) == asked
+
+
+def test_hub_names_cannot_drive_the_terminal(
+    hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = "evil/Llama\x1b]0;pwned\x07\u202e-GGUF"
+    hub.info[hostile] = {"tags": ["gguf"], "downloads": 1, "likes": 1}
+    rc, out, _ = cli(capsys, "search", "llama")
+    assert rc == 0
+    assert not any(c in out for c in ("\x1b", "\x07", "\u202e")), out
+    assert "evil/Llama\\x1b]0;pwned\\x07\\u202e-GGUF" in out
+    rc, out, _ = cli(capsys, "search", "llama", "--json")
+    assert hostile in [d["repo_id"] for d in json.loads(out)]

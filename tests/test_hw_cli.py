@@ -167,3 +167,19 @@ def test_hw_uses_the_cached_bandwidth_until_remeasure(
     fresh = json.loads(capsys.readouterr().out)["measured_bandwidth_gbps"]
     assert fresh != 0.5 and fresh > 0
     assert json.loads(cache.read_text())["entries"][key]["gbps"] == fresh
+
+
+def test_a_saved_profile_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = h100_box().to_dict()
+    data["cpu"]["brand"] = "Fast CPU\x1b]0;pwned\x07\r\u202e"
+    data["gpus"][0]["name"] = "GPU\x1b[2J"
+    saved = tmp_path / "hostile.json"
+    saved.write_text(json.dumps(data))
+    assert run_cli(["hw", "--hardware", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in ("\x1b", "\x07", "\r", "\u202e")), out
+    assert "Fast CPU\\x1b]0;pwned\\x07\\x0d\\u202e" in out and "GPU\\x1b[2J" in out
+    assert run_cli(["hw", "--hardware", str(saved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cpu"]["brand"] == data["cpu"]["brand"]

@@ -160,3 +160,41 @@ def test_docs_describe_every_json_field(starter_model: Path) -> None:
     fields |= {"remote_files[].filename", "remote_files[].size_bytes", "remote_files[].file_type"}
     missing = sorted(f for f in fields if f"`{f}`" not in doc)
     assert not missing, f"docs/formats.md does not document {missing}"
+
+
+# A name that would retitle the terminal, ring its bell, clear it, fake a line and
+# reverse the text after it, if printed as it is.
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\rfake: ok\u202eevil\u200b"
+RAW_CONTROLS = ("\x1b", "\x07", "\r", "\u202e", "\u200b")
+
+
+def test_metadata_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.ggufs import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "evil\x1b[31m.gguf", name=HOSTILE)
+    assert run_cli(["inspect", str(path), "--tensors"]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in RAW_CONTROLS), out
+    first, second = out.splitlines()[:2]
+    assert first == "\\x1b]0;pwned\\x07\\x1b[2J\\x0dfake: ok\\u202eevil\\u200b"
+    assert "evil\\x1b[31m.gguf" in second  # the source path, escaped too
+
+
+def test_json_keeps_the_exact_text_and_is_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.ggufs import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "m.gguf", name=HOSTILE, rope_freq_base=float("nan"))
+    assert run_cli(["inspect", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in RAW_CONTROLS)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    data = json.loads(out, parse_constant=refuse)
+    assert data["name"] == HOSTILE
+    assert data["extra"]["rope_freq_base"] is None

@@ -226,3 +226,24 @@ def test_fit_uses_the_probe_unless_told_not_to(
     assert calls == [1]  # not probed again
     assert all(r["fit"] is None and r["fit_label"] == "" for r in rows.values())
     assert rows["gemma-3-270m-q4_k_m"]["architecture"] == "gemma3"
+
+
+def test_file_names_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.ggufs import write_tiny_gguf
+
+    folder = tmp_path / "models"
+    good = write_tiny_gguf(folder / "evil\x1b]0;pwned\x07.gguf", name="\x1b[2J\u202eevil")
+    bad = folder / "fake\rline\x1b[2J.gguf"
+    bad.write_bytes(b"not a model at all")
+    args = ["models", "--add-folder", str(folder), "--no-fit", "--no-other-apps"]
+    assert run_cli(args) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in ("\x1b", "\x07", "\r", "\u202e")), out
+    assert "evil\\x1b]0;pwned\\x07" in out
+    assert "broken: fake\\x0dline\\x1b[2J.gguf: not a GGUF file" in out
+
+    assert run_cli([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {Path(r["path"]) for r in rows} >= {good, bad}

@@ -139,11 +139,11 @@ def test_a_bundle_without_the_starter_asks_for_a_model(monkeypatch: pytest.Monke
 def test_the_engine_job_command_matches_how_the_gui_starts_jobs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from app.workers.process_job import JOB_FLAG, _job_command
+    from app.core.engine_jobs import JOB_FLAG, job_command
 
-    assert selftest._job_command() == [*_job_command(sys.executable), "quantize", "--help"]
+    assert selftest._job_command() == [*job_command(sys.executable), "quantize", "--help"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert _job_command(sys.executable) == [sys.executable, JOB_FLAG]
+    assert job_command(sys.executable) == [sys.executable, JOB_FLAG]
     assert selftest._job_command() == [sys.executable, JOB_FLAG, "quantize", "--help"]
 
 

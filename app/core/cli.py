@@ -14,9 +14,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app.core.commands.common import TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.logging_setup import setup_logging
 from quant.errors import Cancelled, QuantError
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ def run_cli(argv: Sequence[str]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (QuantError, AppError) as exc:
-        print(f"quantdesk: error: {exc}", file=sys.stderr)
+        # Messages name files, models and hub values: one escaped line on the terminal.
+        print(f"quantdesk: error: {terminal_text(exc, TEXT_LIMIT)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

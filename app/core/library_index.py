@@ -34,7 +34,7 @@ from typing import Any
 from app.core.library import LibraryEntry, ModelLibrary, StarterModel, merge_same_content
 from app.core.paths import app_paths
 from quant.atomic import atomic_write_text
-from quant.errors import QuantError
+from quant.errors import ModelFileMissingError, NotGGUFError, QuantError
 from quant.facts.model import (
     ModelFacts,
     RemoteFile,
@@ -256,10 +256,10 @@ class LibraryIndex:
         try:
             facts = inspect_gguf(path)
         except QuantError as exc:
-            rec["broken"] = _broken_reason(str(exc))
+            rec["broken"] = _broken_reason(exc)
             # A file that could not be opened may be readable next time without changing
             # (permissions, a disk mounted again): such a verdict is not kept.
-            if isinstance(exc.__cause__, OSError) or "no such file" in str(exc):
+            if isinstance(exc, ModelFileMissingError) or isinstance(exc.__cause__, OSError):
                 rec["retry"] = True
             return
         except OSError as exc:
@@ -626,18 +626,19 @@ def _empty_row(entry: LibraryEntry) -> ModelRow:
     )
 
 
-def _broken_reason(message: str) -> str:
-    """A header reader's message as one sentence with a next step."""
-    if "cannot be read" in message and ";" not in message:
+def _broken_reason(exc: QuantError) -> str:
+    """A header reader's error as one sentence with a next step."""
+    message = str(exc)
+    if ";" in message:
+        return message
+    if isinstance(exc.__cause__, OSError):  # the file could not be opened or read
         return f"{message}; check the file's permissions"
-    if "not a GGUF file" in message and ";" not in message:
+    if isinstance(exc, NotGGUFError):
         return (
             f"{message}; it is not a model llama.cpp can load, download it again or "
             "remove it from the library"
         )
-    if ";" not in message:
-        return f"{message}; download or convert the model again, or remove it from the library"
-    return message
+    return f"{message}; download or convert the model again, or remove it from the library"
 
 
 def _sample(path: Path, size: int) -> bytes | None:

@@ -34,7 +34,12 @@ def setup_logging(*, verbose: bool = False) -> None:
     try:
         log_dir = app_paths().ensure().log_dir
         fh = _PrivateRotatingFileHandler(
-            log_dir / "quantdesk.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+            log_dir / "quantdesk.log",
+            maxBytes=2_000_000,
+            backupCount=3,
+            encoding="utf-8",
+            # A file name that is not valid UTF-8 is logged with escapes, not a traceback.
+            errors="backslashreplace",
         )
         fh.setLevel(logging.INFO)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

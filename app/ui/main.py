@@ -32,7 +32,8 @@ DESKTOP_FILE_NAME = "quantdesk"
 
 def configure_application(qapp: QApplication) -> None:
     """Name and icon for every window of ``qapp``: title suffix, dock, task bar, dialogs."""
-    from app.ui.widgets.icons import app_icon, resources_dir
+    from app.ui.widgets.icons import app_icon
+    from quant.resources import resources_dir
 
     qapp.setApplicationName("Quantdesk")
     qapp.setOrganizationName("Quantdesk")
@@ -69,6 +70,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def run_gui(argv: list[str]) -> int:
     """Run the GUI until its window closes; returns the process exit code."""
     args = _parse(argv)
+    from app.core.platform_check import EXIT_NO_DISPLAY, check_gui_platform
+
+    platform = check_gui_platform()
+    if platform.problem:
+        print(f"quantdesk: {platform.problem}", file=sys.stderr)
+        return EXIT_NO_DISPLAY
+    if platform.platform:
+        os.environ["QT_QPA_PLATFORM"] = platform.platform
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -41,7 +41,7 @@ from app.ui.theme import current_theme
 from app.ui.widgets.cards import Card, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
-from app.workers.tasks import wait_all
+from app.workers.tasks import cancel_all
 from quant.hardware.profile import HardwareProfile
 from quant.units import human_bytes
 
@@ -510,7 +510,7 @@ class MainWindow(QMainWindow):
                     closer()
                 except Exception:  # closing must always finish
                     logger.exception("page shutdown failed")
-        wait_all(0)  # ask every task to stop; run_gui waits for them after the loop ends
+        cancel_all()  # ask every task to stop; run_gui waits for them after the loop ends
         super().closeEvent(event)
 
 
@@ -525,9 +525,9 @@ def drain_tasks(timeout_s: float = 15.0) -> bool:
     from app.workers import tasks
 
     deadline = time.monotonic() + timeout_s
-    while tasks.running_tasks():
+    while tasks.running_count():
         if time.monotonic() >= deadline:
-            left = len(tasks.running_tasks())
+            left = tasks.running_count()
             logger.warning("%d background task(s) still running at exit", left)
             return False
         tasks.wait_all(20)

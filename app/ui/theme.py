@@ -15,6 +15,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from quant.plan.advisor import Fit
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,6 +85,19 @@ class _Active:
 
 def current_theme() -> Theme:
     return _Active.theme
+
+
+def fit_color(fit: Fit | None) -> str:
+    """The colour a fit badge is written in (muted when there is no verdict yet)."""
+    t = current_theme()
+    if fit is None:
+        return t.text_muted
+    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
+
+
+def fit_chip_kind(fit: Fit) -> str:
+    """The chip style (:func:`app.ui.widgets.cards.chip`) of a fit badge."""
+    return {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}[fit]
 
 
 def system_prefers_dark() -> bool:

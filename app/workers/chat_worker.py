@@ -12,11 +12,13 @@ cancel token directly, and the session checks it between tokens.
 
 Signals (all delivered on the GUI thread):
 
-``load_progress(Progress)``, ``loaded(ModelInfo)``, ``load_failed(exception)``,
+``load_progress(Progress)``, ``loaded(ModelInfo)``, ``load_failed(Failure)``,
 ``load_cancelled()``, ``unloaded()``; ``generation_started(int message_id)``,
 ``tokens(str)`` (one per decoded piece; the page coalesces them),
 ``sample(LiveSample)``, ``generation_finished(GenerationResult)``,
-``generation_failed(exception)``.
+``generation_failed(Failure)``. A :class:`~app.workers.failure.Failure` keeps the
+exception in ``error``: a :class:`~app.core.chat.session.ChatLoadError` carries a
+plan to retry with.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from app.core.chat.templates import ChatMessage, PromptMode
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
 from app.core.remote import RemoteSession, RemoteStore
+from app.workers.failure import Failure
 from quant.errors import Cancelled, QuantError
 from quant.progress import CancelToken
 
@@ -109,7 +112,7 @@ class ChatWorker(QObject):
             return
         except Exception as exc:  # worker boundary: log, then report
             logger.info("chat load failed: %s", exc, exc_info=not _expected(exc))
-            self.load_failed.emit(exc)
+            self.load_failed.emit(Failure.from_exception(exc))
             return
         self._session = session
         self.loaded.emit(session.info)
@@ -126,7 +129,9 @@ class ChatWorker(QObject):
         session = self._session
         if session is None:
             self.generation_failed.emit(
-                GenerationError("no model is loaded; load a model before sending a message")
+                Failure.from_exception(
+                    GenerationError("no model is loaded; load a model before sending a message")
+                )
             )
             return
         stream: StreamingMessage | None = None
@@ -158,7 +163,7 @@ class ChatWorker(QObject):
                     stream.finish(MessageState.FAILED)
                 except Exception:
                     logger.exception("could not mark the failed answer in the history")
-            self.generation_failed.emit(exc)
+            self.generation_failed.emit(Failure.from_exception(exc))
             return
         stopped = req.cancel.cancelled
         message_id = None
@@ -169,7 +174,7 @@ class ChatWorker(QObject):
                 message_id = stream.id
             except Exception as exc:
                 logger.exception("could not save the answer")
-                self.generation_failed.emit(exc)
+                self.generation_failed.emit(Failure.from_exception(exc))
                 return
         self.generation_finished.emit(
             GenerationResult(answer, req.conversation_id, message_id, stopped)

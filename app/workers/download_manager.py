@@ -17,8 +17,9 @@ from PySide6.QtCore import QObject, Signal
 from app.core.download_queue import DownloadItem, DownloadQueue, DownloadState
 from app.core.errors import AppError
 from app.core.library import ModelSource, read_entry
-from app.workers.tasks import TaskHandle, start_task
-from quant.errors import QuantError
+from app.workers.failure import Failure
+from app.workers.tasks import Call, TaskHandle, start_task
+from quant.errors import HubError, QuantError
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +31,15 @@ class DownloadManager(QObject):
     progress = Signal(object)
     #: A file arrived complete and checked: its app.core.library.LibraryEntry.
     downloaded = Signal(object)
-    #: An item failed: (item id, the sentence saying why).
-    failed = Signal(str, str)
+    #: An item failed: (item id, app.workers.failure.Failure).
+    failed = Signal(str, object)
     #: A transfer ended, done, failed or paused (the DownloadItem as it ended).
     item_ended = Signal(object)
 
     def __init__(self, queue: DownloadQueue | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.queue = queue if queue is not None else DownloadQueue()
-        self._task: TaskHandle | None = None
+        self._task: TaskHandle[DownloadItem | None] | None = None
         self._running: str | None = None
         self._stopping = False
 
@@ -89,12 +90,13 @@ class DownloadManager(QObject):
             return
         self._running = item.id
         self._task = start_task(
-            self.queue.run_next,
-            on_progress=self._on_progress,
+            Call(self.queue.run_next),
+            parent=self,
             on_finished=self._on_finished,
             on_failed=self._on_failed,
             on_cancelled=self._on_cancelled,
-            parent=self,
+            on_progress=self._on_progress,
+            cancellable=True,
         )
         self.changed.emit()
 
@@ -115,18 +117,19 @@ class DownloadManager(QObject):
             try:
                 entry = read_entry(item.path, ModelSource.HUGGINGFACE)
             except (QuantError, AppError) as exc:  # checked against its hash, so unlikely
-                self.failed.emit(item.id, str(exc))
+                self.failed.emit(item.id, Failure.from_exception(exc))
             else:
                 self.downloaded.emit(entry)
         elif item is not None and item.state is DownloadState.FAILED:
-            self.failed.emit(item.id, item.error or "the download failed")
+            error = HubError(item.error or "the download failed")
+            self.failed.emit(item.id, Failure.from_exception(error))
         self.changed.emit()
         self._start_next()
 
-    def _on_failed(self, exc: BaseException) -> None:
+    def _on_failed(self, failure: Failure) -> None:
         key = self._ended()
         if key is not None:
-            self.failed.emit(key, f"{type(exc).__name__}: {exc}")
+            self.failed.emit(key, failure)
         self.changed.emit()
         self._start_next()
 

@@ -27,48 +27,19 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.engine_jobs import job_command, job_environment
+from app.workers.failure import Failure
 from quant.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-# app/__main__.py runs quant's job entry point for this flag (frozen bundles).
-JOB_FLAG = "--run-engine-job"
-
 KILL_GRACE_S = 5.0
 _STDERR_TAIL = 60
-
-
-@dataclass(frozen=True)
-class JobFailure:
-    """Why a job failed: ``message`` is a sentence for the user; ``details`` for a bug report."""
-
-    message: str
-    kind: str = ""
-    details: str = ""
-
-    @property
-    def expected(self) -> bool:
-        """An error the engine raised on purpose (shown without "Unexpected error")."""
-        return bool(self.kind) and self.kind != "internal"
-
-
-def _engine_root() -> Path:
-    import quant
-
-    return Path(quant.__file__).resolve().parents[1]
-
-
-def _job_command(python: str) -> list[str]:
-    """How to start ``python -m quant`` here; a frozen bundle has no ``-m``."""
-    if getattr(sys, "frozen", False) and python == sys.executable:
-        return [python, JOB_FLAG]
-    return [python, "-m", "quant"]
 
 
 class ProcessJob(QObject):
@@ -80,7 +51,7 @@ class ProcessJob(QObject):
     job_event = Signal(dict)  # {"event": "stage_done" | "writing" | "written", …}
     log = Signal(str)  # a line for a log pane
     finished = Signal(object)  # the result dict
-    failed = Signal(object)  # JobFailure
+    failed = Signal(object)  # app.workers.failure.Failure
     cancelled = Signal()
     done = Signal()  # after any of finished / failed / cancelled
 
@@ -89,12 +60,16 @@ class ProcessJob(QObject):
         args: list[str],
         *,
         python: str | None = None,
+        program: list[str] | None = None,
         env: dict[str, str] | None = None,
         parent: QObject | None = None,
     ) -> None:
+        """``args`` follow ``python -m quant``; ``program`` replaces that prefix with
+        another command speaking the same protocol (the tests run small scripts)."""
         super().__init__(parent)
         self.args = list(args)
         self.python = python or sys.executable
+        self.program = list(program) if program is not None else job_command(self.python)
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -119,11 +94,8 @@ class ProcessJob(QObject):
     def start(self) -> None:
         if self._proc is not None:
             raise RuntimeError("a ProcessJob runs once; make a new one")
-        env = dict(os.environ if self._env is None else self._env)
-        root = str(_engine_root())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [*_job_command(self.python), *self.args]
+        env = job_environment(self._env)
+        cmd = [*self.program, *self.args]
         kwargs: dict[str, Any] = {}
         if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
@@ -170,6 +142,11 @@ class ProcessJob(QObject):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it ended (negative: the signal that ended it)."""
+        return self._proc.returncode if self._proc is not None else None
 
     def _signal(self, sig: int) -> None:
         proc = self._proc
@@ -228,20 +205,7 @@ class ProcessJob(QObject):
         if not isinstance(obj, dict):
             return
         if "stage" in obj and "done" in obj:
-            try:
-                self.progress.emit(
-                    Progress(
-                        stage=str(obj["stage"]),
-                        done=int(obj.get("done", 0)),
-                        total=int(obj.get("total", 0)),
-                        message=str(obj.get("message", "")),
-                        bytes_done=int(obj.get("bytes_done", 0) or 0),
-                        bytes_total=int(obj.get("bytes_total", 0) or 0),
-                        eta_s=obj.get("eta_s"),
-                    )
-                )
-            except (TypeError, ValueError):
-                logger.debug("bad progress line from job: %s", line)
+            self.progress.emit(Progress.from_dict(obj))
         elif "stages" in obj:
             self.stages.emit([str(s) for s in obj["stages"]])
         elif "event" in obj:
@@ -282,10 +246,10 @@ class ProcessJob(QObject):
             self.failed.emit(self._failure(rc))
         self.done.emit()
 
-    def _failure(self, rc: int) -> JobFailure:
+    def _failure(self, rc: int) -> Failure:
         tail = "\n".join(self._stderr)
         if self._error is not None:
-            return JobFailure(
+            return Failure.from_job_error(
                 str(self._error.get("error", "the job failed")),
                 str(self._error.get("kind", "")),
                 tail,
@@ -296,10 +260,9 @@ class ProcessJob(QObject):
                 what = f"was killed by {signal.Signals(-rc).name}"
         else:
             what = f"exited with status {rc}"
-        return JobFailure(
+        return Failure.unexpected(
             f"The job process {what} without reporting a result; it may have run out of "
             "memory. See the details, or try a smaller model or fewer threads.",
-            "internal",
             tail,
         )
 

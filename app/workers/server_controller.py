@@ -17,7 +17,8 @@ from PySide6.QtCore import QObject, Signal
 from app.core.serve.log import RequestRecord
 from app.core.serve.pool import LoadedInfo
 from app.core.serve.server import LocalServer, ServerConfig
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.failure import Failure
+from app.workers.tasks import Call, TaskHandle, start_task
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +36,13 @@ class ServerController(QObject):
 
     started = Signal(str)  # the base URL
     stopped = Signal()
-    failed = Signal(object)  # the exception
+    failed = Signal(object)  # a Failure
     request_logged = Signal(object)  # RequestRecord
 
     def __init__(self, parent: QObject | None = None, **server_kwargs: Any) -> None:
         super().__init__(parent)
         self.server: LocalServer | None = None
-        self._task: TaskHandle | None = None
+        self._task: TaskHandle[Any] | None = None
         self._unlisten: Any = None
         self._server_kwargs = server_kwargs
 
@@ -64,42 +65,36 @@ class ServerController(QObject):
         try:
             server = LocalServer(config, **self._server_kwargs)
         except Exception as exc:  # a refused config is shown, not raised into Qt
-            self.failed.emit(exc)
+            self.failed.emit(Failure.from_exception(exc))
             return
         self.server = server
         # Emitted from the server's threads; Qt queues it to this object's (GUI) thread.
         self._unlisten = server.log.listen(self.request_logged.emit)
         self._task = start_task(
-            _start,
-            server,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(_start, server),
+            parent=self,
             on_finished=self._on_started,
             on_failed=self._on_failed,
-            parent=self,
         )
 
     def _on_started(self, url: str) -> None:
         self._task = None
         self.started.emit(url)
 
-    def _on_failed(self, exc: BaseException) -> None:
+    def _on_failed(self, failure: Failure) -> None:
         self._task = None
         self._drop()
-        self.failed.emit(exc)
+        self.failed.emit(failure)
 
     def stop(self) -> None:
         if self.busy or self.server is None:
             return
         server = self.server
         self._task = start_task(
-            _stop,
-            server,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=lambda _r: self._on_stopped(),
-            on_failed=lambda _e: self._on_stopped(),
+            Call(_stop, server),
             parent=self,
+            on_finished=lambda _r: self._on_stopped(),
+            on_failed=lambda _f: self._on_stopped(),
         )
 
     def _on_stopped(self) -> None:

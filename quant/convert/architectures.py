@@ -1,6 +1,9 @@
-"""Per-family knowledge: config.json → GGUF keys, tensor names, layout transforms.
+"""Per-family conversion: config.json → GGUF keys, tensor names, layout transforms.
 
-Each supported Hugging Face architecture maps to one llama.cpp architecture.
+Each supported Hugging Face architecture maps to one llama.cpp architecture; which
+families convert, their names, config defaults and block layouts live in the one
+families table (:mod:`quant.facts.families`), shared with the facts reader and the
+memory model.
 What llama.cpp expects of each (tensor set, RoPE flavour, norms) mirrors
 ``src/models/<arch>.cpp`` and ``src/llama-model.cpp`` of llama.cpp; the
 transforms that follow from it are:
@@ -39,6 +42,15 @@ import numpy.typing as npt
 from quant.convert.errors import CheckpointError
 from quant.convert.safetensors_io import Checkpoint, TensorEntry
 from quant.errors import UnsupportedArchitectureError
+from quant.facts.families import (
+    BY_HF_ARCHITECTURE,
+    CONVERTIBLE_ARCHITECTURES,
+    Family,
+    FamilySpec,
+    SwaLayout,
+    sliding_layers,
+)
+from quant.untrusted import short_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +58,6 @@ logger = logging.getLogger(__name__)
 # transform; conversion always runs with both on.
 _PERMUTE_QK = True
 _GEMMA_NORM_OFFSET = True
-
-
-class Family(StrEnum):
-    LLAMA = "llama"
-    MISTRAL = "mistral"
-    MIXTRAL = "mixtral"
-    QWEN2 = "qwen2"
-    QWEN3 = "qwen3"
-    QWEN3_MOE = "qwen3moe"
-    GEMMA2 = "gemma2"
-    GEMMA3 = "gemma3"
-    PHI3 = "phi3"
 
 
 class TensorKind(StrEnum):
@@ -76,150 +76,11 @@ class RopeKind(StrEnum):
     LONGROPE = "longrope"
 
 
-@dataclass(frozen=True)
-class FamilySpec:
-    family: Family
-    gguf_arch: str  # llama.cpp architecture name
-    defaults: Mapping[str, Any]  # transformers' config-class defaults for keys often omitted
-    permute_qk: bool = False
-    norm_offset: bool = False
-    moe: bool = False
-    fused_phi: bool = False
-    qk_norm: bool = False
-    post_norms: bool = False
-
-
-# Defaults mirror the transformers configuration classes of each family.
-_SPECS: dict[str, FamilySpec] = {
-    "LlamaForCausalLM": FamilySpec(
-        Family.LLAMA,
-        "llama",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 2048,
-        },
-        permute_qk=True,
-    ),
-    "MistralForCausalLM": FamilySpec(
-        Family.MISTRAL,
-        "llama",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 4096 * 32,
-            "sliding_window": 4096,
-        },
-        permute_qk=True,
-    ),
-    "MixtralForCausalLM": FamilySpec(
-        Family.MIXTRAL,
-        "llama",
-        {
-            "rope_theta": 1e6,
-            "rms_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 4096 * 32,
-            "num_local_experts": 8,
-            "num_experts_per_tok": 2,
-        },
-        permute_qk=True,
-        moe=True,
-    ),
-    "Qwen2ForCausalLM": FamilySpec(
-        Family.QWEN2,
-        "qwen2",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 32768,
-        },
-    ),
-    "Qwen3ForCausalLM": FamilySpec(
-        Family.QWEN3,
-        "qwen3",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 32768,
-            "head_dim": 128,
-        },
-        qk_norm=True,
-    ),
-    "Qwen3MoeForCausalLM": FamilySpec(
-        Family.QWEN3_MOE,
-        "qwen3moe",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 32768,
-            "num_experts": 128,
-            "num_experts_per_tok": 8,
-            "moe_intermediate_size": 768,
-            "norm_topk_prob": False,
-            "decoder_sparse_step": 1,
-        },
-        qk_norm=True,
-        moe=True,
-    ),
-    "Gemma2ForCausalLM": FamilySpec(
-        Family.GEMMA2,
-        "gemma2",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": 8192,
-            "head_dim": 256,
-            "query_pre_attn_scalar": 256,
-            "sliding_window": 4096,
-            "final_logit_softcapping": 30.0,
-            "attn_logit_softcapping": 50.0,
-        },
-        norm_offset=True,
-        post_norms=True,
-    ),
-    "Gemma3ForCausalLM": FamilySpec(
-        Family.GEMMA3,
-        "gemma3",
-        {
-            "rope_theta": 1e6,
-            "rope_local_base_freq": 10000.0,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": 131072,
-            "head_dim": 256,
-            "query_pre_attn_scalar": 256,
-            "sliding_window": 4096,
-            "sliding_window_pattern": 6,
-            "final_logit_softcapping": None,
-            "attn_logit_softcapping": None,
-        },
-        norm_offset=True,
-        post_norms=True,
-        qk_norm=True,
-    ),
-    "Phi3ForCausalLM": FamilySpec(
-        Family.PHI3,
-        "phi3",
-        {
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 4096,
-            "partial_rotary_factor": 1.0,
-        },
-        fused_phi=True,
-    ),
-}
-_SPECS["Gemma3ForConditionalGeneration"] = _SPECS["Gemma3ForCausalLM"]
-
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(_SPECS)
+# Sizes the converter never takes from a config class default: a tensor's shape must
+# come from the checkpoint's own config, or the weights would be read with the wrong one.
+_SHAPE_KEYS = frozenset(
+    {"num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"}
+)
 
 
 def family_spec(config: Mapping[str, Any]) -> tuple[str, FamilySpec]:
@@ -227,16 +88,19 @@ def family_spec(config: Mapping[str, Any]) -> tuple[str, FamilySpec]:
     archs = config.get("architectures") or []
     if isinstance(archs, str):
         archs = [archs]
+    if not isinstance(archs, list):
+        archs = [archs]
     for name in archs:
-        if name in _SPECS:
-            return str(name), _SPECS[name]
+        spec = BY_HF_ARCHITECTURE.get(name) if isinstance(name, str) else None
+        if spec is not None and spec.converts:
+            return name, spec
     named = ", ".join(str(a) for a in archs) or f"model_type {config.get('model_type')!r}"
     extra = ""
     if config.get("auto_map"):
         extra = " (it relies on custom code in the model folder, which Quantdesk never runs)"
     raise UnsupportedArchitectureError(
         f"architecture {named} is not supported by the converter{extra}; supported: "
-        f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+        f"{', '.join(CONVERTIBLE_ARCHITECTURES)}"
     )
 
 
@@ -292,10 +156,26 @@ class HParams:
         return self.spec.gguf_arch
 
 
+# Upper bounds on what a config may declare: far above any real model (Llama 3.1 405B has
+# 126 layers and a 16,384-wide hidden state), low enough that a hostile config cannot
+# make the converter allocate gigabytes of plans.
+_LIMITS = {
+    "num_hidden_layers": 1024,
+    "hidden_size": 1 << 17,
+    "num_attention_heads": 4096,
+    "intermediate_size": 1 << 20,
+    "vocab_size": 1 << 22,
+    "max_position_embeddings": 1 << 24,
+    "head_dim": 4096,
+    "num_local_experts": 4096,
+    "num_experts": 4096,
+}
+
+
 def _get(cfg: Mapping[str, Any], spec: FamilySpec, key: str, *, required: bool = True) -> Any:
     if cfg.get(key) is not None:
         return cfg[key]
-    if key in spec.defaults:
+    if key in spec.defaults and key not in _SHAPE_KEYS:
         return spec.defaults[key]
     if required:
         raise CheckpointError(
@@ -332,23 +212,40 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
 
     def num(key: str) -> int:
         value = _get(cfg, spec, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        cap = _LIMITS.get(key, 1 << 24)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= cap:
             raise CheckpointError(
-                f"config.json: {key} = {value!r}, expected a positive integer; the config is "
-                "damaged or not a language model's"
+                f"config.json: {key} = {short_text(repr(value), 40)}, expected a positive "
+                f"integer up to {cap:,}; the config is damaged or not a language model's"
             )
         return value
+
+    def positive(key: str, value: object) -> float:
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number) or number <= 0:
+            raise CheckpointError(
+                f"config.json: {key} = {short_text(repr(value), 40)}, expected a positive "
+                "number; the config is damaged"
+            )
+        return number
 
     n_layer = num("num_hidden_layers")
     n_embd = num("hidden_size")
     n_head = num("num_attention_heads")
     n_kv = int(cfg.get("num_key_value_heads") or n_head)
+    if not 0 < n_kv <= n_head:
+        raise CheckpointError(
+            f"config.json: num_key_value_heads = {n_kv} must be between 1 and "
+            f"num_attention_heads = {n_head}"
+        )
     if n_head % n_kv:
         raise CheckpointError(
             f"config.json: num_attention_heads = {n_head} is not a multiple of "
             f"num_key_value_heads = {n_kv}"
         )
     head_dim = int(cfg.get("head_dim") or spec.defaults.get("head_dim") or n_embd // n_head)
+    if not 0 < head_dim <= _LIMITS["head_dim"]:
+        raise CheckpointError(f"config.json: head_dim = {head_dim} is not a usable head size")
     n_ff = num("intermediate_size")
     vocab_size = num("vocab_size")
     n_ctx = num("max_position_embeddings")
@@ -356,8 +253,8 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
     theta = cfg.get("rope_theta")
     if theta is None and isinstance(rope_params, dict):
         theta = rope_params.get("rope_theta")
-    rope_theta = float(theta if theta is not None else spec.defaults["rope_theta"])
-    rms_eps = float(_get(cfg, spec, "rms_norm_eps"))
+    rope_theta = positive("rope_theta", theta if theta is not None else spec.defaults["rope_theta"])
+    rms_eps = positive("rms_norm_eps", _get(cfg, spec, "rms_norm_eps"))
     tied = bool(_get(cfg, spec, "tie_word_embeddings"))
     if spec.family is Family.GEMMA2:
         tied = True  # llama.cpp's gemma2 has no separate output tensor
@@ -370,10 +267,10 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
     hp: dict[str, Any] = {}
     if spec.moe:
         if spec.family is Family.MIXTRAL:
-            hp["n_expert"] = int(_get(cfg, spec, "num_local_experts"))
+            hp["n_expert"] = num("num_local_experts")
             hp["n_ff_exp"] = n_ff
         else:
-            hp["n_expert"] = int(_get(cfg, spec, "num_experts"))
+            hp["n_expert"] = num("num_experts")
             hp["n_ff_exp"] = int(_get(cfg, spec, "moe_intermediate_size"))
             if not bool(_get(cfg, spec, "norm_topk_prob")):
                 raise UnsupportedArchitectureError(
@@ -396,12 +293,19 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
                 f"and the expert count {hp['n_expert']}"
             )
 
-    if spec.family in (Family.GEMMA2, Family.GEMMA3):
+    if spec.swa is not SwaLayout.NONE:
         window = int(_get(cfg, spec, "sliding_window"))
         hp["sliding_window"] = window
-        hp["swa_layers"] = _gemma_swa_layers(cfg, spec, n_layer)
+        hp["swa_layers"] = sliding_layers(
+            spec,
+            n_layer,
+            cfg.get("layer_types"),
+            lambda: int(_get(cfg, spec, "sliding_window_pattern")),
+        )
         if spec.family is Family.GEMMA3:
-            hp["rope_theta_swa"] = float(_get(cfg, spec, "rope_local_base_freq"))
+            hp["rope_theta_swa"] = positive(
+                "rope_local_base_freq", _get(cfg, spec, "rope_local_base_freq")
+            )
         else:
             hp["rope_theta_swa"] = rope_theta
         attn_cap = _get(cfg, spec, "attn_logit_softcapping", required=False)
@@ -429,7 +333,7 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
                 "tokens may differ from the original"
             )
 
-    attention_bias = bool(cfg.get("attention_bias", spec.family is Family.QWEN2))
+    attention_bias = bool(cfg.get("attention_bias", spec.qkv_bias))
     return HParams(
         hf_architecture=hf_arch,
         spec=spec,
@@ -450,17 +354,6 @@ def _read_hparams(config: Mapping[str, Any], hf_arch: str, spec: FamilySpec) -> 
         warnings=tuple(warnings),
         **hp,
     )
-
-
-def _gemma_swa_layers(cfg: Mapping[str, Any], spec: FamilySpec, n_layer: int) -> tuple[bool, ...]:
-    types = cfg.get("layer_types")
-    if isinstance(types, list) and len(types) == n_layer:
-        return tuple(t == "sliding_attention" for t in types)
-    if spec.family is Family.GEMMA2:
-        # Gemma 2 alternates: even layers use the sliding window.
-        return tuple(i % 2 == 0 for i in range(n_layer))
-    pattern = int(_get(cfg, spec, "sliding_window_pattern"))
-    return tuple((i + 1) % pattern != 0 for i in range(n_layer))
 
 
 def _gemma_query_scale(qpas: float, llama_scalar: float) -> float:

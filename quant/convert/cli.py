@@ -1,22 +1,20 @@
 """Convert a Hugging Face safetensors model folder to GGUF.
 
 Shared by ``quantdesk convert-hf`` and the child-process entry
-``python -m quant convert-hf``. With ``--json-progress`` every progress report is
-one JSON object per line on stdout (``{"stage", "done", "total", "bytes_done",
-"eta_s", …}``), followed by ``{"result": {…}}`` on success or ``{"error": "…"}``
-on failure; nothing else is written to stdout.
+``python -m quant convert-hf``. With ``--json-progress`` stdout carries the
+JSON-lines protocol of :mod:`quant.protocol` (progress, then the result or the
+error) and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from typing import Any, TextIO
 
-from quant.errors import Cancelled, QuantError
 from quant.progress import Progress
+from quant.protocol import JsonLines, write_json
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -47,41 +45,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _emit(stream: TextIO, obj: dict[str, Any]) -> None:
-    stream.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-    stream.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     """Run a conversion for parsed ``args``; return the process exit code."""
     from quant.convert.pipeline import convert_hf
 
-    out = sys.stdout
     if args.json_progress:
-
-        def report(p: Progress) -> None:
-            _emit(out, p.as_dict())
-
-        try:
-            result = convert_hf(
+        lines = JsonLines()
+        return lines.run(
+            lambda: convert_hf(
                 args.src_dir,
                 args.out,
                 outtype=args.outtype,
-                on_progress=report,
+                on_progress=lines.progress,
                 overwrite=args.force,
-            )
-        except Cancelled:
-            _emit(out, {"error": "cancelled", "cancelled": True})
-            return 130
-        except QuantError as exc:
-            _emit(out, {"error": str(exc), "kind": type(exc).__name__})
-            return 2
-        except Exception as exc:  # process boundary: log the traceback, report one line
-            logger.exception("conversion failed")
-            _emit(out, {"error": f"Unexpected error: {exc}", "kind": "internal"})
-            return 1
-        _emit(out, {"result": result.as_dict()})
-        return 0
+            ).as_dict()
+        )
 
     tty = sys.stderr.isatty()
 
@@ -101,20 +79,21 @@ def run(args: argparse.Namespace) -> int:
     if tty:
         sys.stderr.write("\n")
     if args.json:
-        json.dump(result.as_dict(), out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        write_json(result.as_dict())
         return 0
+    # Names come from the model folder (config, tokenizer files): shown as terminal text.
+    out = sys.stdout
     mib = result.file_bytes / 2**20
     out.write(
-        f"{result.output}: {result.hf_architecture} → {result.architecture} "
-        f"{result.size_label} {result.outtype.value.upper()}, {result.n_tensors} tensors, "
-        f"{mib:.1f} MiB in {result.seconds:.1f}s\n"
+        f"{terminal_text(result.output, None)}: {terminal_text(result.hf_architecture)} → "
+        f"{result.architecture} {result.size_label} {result.outtype.value.upper()}, "
+        f"{result.n_tensors} tensors, {mib:.1f} MiB in {result.seconds:.1f}s\n"
     )
     tok = result.tokenizer
     out.write(
-        f"tokenizer: {tok.get('model')} (pre {tok.get('pre')}), {tok.get('tokens')} tokens, "
-        f"chat template {'yes' if tok.get('chat_template') else 'no'}\n"
+        f"tokenizer: {terminal_text(tok.get('model'))} (pre {terminal_text(tok.get('pre'))}), "
+        f"{tok.get('tokens')} tokens, chat template {'yes' if tok.get('chat_template') else 'no'}\n"
     )
     for w in result.warnings:
-        out.write(f"warning: {w}\n")
+        out.write(f"warning: {terminal_text(w, 1000)}\n")
     return 0

@@ -9,7 +9,6 @@ to the output only when complete. Nothing from the model folder is executed.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -31,6 +30,7 @@ from quant.convert.tokenizer import Vocab, add_vocab, load_vocab, metadata_bytes
 from quant.convert.writer import OutType, write_gguf
 from quant.errors import QuantError
 from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
+from quant.untrusted import UntrustedValueError, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +223,8 @@ def read_config(src: Path) -> dict[str, Any]:
             "folder of a Hugging Face model (with config.json, *.safetensors and tokenizer files)"
         )
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = read_json_file(path, what="config.json")
+    except (OSError, UntrustedValueError) as exc:
         raise CheckpointError(f"{path} cannot be read ({exc}); download it again") from exc
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is not a JSON object; download it again")

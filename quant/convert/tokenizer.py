@@ -9,18 +9,31 @@ Two kinds are read:
   its ``src/llama-vocab.cpp``. An unknown pre-tokenizer is refused: a wrong one
   silently changes how text is split into tokens.
 - SentencePiece from ``tokenizer.model`` (Llama 2, Mistral 7B, Gemma): pieces,
-  scores and piece types, plus the normaliser flags llama.cpp honours (dummy
-  prefix, whitespace collapsing). The model file is a protobuf message, decoded
-  here directly so the ``sentencepiece`` package is never needed.
+  scores and piece types, plus the dummy-prefix flag. The model file is a protobuf
+  message, decoded here directly so the ``sentencepiece`` package is never needed.
+  The normaliser's whitespace-collapsing flag is not written: llama.cpp reads it
+  only for T5-style (UGM) vocabularies, and its converter leaves it out here.
 
-Special tokens and the add-BOS/EOS flags come from ``tokenizer_config.json``
-(then ``config.json``); the chat template from ``chat_template.jinja``,
-``chat_template.json`` or ``tokenizer_config.json``, in that order.
+Added tokens (``added_tokens_decoder`` in ``tokenizer_config.json``, the
+``added_tokens`` of ``tokenizer.json``, ``added_tokens.json``) are written the way
+llama.cpp's own converter (``convert_hf_to_gguf.py``) writes them, because
+llama.cpp's tokenizer assumes that spelling: special ones, and those that look
+special (``<unused0>``, ``<mask>``, ``<|…|>``), become CONTROL tokens; the others
+become USER_DEFINED tokens whose SentencePiece ``▁`` is turned back into the space
+it stands for. llama.cpp matches user-defined tokens against the raw text, before
+it escapes spaces, and prints their text as it is: Gemma's whitespace pieces
+spelled ``▁▁`` would never match a run of spaces and would print as ``▁▁``. In a
+SentencePiece vocabulary added tokens score -1000 and padding rows -10000, as
+upstream writes them.
+
+Special tokens and the add-BOS/EOS/SEP flags come from ``tokenizer_config.json``
+and ``tokenizer.json``'s post-processor (then ``config.json``); the chat template
+from ``chat_template.jinja``, ``chat_template.json`` or ``tokenizer_config.json``,
+in that order.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 from collections.abc import Iterator, Mapping
@@ -30,6 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from quant.convert.errors import TokenizerError
+from quant.untrusted import UntrustedValueError, open_regular, read_json_file
+
+# A chat template file larger than this is not a chat template.
+MAX_TEMPLATE_BYTES = 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +86,42 @@ O200K_REGEX = (
 )
 
 
+# The spelling of a space inside SentencePiece pieces (U+2581).
+SPM_SPACE = "\u2581"
+# Scores llama.cpp's converter gives SentencePiece added tokens and padding rows.
+ADDED_TOKEN_SCORE = -1000.0
+PAD_TOKEN_SCORE = -10000.0
+
+
+def looks_special(text: str) -> bool:
+    """Whether an added token is a control token even when not marked special.
+
+    Some tokenizers (Gemma, DeepSeek Coder, Command R) leave control tokens
+    unmarked; llama.cpp's converter treats these spellings as control tokens
+    (``does_token_look_special`` in convert_hf_to_gguf.py).
+    """
+    return (
+        text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+        or (text.startswith("<|") and text.endswith("|>"))
+        or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))
+        or (text.startswith("<unused") and text.endswith(">"))
+    )
+
+
+@dataclass(frozen=True)
+class AddedToken:
+    """One entry of a tokenizer's added tokens."""
+
+    content: str
+    special: bool
+
+    def gguf_token(self) -> tuple[str, TokenType]:
+        """The text and type llama.cpp expects for this token."""
+        if self.special or looks_special(self.content):
+            return self.content, TokenType.CONTROL
+        return self.content.replace(SPM_SPACE, " "), TokenType.USER_DEFINED
+
+
 class TokenizerModel(StrEnum):
     """GGUF ``tokenizer.ggml.model`` values."""
 
@@ -92,8 +145,8 @@ class Vocab:
     pad_id: int | None = None
     add_bos: bool = False
     add_eos: bool = False
+    add_sep: bool | None = None
     add_space_prefix: bool | None = None
-    remove_extra_whitespaces: bool | None = None
     chat_template: str | list[dict[str, str]] | None = None
     warnings: tuple[str, ...] = ()
 
@@ -115,8 +168,8 @@ class Vocab:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return read_json_file(path)
+    except (OSError, UntrustedValueError) as exc:
         raise TokenizerError(f"{path.name} cannot be read ({exc}); download it again") from exc
 
 
@@ -134,10 +187,11 @@ def load_vocab(folder: Path, config: Mapping[str, Any], n_vocab: int) -> Vocab:
         tj = loaded if isinstance(loaded, dict) else None
 
     try:
+        added = _added_tokens(folder, tj, tok_config)
         if tj is not None and _is_byte_level_bpe(tj):
-            base = _bpe_from_tokenizer_json(tj)
+            base = _bpe_from_tokenizer_json(tj, added)
         elif sp_path.is_file():
-            base = _spm_from_model(sp_path, tj, tok_config)
+            base = _spm_from_model(sp_path, tj, added)
         else:
             base = None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -168,7 +222,7 @@ def load_vocab(folder: Path, config: Mapping[str, Any], n_vocab: int) -> Vocab:
         tokens.append(f"[PAD{i}]")
         types.append(TokenType.UNUSED)
         if scores:
-            scores.append(-1000.0)
+            scores.append(PAD_TOKEN_SCORE)
     _dedupe(tokens, types, warnings)
 
     token_ids = {t: i for i, t in enumerate(tokens)}
@@ -176,10 +230,8 @@ def load_vocab(folder: Path, config: Mapping[str, Any], n_vocab: int) -> Vocab:
         token_ids.setdefault(t, i)
 
     def special_id(name: str) -> int | None:
-        value = tok_config.get(f"{name}_token")
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str) and value in token_ids:
+        value = _token_content(tok_config, name)
+        if value is not None and value in token_ids:
             return token_ids[value]
         cfg_value = config.get(f"{name}_token_id")
         if isinstance(cfg_value, list):
@@ -192,6 +244,10 @@ def load_vocab(folder: Path, config: Mapping[str, Any], n_vocab: int) -> Vocab:
 
     add_bos = _flag(tok_config, "add_bos_token", base.add_bos)
     add_eos = _flag(tok_config, "add_eos_token", base.add_eos)
+    separators = {t for t in (_token_content(tok_config, n) for n in ("sep", "eos")) if t}
+    add_sep = _pair_adds_sep((tj or {}).get("post_processor"), separators)
+    if add_sep is None and isinstance(tok_config.get("add_sep_token"), bool):
+        add_sep = bool(tok_config["add_sep_token"])
     if add_bos and ids["bos"] is None:
         warnings.append("the tokenizer asks for a BOS token but names none; BOS is not added")
         add_bos = False
@@ -211,11 +267,34 @@ def load_vocab(folder: Path, config: Mapping[str, Any], n_vocab: int) -> Vocab:
         pad_id=ids["pad"],
         add_bos=add_bos,
         add_eos=add_eos,
+        add_sep=add_sep,
         add_space_prefix=base.add_space_prefix,
-        remove_extra_whitespaces=base.remove_extra_whitespaces,
         chat_template=load_chat_template(folder, tok_config),
         warnings=tuple(warnings),
     )
+
+
+def _added_tokens(
+    folder: Path, tj: Mapping[str, Any] | None, tok_config: Mapping[str, Any]
+) -> dict[int, AddedToken]:
+    """Added tokens by id: ``added_tokens.json``, then ``tokenizer.json``, then
+    ``added_tokens_decoder``, a later file overriding an earlier one."""
+    added: dict[int, AddedToken] = {}
+    legacy = folder / "added_tokens.json"
+    if legacy.is_file():
+        data = _read_json(legacy)
+        if isinstance(data, dict):
+            for content, i in data.items():
+                if isinstance(i, int):
+                    added[i] = AddedToken(str(content), special=False)
+    for a in (tj or {}).get("added_tokens") or []:
+        added[int(a["id"])] = AddedToken(str(a["content"]), bool(a.get("special")))
+    decoder = tok_config.get("added_tokens_decoder") or {}
+    if isinstance(decoder, dict):
+        for key, a in decoder.items():
+            if isinstance(a, dict) and "content" in a:
+                added[int(key)] = AddedToken(str(a["content"]), bool(a.get("special")))
+    return dict(sorted(added.items()))
 
 
 def _flag(tok_config: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -239,7 +318,14 @@ def load_chat_template(
 ) -> str | list[dict[str, str]] | None:
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        try:
+            with open_regular(jinja) as fh:
+                raw = fh.read(MAX_TEMPLATE_BYTES + 1)
+        except (OSError, UntrustedValueError) as exc:
+            raise TokenizerError(f"{jinja.name} cannot be read ({exc})") from exc
+        if len(raw) > MAX_TEMPLATE_BYTES:
+            raise TokenizerError(f"{jinja.name} is larger than a chat template can be")
+        return raw.decode("utf-8", "replace")
     js = folder / "chat_template.json"
     if js.is_file():
         data = _read_json(js)
@@ -272,7 +358,6 @@ class _Base:
     add_bos: bool
     add_eos: bool
     add_space_prefix: bool | None = None
-    remove_extra_whitespaces: bool | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -332,21 +417,16 @@ def identify_pre(tj: Mapping[str, Any]) -> str:
     )
 
 
-def _bpe_from_tokenizer_json(tj: Mapping[str, Any]) -> _Base:
+def _bpe_from_tokenizer_json(tj: Mapping[str, Any], added: Mapping[int, AddedToken]) -> _Base:
     model = tj["model"]
     vocab: dict[str, int] = model.get("vocab") or {}
-    added: list[dict[str, Any]] = list(tj.get("added_tokens") or [])
-    size = max([*vocab.values(), *(int(a["id"]) for a in added), -1]) + 1
+    size = max([*vocab.values(), *added, -1]) + 1
     tokens: list[str | None] = [None] * size
     types = [TokenType.NORMAL] * size
     for text, i in vocab.items():
         tokens[i] = text
-    added_content: dict[int, str] = {}
-    for a in added:
-        i = int(a["id"])
-        tokens[i] = str(a["content"])
-        types[i] = TokenType.CONTROL if a.get("special") else TokenType.USER_DEFINED
-        added_content[i] = str(a["content"])
+    for i, a in added.items():
+        tokens[i], types[i] = a.gguf_token()
     filled: list[str] = []
     for i, t in enumerate(tokens):
         if t is None:
@@ -382,12 +462,60 @@ def _bpe_from_tokenizer_json(tj: Mapping[str, Any]) -> _Base:
         types=tuple(int(t) for t in types),
         scores=(),
         merges=tuple(merges),
-        added_content=added_content,
+        added_content={i: a.content for i, a in added.items()},
         default_ids={"bos": first, "eos": last, "unk": None, "pad": None},
         add_bos=add_bos,
         add_eos=add_eos,
         warnings=tuple(warnings),
     )
+
+
+def _pair_adds_sep(post: Any, separators: set[str]) -> bool | None:
+    """Whether the post-processor puts a separator between the texts of a pair.
+
+    This is how llama.cpp's converter reads ``add_sep_token`` from a
+    ``TemplateProcessing`` (gguf-py ``SpecialVocab``): with the leading and trailing
+    special tokens of the single-text template taken off the pair template, what
+    lies between ``$A`` and ``$B`` adds a separator when it is the SEP or EOS token.
+    None when the template does not say.
+    """
+
+    def special(item: Any) -> str | None:
+        tok = item.get("SpecialToken") if isinstance(item, dict) else None
+        return str(tok.get("id")) if isinstance(tok, dict) else None
+
+    def sequence(item: Any) -> str | None:
+        seq = item.get("Sequence") if isinstance(item, dict) else None
+        return str(seq.get("id")) if isinstance(seq, dict) else None
+
+    for c in _components(post):
+        if c.get("type") == "RobertaProcessing":
+            return True
+        if c.get("type") != "TemplateProcessing":
+            continue
+        single = c.get("single") or []
+        pair = list(c.get("pair") or [])
+        first = special(single[0]) if len(single) > 1 else None
+        last = special(single[-1]) if len(single) > 1 else None
+        if first and pair and special(pair[0]) == first:
+            pair = pair[1:]
+        if last and pair and special(pair[-1]) == last:
+            pair = pair[:-1]
+        if len(pair) < 3 or sequence(pair[0]) != "A" or sequence(pair[-1]) != "B":
+            return None
+        middle = pair[1:-1]
+        adds = special(middle[0]) in separators and last is None
+        if len(middle) == 2 and special(middle[1]) in separators:
+            adds = True
+        return adds
+    return None
+
+
+def _token_content(tok_config: Mapping[str, Any], name: str) -> str | None:
+    value = tok_config.get(f"{name}_token")
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
 
 
 def _template_flags(post: Any) -> tuple[bool, bool, int | None, int | None]:
@@ -455,6 +583,31 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
         yield field_no, wire, value
 
 
+def _piece(buf: bytes) -> tuple[str, float, int]:
+    """One ``SentencePiece`` message: piece text (field 1), score (2), type (3)."""
+    # Fast path for the layout SentencePiece writes (a short piece, its score, the
+    # type only when not NORMAL): a 262k-piece vocabulary is read in about a second.
+    n = len(buf)
+    if n >= 7 and buf[0] == 0x0A and buf[1] < 0x80:
+        end = 2 + buf[1]
+        if end + 5 <= n and buf[end] == 0x15:
+            score = struct.unpack_from("<f", buf, end + 1)[0]
+            rest = n - end - 5
+            if rest == 0:
+                return buf[2:end].decode("utf-8"), score, 1
+            if rest == 2 and buf[end + 5] == 0x18 and buf[end + 6] < 0x80:
+                return buf[2:end].decode("utf-8"), score, buf[end + 6]
+    piece, score, ptype = "", 0.0, 1
+    for f, w, v in _fields(buf):
+        if f == 1 and w == 2:
+            piece = v.decode("utf-8")
+        elif f == 2 and w == 5:
+            score = struct.unpack("<f", v)[0]
+        elif f == 3 and w == 0:
+            ptype = v
+    return piece, score, ptype
+
+
 @dataclass(frozen=True)
 class SentencePieceModel:
     """The parts of a SentencePiece ``ModelProto`` that a GGUF vocabulary needs."""
@@ -482,14 +635,7 @@ def parse_sentencepiece(data: bytes) -> SentencePieceModel:
     normalizer: dict[int, Any] = {}
     for field_no, wire, value in _fields(data):
         if field_no == 1 and wire == 2:  # SentencePiece pieces
-            piece, score, ptype = "", 0.0, 1
-            for f, w, v in _fields(value):
-                if f == 1 and w == 2:
-                    piece = v.decode("utf-8")
-                elif f == 2 and w == 5:
-                    score = struct.unpack("<f", v)[0]
-                elif f == 3 and w == 0:
-                    ptype = v
+            piece, score, ptype = _piece(value)
             pieces.append(piece)
             scores.append(score)
             types.append(ptype)
@@ -519,7 +665,7 @@ def parse_sentencepiece(data: bytes) -> SentencePieceModel:
 
 
 def _spm_from_model(
-    path: Path, tj: Mapping[str, Any] | None, tok_config: Mapping[str, Any]
+    path: Path, tj: Mapping[str, Any] | None, added: Mapping[int, AddedToken]
 ) -> _Base:
     try:
         sp = parse_sentencepiece(path.read_bytes())
@@ -529,7 +675,12 @@ def _spm_from_model(
         ) from exc
     if not sp.pieces:
         raise TokenizerError(f"{path.name} holds no tokens; download it again")
-    tokens = list(sp.pieces)
+    # User-defined pieces keep their type (SentencePiece, like llama.cpp, matches them
+    # whole before anything else), spelled the way llama.cpp matches them.
+    tokens = [
+        p.replace(SPM_SPACE, " ") if t == TokenType.USER_DEFINED else p
+        for p, t in zip(sp.pieces, sp.types, strict=True)
+    ]
     types = list(sp.types)
     scores = list(sp.scores)
     warnings: list[str] = []
@@ -544,28 +695,13 @@ def _spm_from_model(
             "text with compatibility characters may tokenize differently"
         )
 
-    added_content: dict[int, str] = {}
-    added: list[tuple[int, str, bool]] = []
-    for a in (tj or {}).get("added_tokens") or []:
-        added.append((int(a["id"]), str(a["content"]), bool(a.get("special"))))
-    decoder = tok_config.get("added_tokens_decoder") or {}
-    if isinstance(decoder, dict):
-        for key, a in decoder.items():
-            if isinstance(a, dict) and "content" in a:
-                added.append((int(key), str(a["content"]), bool(a.get("special"))))
-    for i, content, special in sorted(added):
-        added_content[i] = content
-        if i < len(tokens):
-            if special and types[i] == TokenType.NORMAL and tokens[i] == content:
-                types[i] = TokenType.CONTROL
-            continue
-        while len(tokens) < i:
+    for i, a in added.items():
+        while len(tokens) <= i:
             tokens.append(f"[PAD{len(tokens)}]")
             types.append(TokenType.UNUSED)
-            scores.append(-1000.0)
-        tokens.append(content)
-        types.append(TokenType.CONTROL if special else TokenType.USER_DEFINED)
-        scores.append(0.0)
+            scores.append(PAD_TOKEN_SCORE)
+        tokens[i], types[i] = a.gguf_token()
+        scores[i] = ADDED_TOKEN_SCORE
 
     add_bos, add_eos = True, False
     if tj is not None:
@@ -583,7 +719,7 @@ def _spm_from_model(
         types=tuple(types),
         scores=tuple(scores),
         merges=(),
-        added_content=added_content,
+        added_content={i: a.content for i, a in added.items()},
         default_ids={
             "bos": valid(sp.bos_id),
             "eos": valid(sp.eos_id),
@@ -593,7 +729,6 @@ def _spm_from_model(
         add_bos=add_bos,
         add_eos=add_eos,
         add_space_prefix=sp.add_dummy_prefix,
-        remove_extra_whitespaces=sp.remove_extra_whitespaces,
         warnings=tuple(warnings),
     )
 
@@ -620,11 +755,11 @@ def add_vocab(writer: Any, vocab: Vocab) -> None:
     if vocab.pad_id is not None:
         writer.add_pad_token_id(vocab.pad_id)
     writer.add_add_bos_token(vocab.add_bos)
+    if vocab.add_sep is not None:
+        writer.add_add_sep_token(vocab.add_sep)
     writer.add_add_eos_token(vocab.add_eos)
     if vocab.add_space_prefix is not None:
         writer.add_add_space_prefix(vocab.add_space_prefix)
-    if vocab.remove_extra_whitespaces is not None:
-        writer.add_remove_extra_whitespaces(vocab.remove_extra_whitespaces)
     if vocab.chat_template:
         writer.add_chat_template(vocab.chat_template)
 

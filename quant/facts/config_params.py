@@ -16,278 +16,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from quant.errors import ModelFormatError, UnsupportedArchitectureError
+from quant.facts.families import (
+    BY_HF_ARCHITECTURE,
+    BY_MODEL_TYPE,
+    FAMILIES,
+    SUPPORTED_MODEL_TYPES,
+    Family,
+    FamilySpec,
+    SwaLayout,
+    sliding_layers,
+)
 from quant.facts.model import ModelFacts, SourceKind
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "ConfigShapes",
+    "ParameterCount",
+    "count_parameters",
+    "facts_from_config",
+    "resolve_family",
+    "shapes_from_config",
+]
 
-class Family(StrEnum):
-    """Model families whose layer layout Quantdesk knows."""
-
-    LLAMA = "llama"
-    MISTRAL = "mistral"
-    MIXTRAL = "mixtral"
-    QWEN2 = "qwen2"
-    QWEN2_MOE = "qwen2_moe"
-    QWEN3 = "qwen3"
-    QWEN3_MOE = "qwen3_moe"
-    GEMMA = "gemma"
-    GEMMA2 = "gemma2"
-    GEMMA3 = "gemma3"
-    PHI3 = "phi3"
-
-
-class SwaLayout(StrEnum):
-    """How llama.cpp lays out sliding-window layers for a family."""
-
-    NONE = "none"
-    EVERY_OTHER = "every-other"  # Gemma 2: even layers slide
-    PERIODIC = "periodic"  # Gemma 3: (pattern - 1) sliding layers, then one global
-
-
-@dataclass(frozen=True)
-class FamilySpec:
-    family: Family
-    # The GGUF architecture llama.cpp's converter writes for this family.
-    gguf_arch: str
-    # The transformers config class whose defaults apply to missing keys.
-    config_class: str
-    defaults: Mapping[str, Any]
-    # Projections with a bias when the config does not say (``attention_bias``).
-    qkv_bias: bool = False
-    o_bias: bool = False
-    # Per-head RMS norms on queries and keys.
-    qk_norm: bool = False
-    norms_per_layer: int = 2
-    moe: bool = False
-    shared_expert: bool = False
-    swa: SwaLayout = SwaLayout.NONE
-
-
-_LLAMA_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 32000,
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": False,
-    "attention_bias": False,
-    "mlp_bias": False,
-}
-
-# Defaults of the transformers config classes (configuration_<family>.py).
-FAMILIES: dict[Family, FamilySpec] = {
-    Family.LLAMA: FamilySpec(Family.LLAMA, "llama", "LlamaConfig", _LLAMA_DEFAULTS),
-    Family.MISTRAL: FamilySpec(
-        Family.MISTRAL,
-        "llama",
-        "MistralConfig",
-        {
-            **_LLAMA_DEFAULTS,
-            "intermediate_size": 14336,
-            "num_key_value_heads": 8,
-            "max_position_embeddings": 4096 * 32,
-            "sliding_window": 4096,
-        },
-    ),
-    Family.MIXTRAL: FamilySpec(
-        Family.MIXTRAL,
-        "llama",
-        "MixtralConfig",
-        {
-            **_LLAMA_DEFAULTS,
-            "intermediate_size": 14336,
-            "num_key_value_heads": 8,
-            "max_position_embeddings": 4096 * 32,
-            "num_local_experts": 8,
-            "num_experts_per_tok": 2,
-        },
-        moe=True,
-    ),
-    Family.QWEN2: FamilySpec(
-        Family.QWEN2,
-        "qwen2",
-        "Qwen2Config",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 151936,
-            "intermediate_size": 22016,
-            "max_position_embeddings": 32768,
-            "use_sliding_window": False,
-        },
-        qkv_bias=True,
-    ),
-    Family.QWEN2_MOE: FamilySpec(
-        Family.QWEN2_MOE,
-        "qwen2moe",
-        "Qwen2MoeConfig",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 5632,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 16,
-            "max_position_embeddings": 32768,
-            "decoder_sparse_step": 1,
-            "moe_intermediate_size": 1408,
-            "shared_expert_intermediate_size": 5632,
-            "num_experts_per_tok": 4,
-            "num_experts": 60,
-            "use_sliding_window": False,
-        },
-        qkv_bias=True,
-        moe=True,
-        shared_expert=True,
-    ),
-    Family.QWEN3: FamilySpec(
-        Family.QWEN3,
-        "qwen3",
-        "Qwen3Config",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 151936,
-            "intermediate_size": 22016,
-            "head_dim": 128,
-            "max_position_embeddings": 32768,
-            "use_sliding_window": False,
-        },
-        qk_norm=True,
-    ),
-    Family.QWEN3_MOE: FamilySpec(
-        Family.QWEN3_MOE,
-        "qwen3moe",
-        "Qwen3MoeConfig",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 6144,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 4,
-            "max_position_embeddings": 32768,
-            "decoder_sparse_step": 1,
-            "moe_intermediate_size": 768,
-            "num_experts_per_tok": 8,
-            "num_experts": 128,
-            "use_sliding_window": False,
-        },
-        qk_norm=True,
-        moe=True,
-    ),
-    Family.GEMMA: FamilySpec(
-        Family.GEMMA,
-        "gemma",
-        "GemmaConfig",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 256000,
-            "hidden_size": 3072,
-            "intermediate_size": 24576,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 16,
-            "head_dim": 256,
-            "max_position_embeddings": 8192,
-            "tie_word_embeddings": True,
-        },
-    ),
-    Family.GEMMA2: FamilySpec(
-        Family.GEMMA2,
-        "gemma2",
-        "Gemma2Config",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 256000,
-            "hidden_size": 2304,
-            "intermediate_size": 9216,
-            "num_hidden_layers": 26,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 4,
-            "head_dim": 256,
-            "max_position_embeddings": 8192,
-            "sliding_window": 4096,
-            "tie_word_embeddings": True,
-        },
-        norms_per_layer=4,
-        swa=SwaLayout.EVERY_OTHER,
-    ),
-    Family.GEMMA3: FamilySpec(
-        Family.GEMMA3,
-        "gemma3",
-        "Gemma3TextConfig",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 262208,
-            "hidden_size": 2304,
-            "intermediate_size": 9216,
-            "num_hidden_layers": 26,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 4,
-            "head_dim": 256,
-            "max_position_embeddings": 131072,
-            "sliding_window": 4096,
-            "sliding_window_pattern": 6,
-            "tie_word_embeddings": True,
-        },
-        qk_norm=True,
-        norms_per_layer=4,
-        swa=SwaLayout.PERIODIC,
-    ),
-    Family.PHI3: FamilySpec(
-        Family.PHI3,
-        "phi3",
-        "Phi3Config",
-        {
-            **_LLAMA_DEFAULTS,
-            "vocab_size": 32064,
-            "hidden_size": 3072,
-            "intermediate_size": 8192,
-            "max_position_embeddings": 4096,
-        },
-    ),
-}
-
-# config.json "model_type" values, and the text model types inside a multimodal config.
-_MODEL_TYPES: dict[str, Family] = {
-    "llama": Family.LLAMA,
-    "mistral": Family.MISTRAL,
-    "mixtral": Family.MIXTRAL,
-    "qwen2": Family.QWEN2,
-    "qwen2_moe": Family.QWEN2_MOE,
-    "qwen3": Family.QWEN3,
-    "qwen3_moe": Family.QWEN3_MOE,
-    "gemma": Family.GEMMA,
-    "gemma2": Family.GEMMA2,
-    "gemma3": Family.GEMMA3,
-    "gemma3_text": Family.GEMMA3,
-    "phi3": Family.PHI3,
-}
-
-# config.json "architectures" class names, for configs without a model_type.
-_ARCHITECTURES: dict[str, Family] = {
-    "LlamaForCausalLM": Family.LLAMA,
-    "MistralForCausalLM": Family.MISTRAL,
-    "MixtralForCausalLM": Family.MIXTRAL,
-    "Qwen2ForCausalLM": Family.QWEN2,
-    "Qwen2MoeForCausalLM": Family.QWEN2_MOE,
-    "Qwen3ForCausalLM": Family.QWEN3,
-    "Qwen3MoeForCausalLM": Family.QWEN3_MOE,
-    "GemmaForCausalLM": Family.GEMMA,
-    "Gemma2ForCausalLM": Family.GEMMA2,
-    "Gemma3ForCausalLM": Family.GEMMA3,
-    "Gemma3ForConditionalGeneration": Family.GEMMA3,
-    "Phi3ForCausalLM": Family.PHI3,
-}
-
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_MODEL_TYPES)
 
 # More layers than any published model by far; beyond it a config is damaged.
 MAX_LAYERS = 1 << 16
@@ -385,20 +140,20 @@ def resolve_family(config: Mapping[str, Any], source: str) -> tuple[Family, Mapp
     text_config = config.get("text_config")
     if isinstance(text_config, Mapping):
         text_type = str(text_config.get("model_type") or "")
-        family = _MODEL_TYPES.get(model_type) or _MODEL_TYPES.get(text_type)
-        if family is not None:
-            return family, text_config
-    family = _MODEL_TYPES.get(model_type)
-    if family is None and not model_type:
-        family = next((_ARCHITECTURES[a] for a in architectures if a in _ARCHITECTURES), None)
-    if family is None:
+        spec = BY_MODEL_TYPE.get(model_type) or BY_MODEL_TYPE.get(text_type)
+        if spec is not None:
+            return spec.family, text_config
+    spec = BY_MODEL_TYPE.get(model_type)
+    if spec is None and not model_type:
+        spec = next((BY_HF_ARCHITECTURE[a] for a in architectures if a in BY_HF_ARCHITECTURE), None)
+    if spec is None:
         named = model_type or (", ".join(map(str, architectures)) if architectures else "")
         what = f"model type {named!r}" if named else "a config.json without model_type"
         raise UnsupportedArchitectureError(
             f"{source}: {what} is not supported; supported model types are "
             f"{', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-    return family, config
+    return spec.family, config
 
 
 def shapes_from_config(config: Mapping[str, Any], source: str) -> ConfigShapes:
@@ -427,7 +182,7 @@ def shapes_from_config(config: Mapping[str, Any], source: str) -> ConfigShapes:
     head_dim = c.int("head_dim", hidden // n_heads)
     attention_bias = c.raw("attention_bias")
     qkv_bias = spec.qkv_bias or bool(attention_bias)
-    o_bias = spec.o_bias or (bool(attention_bias) and not spec.qkv_bias)
+    o_bias = bool(attention_bias) and not spec.qkv_bias
     tied = c.bool("tie_word_embeddings")
 
     n_experts = 0
@@ -518,21 +273,18 @@ def _sliding_window(
     c: _Config, spec: FamilySpec, n_layers: int, notes: list[str]
 ) -> tuple[int | None, tuple[bool, ...]]:
     """The window and per-layer SWA flags llama.cpp will use for this config."""
-    layer_types = c.data.get("layer_types")
-    if spec.swa != SwaLayout.NONE:
+    if spec.swa is not SwaLayout.NONE:
         window = c.int("sliding_window", 0)
         if window <= 0:
             return None, ()
-        if isinstance(layer_types, list) and len(layer_types) == n_layers:
-            flags = tuple(str(t) == "sliding_attention" for t in layer_types)
-        elif spec.swa == SwaLayout.EVERY_OTHER:
-            flags = tuple(i % 2 == 0 for i in range(n_layers))
-        else:
-            pattern = c.data.get("sliding_window_pattern", c.data.get("_sliding_window_pattern"))
-            if not isinstance(pattern, int) or pattern <= 0:
-                pattern = c.int("sliding_window_pattern")
-            flags = tuple((i + 1) % pattern != 0 for i in range(n_layers))
-        return window, flags
+
+        def pattern() -> int:
+            value = c.data.get("sliding_window_pattern", c.data.get("_sliding_window_pattern"))
+            if not isinstance(value, int) or value <= 0:
+                value = c.int("sliding_window_pattern")
+            return value
+
+        return window, sliding_layers(spec, n_layers, c.data.get("layer_types"), pattern)
     window_raw = c.data.get("sliding_window")
     uses = c.data.get("use_sliding_window", True)
     if isinstance(window_raw, int) and window_raw > 0 and uses:

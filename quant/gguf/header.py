@@ -26,7 +26,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Protocol, TypeAlias
 
-from quant.errors import ModelFormatError
+from quant.errors import ModelFileMissingError, ModelFormatError, NotGGUFError
 from quant.gguf.types import GGMLType
 
 logger = logging.getLogger(__name__)
@@ -316,10 +316,10 @@ def _read_value(r: _Reader, key: str, vtype: GGUFValueType) -> MetaValue:
 
 def _parse(r: _Reader) -> GGUFHeader:
     if r.size < 4:
-        raise r.fail(f"not a GGUF file (only {r.size} bytes)")
+        raise NotGGUFError(f"{r.name}: not a GGUF file (only {r.size} bytes)")
     magic = r.raw(4)
     if magic != GGUF_MAGIC:
-        raise r.fail(f"not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})")
+        raise NotGGUFError(f"{r.name}: not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})")
     version = r.u32()
     if version not in SUPPORTED_VERSIONS:
         swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
@@ -486,6 +486,6 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
     except IsADirectoryError:
         raise ModelFormatError(f"{p}: is a folder, not a GGUF file") from None
     except FileNotFoundError:
-        raise ModelFormatError(f"{p}: no such file") from None
+        raise ModelFileMissingError(f"{p}: no such file") from None
     except OSError as exc:
         raise ModelFormatError(f"{p}: cannot be read ({exc.strerror or exc})") from exc

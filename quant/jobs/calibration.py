@@ -43,6 +43,7 @@ from quant.prompts.templates import (
     Role,
     select_template,
 )
+from quant.resources import resources_dir
 
 if TYPE_CHECKING:
     from quant.native.llama_session import NativeModel
@@ -239,8 +240,8 @@ def _render_turns(template: ChatTemplate, turns: tuple[tuple[str, str], ...]) ->
 
 
 def resource_dir() -> Path:
-    """Where the default mix lives (``resources/calibration`` beside the packages)."""
-    return Path(__file__).resolve().parents[2] / "resources" / "calibration"
+    """Where the default mix lives (``resources/calibration``)."""
+    return resources_dir() / "calibration"
 
 
 def _split_documents(text: str, source: str) -> list[Document]:

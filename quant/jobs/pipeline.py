@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_write_text
 from quant.errors import InsufficientResourcesError, QuantError
-from quant.facts import looks_like_repo_id
+from quant.facts import SourceKind, detect_source
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.jobs.calibration import (
     CalibrationSet,
@@ -86,12 +86,6 @@ def _ggml_type(name: str | None) -> GGMLType | None:
         ) from None
 
 
-class SourceKind(StrEnum):
-    GGUF = "gguf"
-    HF_FOLDER = "hf-folder"
-    HUB = "hub"
-
-
 class ImatrixMode(StrEnum):
     AUTO = "auto"
     NONE = "none"
@@ -106,26 +100,6 @@ def _quantized_types(info: GgufFile) -> list[str]:
 
 def info_parameters(info: GgufFile) -> int:
     return sum(t.n_elements for t in info.tensors)
-
-
-def classify_source(source: str) -> SourceKind:
-    """What ``source`` names: a GGUF file, an HF folder, or a hub repo id."""
-    p = Path(source).expanduser()
-    if p.is_file():
-        if p.suffix.lower() != ".gguf" and p.open("rb").read(4) != b"GGUF":
-            raise QuantError(f"{p.name}: not a GGUF file; pass a .gguf, an HF folder or a repo id.")
-        return SourceKind.GGUF
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise QuantError(
-                f"{p}: a folder without config.json; pass a Hugging Face model folder."
-            )
-        return SourceKind.HF_FOLDER
-    if source.lower().endswith(".gguf"):
-        raise QuantError(f"{source}: no such GGUF file; check the path.")
-    if looks_like_repo_id(source):
-        return SourceKind.HUB
-    raise QuantError(f"{source}: no such file or folder, and not a hub repo id (owner/name).")
 
 
 @dataclass(frozen=True)
@@ -496,7 +470,7 @@ def run_pipeline(
         on_event("stages", {"stages": plan_stages(spec)})
 
     # 1. prepare -----------------------------------------------------------------
-    kind = classify_source(spec.source)
+    kind = detect_source(spec.source, need_weights=True)
     name = model_name_for(spec.source, kind)
     st = _Stage("prepare", on_progress, on_event)
     if kind is SourceKind.GGUF:

@@ -57,8 +57,10 @@ from quant.plan.memory import (
     RuntimeOptions,
     compute_buffer_bytes,
     estimate_memory,
+    fits_memory,
     gpu_budgets,
     kv_cache,
+    longest_context,
     max_gpu_layers,
     padded_ctx,
     plan_tensors,
@@ -67,7 +69,7 @@ from quant.plan.memory import (
 )
 from quant.plan.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
 from quant.progress import CancelToken, ProgressCallback, check_cancel
-from quant.units import format_rate, human_bytes
+from quant.units import format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ def task_bits(task: Task, facts: ModelFacts, ctx: int) -> TaskBits:
         return TaskBits(
             8 if task in (Task.CODE, Task.MATH) else 6,
             8,
-            f"a {_params_label(params)} model suffers more from quantization than a large one",
+            f"a {format_params(params)} model suffers more from quantization than a large one",
         )
     if task.sensitive or long_ctx:
         why = (
@@ -273,12 +275,6 @@ def task_bits(task: Task, facts: ModelFacts, ctx: int) -> TaskBits:
     if facts.is_moe and task is not Task.CREATIVE:
         return TaskBits(4, 8, "expert routing in a mixture of experts is precision-sensitive")
     return TaskBits(4, 4, f"{task.value} tolerates 4-bit weights well")
-
-
-def _params_label(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.3g}B"
-    return f"{n / 1e6:.0f}M"
 
 
 # ----------------------------------------------------------------------------------
@@ -366,7 +362,7 @@ def _place_gguf(
         options=c.options,
         plan=plan,
     )
-    if est.ram_required_bytes > _ram_budget(profile):
+    if not fits_memory(est, _ram_budget(profile), gpu_budgets(profile, c.margin_bytes)):
         return Fit.TOO_LARGE, est
     if est.placement is Placement.GPU:
         return Fit.GPU, est
@@ -787,13 +783,21 @@ def _suggestions(c: _Ctx, bits: TaskBits) -> list[str]:
     out: list[str] = []
     probe = QuantType.Q4_K_M
     plan = _plan(c, probe)
-    ctx = c.ctx
-    while ctx > 2048:
-        ctx //= 2
-        fit, _ = _place_gguf(c, plan, ctx, c.kv_type)
-        if fit is not Fit.TOO_LARGE:
+    fit, _ = _place_gguf(c, plan, c.ctx, c.kv_type)
+    if fit is Fit.TOO_LARGE:
+        ctx = longest_context(
+            c.facts,
+            max_ctx=c.ctx,
+            ram_budget=_ram_budget(c.profile),
+            kv_type=c.kv_type,
+            n_gpu_layers=None if c.has_gpu else 0,
+            profile=c.profile,
+            options=c.options,
+            margin_bytes=c.margin_bytes,
+            plan=plan,
+        )
+        if ctx is not None:
             out.append(f"A shorter context ({ctx} tokens) would let {probe.value} fit.")
-            break
     if c.kv_type is KvType.F16:
         fit, _ = _place_gguf(c, plan, c.ctx, KvType.Q8_0)
         if fit is not Fit.TOO_LARGE:
@@ -811,7 +815,7 @@ def _suggestions(c: _Ctx, bits: TaskBits) -> list[str]:
     max_params = budget / per_param if per_param else 0
     if max_params >= 0.5e9:
         out.append(
-            f"A smaller model would: up to about {_params_label(int(max_params))} parameters "
+            f"A smaller model would: up to about {format_params(int(max_params))} parameters "
             f"at {probe.value} fit this machine at {c.ctx} tokens."
         )
     else:

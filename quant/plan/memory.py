@@ -49,6 +49,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from quant.errors import QuantError
+from quant.facts.families import block_layout
 from quant.facts.model import ModelFacts, SourceKind, TensorInfo
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.hardware.profile import GpuInfo, HardwareProfile
@@ -182,15 +183,8 @@ def tensor_bytes(t: GGMLType, shape: Sequence[int]) -> int:
 
 
 # ----------------------------------------------------------------------------------
-# Tensor list synthesis for facts read from a config (no tensor list)
-
-# Architectures whose blocks differ from the Llama layout (names as GGUF spells them).
-_QK_NORM = {"qwen3", "qwen3moe", "gemma3", "olmo2", "olmoe", "cohere2", "glm4moe"}
-_ATTN_BIAS = {"qwen2", "qwen2moe", "qwen2vl", "starcoder2", "phi2"}
-_POST_NORMS = {"gemma2", "gemma3"}
-_FUSED_QKV = {"phi3", "phi2", "falcon", "bloom", "gpt2", "mpt", "gptneox"}
-_FUSED_GATE_UP = {"phi3"}
-_NO_GATE = {"gpt2", "starcoder", "starcoder2", "falcon", "phi2", "bloom", "mpt", "gptneox"}
+# Tensor list synthesis for facts read from a config (no tensor list). The block
+# layout of each architecture comes from the families table (quant.facts.families).
 
 
 def synthesize_tensors(
@@ -202,7 +196,7 @@ def synthesize_tensors(
     writes them. Feed-forward widths that the facts do not give (the expert width of
     an MoE, or a missing dense width) are solved from the parameter count.
     """
-    arch = facts.architecture.lower()
+    layout = block_layout(facts.architecture)
     n_embd = facts.embedding_length
     n_layer = facts.n_layers
     n_vocab = facts.vocab_size
@@ -227,7 +221,7 @@ def synthesize_tensors(
         facts, "shared_expert_feed_forward_length"
     )
     n_shared = _int_extra(facts, "expert_shared_count") or (1 if n_ff_shexp else 0)
-    ffn_mats = 2 if arch in _NO_GATE else 3
+    ffn_mats = 2 if layout.no_gate else 3
     embed = n_vocab * n_embd * (1 if facts.tied_embeddings else 2)
     attn_total = sum(attn_params(i) for i in range(n_layer))
     if moe and not n_ff_exp:
@@ -253,21 +247,21 @@ def synthesize_tensors(
         p = f"blk.{il}."
         n_kv = facts.kv_heads_for_layer(il)
         add(p + "attn_norm.weight", (n_embd,))
-        if arch in _FUSED_QKV:
+        if layout.fused_qkv:
             add(p + "attn_qkv.weight", (n_embd, n_head * hd_k + n_kv * (hd_k + hd_v)))
         else:
             add(p + "attn_q.weight", (n_embd, n_head * hd_k))
             add(p + "attn_k.weight", (n_embd, n_kv * hd_k))
             add(p + "attn_v.weight", (n_embd, n_kv * hd_v))
-            if arch in _ATTN_BIAS:
+            if layout.attn_bias:
                 add(p + "attn_q.bias", (n_head * hd_k,))
                 add(p + "attn_k.bias", (n_kv * hd_k,))
                 add(p + "attn_v.bias", (n_kv * hd_v,))
-        if arch in _QK_NORM:
+        if layout.qk_norm:
             add(p + "attn_q_norm.weight", (hd_k,))
             add(p + "attn_k_norm.weight", (hd_k,))
         add(p + "attn_output.weight", (n_head * hd_v, n_embd))
-        if arch in _POST_NORMS:
+        if layout.post_norms:
             add(p + "post_attention_norm.weight", (n_embd,))
             add(p + "post_ffw_norm.weight", (n_embd,))
         add(p + "ffn_norm.weight", (n_embd,))
@@ -282,7 +276,7 @@ def synthesize_tensors(
                 add(p + "ffn_gate_shexp.weight", (n_embd, width))
                 add(p + "ffn_up_shexp.weight", (n_embd, width))
                 add(p + "ffn_down_shexp.weight", (width, n_embd))
-        elif arch in _FUSED_GATE_UP:
+        elif layout.fused_gate_up:
             add(p + "ffn_up.weight", (n_embd, 2 * n_ff))
             add(p + "ffn_down.weight", (n_ff, n_embd))
         else:
@@ -473,7 +467,7 @@ class MixParams:
         # llama.cpp's model type 70B: 80 blocks with grouped-query attention
         # (src/llama-model.cpp, load_hparams for llama and qwen2).
         is_70b = (
-            arch in ("llama", "qwen2")
+            block_layout(arch).names_70b
             and facts.n_layers == 80
             and facts.n_heads != facts.n_kv_heads
         )
@@ -1272,7 +1266,7 @@ def estimate_memory(
         placement = Placement.GPU
     else:
         placement = Placement.PARTIAL
-    if facts.architecture.lower() in ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "lfm2"):
+    if block_layout(facts.architecture).recurrent:
         notes.append(f"{facts.architecture} keeps recurrent state the model does not count")
     ft_name = (
         file_type.value
@@ -1335,6 +1329,12 @@ def fits_gpus(estimate: MemoryEstimate, budgets: Sequence[int]) -> bool:
     return all(v <= b for v, b in zip(estimate.vram_bytes, budgets, strict=False))
 
 
+def fits_memory(estimate: MemoryEstimate, ram_budget: int, budgets: Sequence[int]) -> bool:
+    """Whether a run fits: the RAM it needs within ``ram_budget``, each GPU's VRAM within
+    its budget (:func:`gpu_budgets`). The advisor's fit and chat's check before a load."""
+    return estimate.ram_required_bytes <= ram_budget and fits_gpus(estimate, budgets)
+
+
 def max_gpu_layers(
     facts: ModelFacts,
     profile: HardwareProfile,
@@ -1369,3 +1369,68 @@ def max_gpu_layers(
         else:
             hi = mid - 1
     return lo
+
+
+def longest_context(
+    facts: ModelFacts,
+    *,
+    max_ctx: int,
+    ram_budget: int,
+    kv_type: KvType = KvType.F16,
+    n_gpu_layers: int | None = 0,
+    profile: HardwareProfile | None = None,
+    options: RuntimeOptions | None = None,
+    margin_bytes: int | None = None,
+    plan: Sequence[PlannedTensor] | None = None,
+    min_ctx: int = CTX_PAD,
+    step: int = CTX_PAD,
+) -> int | None:
+    """The longest context that fits: a multiple of ``step`` from ``min_ctx`` to ``max_ctx``.
+
+    "Fits" is :func:`fits_memory` with ``ram_budget`` and the GPUs' budgets in
+    ``profile``. ``n_gpu_layers`` None places as many layers on the GPUs as fit at
+    each context (as the advisor places a model); a number keeps that placement (as
+    a chat load plan does). Memory only grows with the context, so a binary search
+    over the memory model's own estimate gives the exact answer. None when not even
+    ``min_ctx`` fits. The advisor's "a shorter context would fit" and chat's
+    suggestion for a plan that does not fit both come from here, so they agree.
+    """
+    tensors = tuple(plan) if plan is not None else plan_tensors(facts)
+    budgets = gpu_budgets(profile, margin_bytes) if profile is not None else ()
+
+    def fits(ctx: int) -> bool:
+        ngl = n_gpu_layers
+        if ngl is None:
+            ngl = 0
+            if profile is not None:
+                ngl = max_gpu_layers(
+                    facts,
+                    profile,
+                    ctx=ctx,
+                    kv_type=kv_type,
+                    options=options,
+                    margin_bytes=margin_bytes,
+                    plan=tensors,
+                )
+        est = estimate_memory(
+            facts,
+            ctx=ctx,
+            kv_type=kv_type,
+            n_gpu_layers=ngl,
+            profile=profile,
+            options=options,
+            plan=tensors,
+        )
+        return fits_memory(est, ram_budget, budgets)
+
+    lo = max(1, -(-min_ctx // step))
+    hi = max_ctx // step
+    if lo > hi or not fits(lo * step):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid * step):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * step

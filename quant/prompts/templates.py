@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from quant.prompts.in_context import STOP_STRINGS as IN_CONTEXT_STOPS
+from quant.prompts.in_context import load_prompt
 from quant.prompts.sandbox import ChatTemplateError, render_template
 
 logger = logging.getLogger(__name__)
@@ -39,15 +41,24 @@ class Role(StrEnum):
 
 
 class PromptMode(StrEnum):
-    """Chat (a template turns messages into a prompt) or raw text completion."""
+    """How messages become a prompt.
+
+    ``CHAT`` picks the best chat format for the model: its chat template, or
+    in-context examples when the model looks like a base model. ``TEMPLATE``
+    uses the chat template even for a base model, ``IN_CONTEXT`` the examples
+    even for a tuned one, and ``RAW`` continues the text as written.
+    """
 
     CHAT = "chat"
+    TEMPLATE = "template"
+    IN_CONTEXT = "in-context"
     RAW = "raw"
 
 
 class TemplateSource(StrEnum):
     GGUF = "gguf"
     BUILTIN = "built-in"
+    IN_CONTEXT = "in-context"
     RAW = "raw"
 
 
@@ -179,6 +190,10 @@ class ChatTemplate:
     def is_raw(self) -> bool:
         return self.source is TemplateSource.RAW
 
+    @property
+    def is_in_context(self) -> bool:
+        return self.source is TemplateSource.IN_CONTEXT
+
     def render(
         self,
         messages: Sequence[ChatMessage],
@@ -260,6 +275,20 @@ def builtin_template(family: str, *, bos_token: str = "", eos_token: str = "") -
     )
 
 
+def in_context_template(*, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """Chat by in-context examples (:mod:`quant.prompts.in_context`), for base models."""
+    return ChatTemplate(
+        name="in-context",
+        source=TemplateSource.IN_CONTEXT,
+        text=load_prompt().jinja(),
+        bos_token=bos_token,
+        eos_token=eos_token,
+        system_role=True,
+        stop_strings=IN_CONTEXT_STOPS,
+        note="answering through in-context examples, the way a base model can chat",
+    )
+
+
 def raw_template() -> ChatTemplate:
     return ChatTemplate(
         name="raw",
@@ -302,16 +331,23 @@ def select_template(
     eos_token: str = "",
     mode: PromptMode = PromptMode.CHAT,
     prefer_builtin: str | None = None,
+    filename: str = "",
 ) -> ChatTemplate:
-    """Choose the template for a model from its GGUF metadata.
+    """Choose how a model's conversations become prompt text, from its GGUF metadata.
 
-    The file's ``tokenizer.chat_template`` wins when it renders a probe
-    conversation in the sandbox; otherwise the family's built-in template is
-    used and :attr:`ChatTemplate.note` says why. ``prefer_builtin`` forces a
-    built-in family (a user setting).
+    In ``CHAT`` mode a model that looks like a base model (:func:`is_base_model`)
+    gets in-context examples (say so with :data:`BASE_MODEL_NOTE`); otherwise the
+    file's ``tokenizer.chat_template`` wins when it renders a probe conversation in
+    the sandbox, and the family's built-in template is used when it has none or
+    it is refused (the note says why). ``prefer_builtin`` forces a built-in family
+    (a user setting).
     """
     if mode is PromptMode.RAW:
         return raw_template()
+    if mode is PromptMode.IN_CONTEXT or (
+        mode is PromptMode.CHAT and prefer_builtin is None and is_base_model(metadata, filename)
+    ):
+        return in_context_template(bos_token=bos_token, eos_token=eos_token)
     arch = str(metadata.get("general.architecture", ""))
     family = prefer_builtin or guess_family(arch, has_token)
     fam = _FAMILIES.get(family, _FAMILIES["plain"])
@@ -348,26 +384,34 @@ _TUNED = re.compile(
 )
 
 
-def base_model_note(metadata: Mapping[str, str], filename: str = "") -> str | None:
-    """A sentence for a model that looks pretrained only (not instruction-tuned), else None.
+BASE_MODEL_NOTE = (
+    "this looks like a base model (no chat template, and nothing in its name marks it as "
+    "instruction-tuned), so it answers through in-context examples that teach it to reply "
+    "briefly; switch to the chat template or to raw completion in the chat settings"
+)
+
+
+BASE_MODEL_TEMPLATE_NOTE = (
+    "this looks like a base model (no chat template, and nothing in its name marks it as "
+    "instruction-tuned): with the chat template it tends to continue the text instead of "
+    "answering; the default chat mode answers through in-context examples"
+)
+
+
+def is_base_model(metadata: Mapping[str, str], filename: str = "") -> bool:
+    """True for a model that looks pretrained only (not instruction-tuned).
 
     Such a model continues text instead of answering: it has no chat template, and
     neither its GGUF name, fine-tune tag nor file name marks it as tuned for chat.
     """
     if str(metadata.get("tokenizer.chat_template", "") or "").strip():
-        return None
+        return False
     names = [
         str(metadata.get(key, "") or "")
         for key in ("general.finetune", "general.name", "general.basename")
     ]
     names.append(filename)
-    if any(_TUNED.search(n) for n in names if n):
-        return None
-    return (
-        "this looks like a base model (no chat template, and nothing in its name marks it "
-        "as instruction-tuned): it continues text rather than answering questions; use Raw "
-        "mode for completions, or an instruction-tuned (-it, -Instruct) model for chat"
-    )
+    return not any(_TUNED.search(n) for n in names if n)
 
 
 def _with_note(template: ChatTemplate, note: str) -> ChatTemplate:

@@ -139,3 +139,28 @@ def test_progress_reports_tensors_bytes_and_eta(
     assert convert[-1].bytes_done == convert[-1].bytes_total == result.source_bytes
     assert any(e.eta_s is not None for e in convert)
     assert events[-1].fraction == 1.0
+
+
+@pytest.mark.parametrize(
+    "family",
+    ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3"],
+)
+def test_facts_and_memory_model_see_the_file_the_converter_writes(
+    family: str, build: Callable[..., ckpt.Built], tmp_path: Path
+) -> None:
+    """One families table: the facts reader names the architecture the converter writes,
+    and the memory model plans, from the folder alone, exactly the file's tensors."""
+    from quant.facts import inspect_model
+    from quant.facts.gguf import inspect_gguf
+    from quant.plan.memory import synthesize_tensors
+
+    built = build(family)
+    out = tmp_path / "m.gguf"
+    convert_hf(built.path, out, outtype="f32")
+    folder = inspect_model(built.path)
+    written = inspect_gguf(out)
+    assert folder.architecture == written.architecture == kv(reader(out), "general.architecture")
+    planned = {t.name: t.shape for t in synthesize_tensors(folder)}
+    # RoPE factor tables are computed from the config, not weights the plan counts.
+    real = {t.name: t.shape for t in written.tensors if not t.name.startswith("rope_")}
+    assert planned == real

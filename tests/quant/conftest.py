@@ -1,10 +1,8 @@
-"""Fixtures of the quantization tests: an F16 Gemma 3 270M made from the starter model.
+"""Fixtures of the quantization tests.
 
-The starter model ships as Q4_K_M. Dequantizing it with gguf-py gives a real
-F16 model (about 540 MB) of the same architecture and vocabulary, which the
-imatrix, quantize and evaluate stages start from. It is made once per test
-session. Calibration and evaluation in these tests use a few short chunks so
-each stage takes seconds.
+The imatrix, quantize and evaluate stages start from ``f16_model`` (tests/conftest.py),
+a real F16 Gemma 3 270M made once per session from the starter model. Calibration
+and evaluation in these tests use a few short chunks so each stage takes seconds.
 """
 
 from __future__ import annotations
@@ -18,14 +16,6 @@ import pytest
 CHUNK = 128
 IMATRIX_CHUNKS = 2
 EVAL_CHUNKS = 2
-
-
-@pytest.fixture(scope="session")
-def f16_model(starter_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from quant.jobs.dequantize import dequantize_gguf
-
-    out = tmp_path_factory.mktemp("f16") / "gemma-3-270m-F16.gguf"
-    return dequantize_gguf(starter_model, out)
 
 
 @pytest.fixture(scope="session")

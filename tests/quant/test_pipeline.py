@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from quant.errors import InsufficientResourcesError, QuantError
+from quant.facts import SourceKind, detect_source
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.jobs import pipeline
 from quant.jobs.dequantize import read_gguf
-from quant.jobs.pipeline import JobSpec, SourceKind, classify_source, plan_stages, run_pipeline
+from quant.jobs.pipeline import JobSpec, plan_stages, run_pipeline
 from quant.jobs.quantize import ImatrixRequiredError
 from tests.quant.conftest import CHUNK
 
@@ -70,17 +71,17 @@ def test_output_and_embedding_types_reach_the_quantizer(tmp_path: Path) -> None:
 
 
 def test_sources_are_told_apart(tmp_path: Path, f16_model: Path) -> None:
-    assert classify_source(str(f16_model)) is SourceKind.GGUF
+    assert detect_source(str(f16_model), need_weights=True) is SourceKind.GGUF
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
-    assert classify_source(str(tmp_path / "hf")) is SourceKind.HF_FOLDER
-    assert classify_source("google/gemma-3-270m") is SourceKind.HUB
+    assert detect_source(str(tmp_path / "hf"), need_weights=True) is SourceKind.HF_FOLDER
+    assert detect_source("google/gemma-3-270m", need_weights=True) is SourceKind.HUB
     with pytest.raises(QuantError, match=r"a folder without config\.json"):
-        classify_source(str(tmp_path))
+        detect_source(str(tmp_path), need_weights=True)
     with pytest.raises(QuantError, match=r"nothing\.gguf: no such GGUF file"):
-        classify_source(str(tmp_path / "nothing.gguf"))
+        detect_source(str(tmp_path / "nothing.gguf"), need_weights=True)
     with pytest.raises(QuantError, match="not a hub repo id"):
-        classify_source(str(tmp_path / "no-such-folder"))
+        detect_source(str(tmp_path / "no-such-folder"), need_weights=True)
 
 
 def test_no_imatrix_with_a_type_that_needs_one_fails_before_any_work(

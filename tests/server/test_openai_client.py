@@ -420,12 +420,12 @@ def test_seed_repeats_a_sampled_answer_and_stop_ends_it(
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     second = client.chat.completions.create(**kwargs).choices[0].message.content
     assert first == second
-    stopped = client.chat.completions.create(
+    stopped = client.completions.create(
         model=running.model_id,
-        messages=ask("Count from one to ten, one number per line."),
-        max_tokens=40,
+        prompt="1\n2\n3\n4\n",
+        max_tokens=20,
         temperature=0,
         stop=["\n"],
     )
-    assert "\n" not in (stopped.choices[0].message.content or "")
+    assert stopped.choices[0].text and "\n" not in stopped.choices[0].text
     assert stopped.choices[0].finish_reason == "stop"

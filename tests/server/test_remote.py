@@ -81,11 +81,12 @@ def test_chat_with_quantdesks_own_server(
     session = RemoteSession.open(ref)
     pieces: list[str] = []
     answer = session.respond(
-        [ChatMessage(Role.USER, "Name a colour.")],
-        sampling=SamplingSettings(temperature=0, max_tokens=10),
+        [ChatMessage(Role.USER, "Write a long story about a dragon who learns to read.")],
+        sampling=SamplingSettings(temperature=0, max_tokens=24),
         on_token=pieces.append,
     )
     assert answer.text and answer.text == "".join(pieces)
+    assert len(pieces) > 1  # streamed, not sent whole
     stats = answer.stats
     assert stats.remote and stats.ttft_s is not None and stats.ttft_s > 0
     assert stats.generated_tokens > 0 and stats.gen_tokens_per_s is not None

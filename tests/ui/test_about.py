@@ -12,8 +12,9 @@ from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
 import app
 from app.ui.about import AboutDialog, BuildInfo, collect_build_info
 from app.ui.main import DESKTOP_FILE_NAME, configure_application
-from app.ui.widgets.icons import APP_ICON_SIZES, app_icon, resources_dir
+from app.ui.widgets.icons import APP_ICON_SIZES, app_icon
 from quant.hardware.profile import RuntimeInfo
+from quant.resources import resources_dir
 
 
 def test_every_window_gets_the_app_icon_and_name(qapp: QApplication) -> None:

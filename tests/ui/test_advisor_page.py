@@ -107,6 +107,40 @@ def test_changing_the_task_asks_again(qtbot: Any, settings: Settings, starter_mo
     assert page.advice.recommendation.ctx == 16384
 
 
+def test_the_reasons_follow_the_newest_advice(
+    qtbot: Any, settings: Settings, starter_model: Path
+) -> None:
+    """The top row stays selected from one answer to the next: its reasons must not."""
+    page = _page(qtbot, settings, starter_model, make_profile())
+    page.show()
+    _run(qtbot, page)
+    before = page.reasons_label.text()
+    with qtbot.waitSignal(page.advice_shown, timeout=20_000):
+        page.set_context(32768)
+    top = page.advice.recommendation.top if page.advice else None
+    assert top is not None and top.ctx == 32768
+    assert page.reasons_label.text() == "\n".join(f"• {r}" for r in top.reasons)
+    assert page.reasons_label.text() != before
+
+
+def test_quick_changes_show_only_the_last_answer(
+    qtbot: Any, settings: Settings, starter_model: Path
+) -> None:
+    page = _page(qtbot, settings, starter_model, make_profile())
+    page.show()
+    _run(qtbot, page)
+    shown: list[Task] = []
+    page.advice_shown.connect(lambda advice: shown.append(advice.recommendation.task))
+    for task in (Task.CODE, Task.MATH, Task.LONG_CONTEXT):
+        page.set_task(task)
+        page.run()  # the user presses Enter after each change
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=20_000)
+    qtbot.wait(300)  # anything late would arrive now
+    assert shown == [Task.LONG_CONTEXT]
+    assert page.task_combo.currentText() == "Long documents"
+    assert not page.spinner.is_spinning() and page.run_button.isEnabled()
+
+
 def test_convert_to_this_sends_the_chosen_type(
     qtbot: Any, settings: Settings, starter_model: Path
 ) -> None:

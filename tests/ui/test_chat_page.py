@@ -299,3 +299,27 @@ def test_plan_that_does_not_fit_offers_a_retry(
     assert page.info is not None and page.info.n_ctx == exc.retry.n_ctx
     # The plan that worked is remembered for this model.
     assert ChatSettingsStore(settings).for_model(starter_model).plan.n_ctx == exc.retry.n_ctx
+
+
+def test_a_base_model_answers_through_examples_and_switches_mode_in_one_click(
+    qtbot: Any, make_page: Any, settings: Settings, starter_model: Path
+) -> None:
+    from app.core.chat.templates import PromptMode, TemplateSource
+
+    page = make_page(configure=False)
+    _load(qtbot, page)
+    assert page.info is not None and page.info.template_source is TemplateSource.IN_CONTEXT
+    # The banner says why, and offers the other modes.
+    assert "in-context examples" in page.banner_text()
+    assert page.template_button.isVisible() and page.raw_button.isVisible()
+    # Nothing saved for the starter: the drawer shows the model's own sampling.
+    assert page.drawer.value().sampling == page.info.sampling
+    assert page.info.sampling.temperature < SamplingSettings().temperature
+    result = _type_and_send(qtbot, page, "What is the capital of France?")
+    assert "Paris" in result.answer.text
+    assert "```" not in result.answer.text
+    with qtbot.waitSignal(page.model_loaded, timeout=LOAD_MS):
+        qtbot.mouseClick(page.template_button, Qt.MouseButton.LeftButton)
+    assert page.info.template_source is TemplateSource.BUILTIN
+    assert ChatSettingsStore(settings).for_model(starter_model).mode is PromptMode.TEMPLATE
+    assert not page.template_button.isVisible()

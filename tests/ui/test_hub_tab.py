@@ -62,13 +62,13 @@ def _tab(qtbot: Any, library: ModelLibrary | None, tmp_path: Path) -> HubTab:
 def _search(qtbot: Any, tab: HubTab, text: str) -> None:
     tab.search_edit.setText(text)
     tab.search()
-    qtbot.waitUntil(lambda: tab._search_task is None, timeout=10_000)
+    qtbot.waitUntil(lambda: not tab._searching.is_running(), timeout=10_000)
 
 
 def _open(qtbot: Any, tab: HubTab, repo: str) -> None:
     row = tab.result_repos().index(repo)
     tab.results.selectRow(row)
-    qtbot.waitUntil(lambda: tab._view is not None and tab._repo_task is None, timeout=15_000)
+    qtbot.waitUntil(lambda: tab._view is not None and not tab._opening.is_running(), timeout=15_000)
 
 
 def _file_cells(tab: HubTab, col: int) -> list[str]:
@@ -103,7 +103,7 @@ def test_fit_badges_follow_the_machine(
     _search(qtbot, tab, "tiny-chat")
     _open(qtbot, tab, REPO)
     tab.set_profile(make_profile(gpus=(H100,)))
-    qtbot.waitUntil(lambda: tab._repo_task is None and tab._view is not None, timeout=15_000)
+    qtbot.waitUntil(lambda: not tab._opening.is_running() and tab._view is not None, timeout=15_000)
     qtbot.waitUntil(lambda: set(_file_cells(tab, FILE_COL_FIT)) == {"fits on GPU"}, timeout=5_000)
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from PySide6.QtWidgets import QLabel
 
+from app.core.profiles import recent_profile_files
 from app.core.settings import Settings
-from app.ui.pages.machine_page import MachinePage, recent_profile_files
+from app.ui.pages.machine_page import MachinePage
 from quant.errors import HardwareProfileError
 from quant.hardware.profile import HardwareProfile
 from tests.ui.conftest import H100, FakeProbe, close_message_boxes, make_profile, message_boxes

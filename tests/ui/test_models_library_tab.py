@@ -528,7 +528,7 @@ def test_a_late_duplicate_check_does_not_undo_a_newer_listing(
     qtbot.addWidget(page)
     page.show()
     page.reload()
-    qtbot.waitUntil(lambda: page._dedupe_task is not None, timeout=10_000)
+    qtbot.waitUntil(page._deduplicating.is_running, timeout=10_000)
 
     # A model is added while the check runs, and the library is listed again.
     newcomer = library.add(write_tiny_gguf(tmp_path / "newcomer.gguf", name="newcomer")).path

@@ -194,3 +194,32 @@ def test_show_in_folder_opens_the_models_folder(
     assert page.select_path(starter.path)
     page.folder_button.click()
     assert [u.toLocalFile() for u in opened_urls] == [str(starter.path.parent)]
+
+
+def test_the_spinner_stops_once_the_selected_models_header_is_read(
+    qtbot: Any, settings: Settings, library: ModelLibrary
+) -> None:
+    """The listing ends while the details panel still reads a header: the spinner waits
+    for that read, then stops."""
+    import threading
+
+    from quant.facts import inspect_model
+
+    release = threading.Event()
+
+    def slow_inspect(path: Path) -> Any:
+        assert release.wait(10)
+        return inspect_model(path)
+
+    page = ModelsPage(settings, library, inspect_fn=slow_inspect)
+    qtbot.addWidget(page)
+    page.show()
+    page.reload()
+    qtbot.waitUntil(lambda: page.proxy.rowCount() == 1 and page.is_busy(), timeout=20_000)
+    qtbot.waitUntil(lambda: page._single_inspects != set(), timeout=20_000)
+    assert page.spinner.is_spinning()
+    release.set()
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=20_000)
+    qtbot.waitUntil(lambda: "Architecture" in page.details_text(), timeout=10_000)
+    assert not page.spinner.is_spinning()
+    assert page.refresh_button.isEnabled()

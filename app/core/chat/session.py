@@ -32,7 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ import psutil
 from app.core.chat.settings import (
     MIN_CONTEXT,
     FlashAttention,
-    KvCacheType,
     LoadPlan,
     SamplingSettings,
 )
@@ -55,16 +54,25 @@ from app.core.chat.stats import (
     read_memory,
 )
 from app.core.chat.templates import (
+    BASE_MODEL_NOTE,
+    BASE_MODEL_TEMPLATE_NOTE,
     ChatMessage,
     ChatTemplate,
     PromptMode,
     Role,
-    base_model_note,
+    TemplateSource,
+    is_base_model,
     select_template,
 )
 from app.core.errors import AppError, ModelLoadError
 from app.core.runtime import import_llama_first
-from quant.errors import Cancelled, ModelFormatError, QuantError
+from quant.errors import (
+    Cancelled,
+    ModelFileMissingError,
+    ModelFormatError,
+    NotGGUFError,
+    QuantError,
+)
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.native.llama_model import open_llama
@@ -76,11 +84,13 @@ from quant.plan.memory import (
     estimate_memory,
     fits_gpus,
     gpu_budgets,
+    longest_context,
     max_gpu_layers,
     plan_tensors,
 )
 from quant.plan.speed import estimate_speed
 from quant.progress import CancelToken, Progress, ProgressCallback
+from quant.prompts.in_context import BASE_MODEL_SAMPLING
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +162,10 @@ class ModelInfo:
     rss_after_load_bytes: int
     notes: tuple[str, ...] = ()
     prediction: Prediction | None = None
+    # The sampling this model answers best with when the user has chosen none: base
+    # models answering through in-context examples want a low temperature.
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    template_source: TemplateSource = TemplateSource.BUILTIN
 
 
 @dataclass(frozen=True)
@@ -270,7 +284,7 @@ def _advice_inputs(
         n_ubatch=min(plan.n_batch, 512), flash_attn=_resolve_flash_attention(plan)
     )
     ngl = plan.n_gpu_layers if gpu_offload else 0
-    return _Advice(facts, profile, options, KvType(plan.kv_type.value), ngl)
+    return _Advice(facts, profile, options, plan.kv_type, ngl)
 
 
 def available_ram_bytes() -> int:
@@ -338,34 +352,38 @@ def estimate_fit(
                 suggestion=replace(plan, n_gpu_layers=fit_layers),
             )
     ram = available_ram_bytes() if available_ram is None else available_ram
-    if est.ram_peak_bytes <= ram:
-        return FitReport(True, est.ram_peak_bytes, ram, "RAM", est.weights_bytes, est.kv_bytes)
+    if est.ram_required_bytes <= ram:
+        return FitReport(True, est.ram_required_bytes, ram, "RAM", est.weights_bytes, est.kv_bytes)
     suggestion: LoadPlan | None = None
-    lo, hi = MIN_CONTEXT // 256, plan.n_ctx // 256
-    if estimate(lo * 256, adv.n_gpu_layers).ram_peak_bytes <= ram:
-        while lo < hi:  # the longest context whose estimate fits
-            mid = (lo + hi + 1) // 2
-            if estimate(mid * 256, adv.n_gpu_layers).ram_peak_bytes <= ram:
-                lo = mid
-            else:
-                hi = mid - 1
-        suggestion = replace(plan, n_ctx=lo * 256)
+    n_ctx = longest_context(
+        adv.facts,
+        max_ctx=plan.n_ctx,
+        ram_budget=ram,
+        kv_type=adv.kv,
+        n_gpu_layers=adv.n_gpu_layers,
+        profile=adv.profile,
+        options=adv.options,
+        plan=tensors,
+        min_ctx=MIN_CONTEXT,
+    )
+    if n_ctx is not None:
+        suggestion = replace(plan, n_ctx=n_ctx)
     if suggestion is not None:
         hint = f"try a context of {suggestion.n_ctx:,} tokens"
-        if plan.kv_type is KvCacheType.F16:
+        if plan.kv_type is KvType.F16:
             hint += " or a q8_0 KV cache"
     else:
         hint = "choose a smaller quant of this model (for example Q4_K_M) or close other programs"
     return FitReport(
         fits=False,
-        needed_bytes=est.ram_peak_bytes,
+        needed_bytes=est.ram_required_bytes,
         available_bytes=ram,
         where="RAM",
         weights_bytes=est.weights_bytes,
         kv_bytes=est.kv_bytes,
         message=(
             f"{path.name} with a {plan.n_ctx:,}-token context needs about "
-            f"{_gib(est.ram_peak_bytes)} of memory but {_gib(ram)} is available; {hint}"
+            f"{_gib(est.ram_required_bytes)} of memory but {_gib(ram)} is available; {hint}"
         ),
         suggestion=suggestion,
     )
@@ -518,6 +536,13 @@ def classify_load_failure(
             "failed to read",
             "invalid magic",
             "unexpectedly reached end",
+            "wrong shape",
+            "missing tensor",
+            "wrong number of tensors",
+            "key not found",
+            "unknown type",
+            "invalid type",
+            "has invalid",
         )
     ):
         return ChatLoadError(
@@ -544,10 +569,9 @@ def classify_load_failure(
         )
     detail = reason or (lines[-1].strip() if lines else str(exc))
     return ChatLoadError(
-        f"{path.name}: llama.cpp could not load the model ({detail}); "
-        "check that the file is a complete GGUF model, or retry with a shorter context",
+        f"{path.name}: llama.cpp could not load the model ({detail}); check that the file is "
+        "a complete GGUF model of an architecture this llama.cpp supports",
         failure=LoadFailure.OTHER,
-        retry=_smaller_plan(plan, n_layers),
     )
 
 
@@ -568,16 +592,82 @@ def _resolve_flash_attention(plan: LoadPlan) -> bool:
     # A quantized V cache needs flash attention; "auto" enables it because the CPU,
     # CUDA and Metal backends of the bundled llama.cpp all implement it, and the
     # high-level binding exposes only on/off.
-    if plan.kv_type.is_quantized:
+    if plan.kv_type.needs_flash_attention:
         return True
     return plan.flash_attention is not FlashAttention.OFF
+
+
+def _require_gguf_source(source: Path | str, path: Path) -> None:
+    """Refuse, with a next step, a source that is not a GGUF file chat could load."""
+    from quant.facts import SourceKind, detect_source
+
+    convert = "convert the model folder first (quantdesk convert-hf, or the Convert page)"
+    try:
+        kind = detect_source(source)
+    except ModelFileMissingError:
+        raise ChatLoadError(
+            f"{path}: no such model file; check the path or pick the model again",
+            failure=LoadFailure.NOT_FOUND,
+        ) from None
+    except ModelFormatError:  # a lone safetensors file
+        raise ChatLoadError(
+            f"{path.name}: a safetensors file, not a GGUF; chat runs GGUF files, so {convert}",
+            failure=LoadFailure.NOT_GGUF,
+        ) from None
+    if kind is SourceKind.HF_FOLDER:
+        raise ChatLoadError(
+            f"{path} is a folder, not a model file; chat runs GGUF files — convert a Hugging "
+            "Face folder first (quantdesk convert-hf, or the Convert page)",
+            failure=LoadFailure.NOT_FOUND,
+        )
+    if kind is SourceKind.HUB:
+        raise ChatLoadError(
+            f"{path}: no such model file; to chat with a model from the hub, download one of "
+            f"its GGUF files first (quantdesk pull {source})",
+            failure=LoadFailure.NOT_FOUND,
+        )
+    if kind is SourceKind.CONFIG:
+        raise ChatLoadError(
+            f"{path.name}: a config.json holds no weights; chat runs GGUF files, so {convert}",
+            failure=LoadFailure.NOT_GGUF,
+        )
 
 
 # ----------------------------------------------------------------------------- session
 
 
+def _refuse_if_it_crashes(path: Path, on_progress: ProgressCallback | None) -> None:
+    """Load a file not seen before in a throwaway process first (app.core.chat.probe)."""
+    from app.core.chat.probe import known_verdict, probe
+
+    verdict = known_verdict(path)
+    if verdict is None:
+        if on_progress is not None:
+            on_progress(Progress("load", 0, 100, f"Checking {path.name} in a test load…"))
+        verdict = probe(path)
+    if not verdict.ok:
+        raise ChatLoadError(
+            f"{path.name}: llama.cpp cannot run this file ({verdict.reason}); it is damaged, "
+            "hostile or made for another llama.cpp version — download or convert it again",
+            failure=LoadFailure.CORRUPT,
+        )
+
+
+def default_sampling(template: ChatTemplate) -> SamplingSettings:
+    """The sampling a model answers best with under ``template`` when the user chose none."""
+    if template.is_in_context:
+        return replace(SamplingSettings(), **BASE_MODEL_SAMPLING).validated()  # type: ignore[arg-type]
+    return SamplingSettings()
+
+
 class _StopScanner:
-    """Holds back text that might be the start of a stop string."""
+    """Holds back text that might be the start of a stop string.
+
+    Whitespace right before a stop marker is formatting, not answer: it is held
+    too, and dropped when the marker (or the end of the answer) follows. A
+    partial marker left at the end of the answer is dropped as well, so the
+    format's markup never reaches the user.
+    """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = tuple(s for s in stops if s)
@@ -587,25 +677,34 @@ class _StopScanner:
         if not self._stops:
             return text, False
         self._pending += text
-        for s in self._stops:
-            i = self._pending.find(s)
-            if i >= 0:
-                out = self._pending[:i]
-                self._pending = ""
-                return out, True
-        keep = 0
-        for s in self._stops:
-            for k in range(min(len(s) - 1, len(self._pending)), 0, -1):
-                if self._pending.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
+        hits = [i for s in self._stops if (i := self._pending.find(s)) >= 0]
+        if hits:
+            out = self._pending[: min(hits)].rstrip()
+            self._pending = ""
+            return out, True
+        keep = self._partial(self._pending)
+        head = self._pending[: len(self._pending) - keep]
+        keep += len(head) - len(head.rstrip())
         out = self._pending[: len(self._pending) - keep]
         self._pending = self._pending[len(self._pending) - keep :]
         return out, False
 
+    def _partial(self, text: str) -> int:
+        """Length of the longest end of ``text`` that begins a stop string."""
+        keep = 0
+        for s in self._stops:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    keep = max(keep, k)
+                    break
+        return keep
+
     def flush(self) -> str:
-        out, self._pending = self._pending, ""
-        return out
+        """What is held at the end of an answer, less a partial marker and whitespace."""
+        pending, self._pending = self._pending, ""
+        if not self._stops:
+            return pending
+        return pending[: len(pending) - self._partial(pending)].rstrip()
 
 
 class ChatSession:
@@ -634,6 +733,7 @@ class ChatSession:
         mode: PromptMode = PromptMode.CHAT,
         template_family: str | None = None,
         check_fit: bool = True,
+        probe_first: bool = True,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> ChatSession:
@@ -651,17 +751,7 @@ class ChatSession:
                 failure=LoadFailure.NO_RUNTIME,
             )
         p = Path(path).expanduser()
-        if p.is_dir():
-            raise ChatLoadError(
-                f"{p} is a folder, not a model file; chat runs GGUF files — convert a Hugging "
-                "Face folder first (quantdesk convert-hf, or the Convert page)",
-                failure=LoadFailure.NOT_FOUND,
-            )
-        if not p.is_file():
-            raise ChatLoadError(
-                f"{p}: no such model file; check the path or pick the model again",
-                failure=LoadFailure.NOT_FOUND,
-            )
+        _require_gguf_source(path, p)
         plan = (plan or LoadPlan()).validated()
         notes: list[str] = []
         from quant.facts import inspect_model
@@ -670,14 +760,14 @@ class ChatSession:
         facts: ModelFacts | None
         try:
             facts = inspect_model(p)
+        except NotGGUFError as exc:
+            raise ChatLoadError(
+                f"{str(exc).rstrip('. ')}; chat needs a GGUF model file, so pick another file "
+                "or convert this model to GGUF first",
+                failure=LoadFailure.NOT_GGUF,
+            ) from exc
         except ModelFormatError as exc:
             text = str(exc).rstrip(". ")
-            if "not a GGUF" in text:
-                raise ChatLoadError(
-                    f"{text}; chat needs a GGUF model file, so pick another file or convert "
-                    "this model to GGUF first",
-                    failure=LoadFailure.NOT_GGUF,
-                ) from exc
             if ";" not in text:
                 text += "; the file is damaged or incomplete, download or convert it again"
             raise ChatLoadError(text, failure=LoadFailure.CORRUPT) from exc
@@ -703,6 +793,8 @@ class ChatSession:
                 )
         if cancel is not None:
             cancel.raise_if_cancelled()
+        if probe_first:
+            _refuse_if_it_crashes(p, on_progress)
         if on_progress is not None:
             on_progress(Progress("load", 0, 100, f"Loading {p.name}"))
 
@@ -741,7 +833,8 @@ class ChatSession:
                 error = classify_load_failure(
                     p, lines, exc, plan, facts.n_layers if facts is not None else 0
                 )
-                logger.warning("load of %s failed: %s (%s)", p, error, exc)
+                # The sentence reaches the user through the error itself; the log keeps it.
+                logger.info("load of %s failed: %s (%s)", p, error, exc)
                 raise error from exc
         load_s = time.perf_counter() - t0
 
@@ -765,14 +858,15 @@ class ChatSession:
                 eos_token=token_text(llama_lib.llama_vocab_eos(vocab)),
                 mode=mode,
                 prefer_builtin=template_family,
+                filename=p.name,
             )
         except Exception:
             llm.close()
             raise
-        if mode is PromptMode.CHAT:
-            base = base_model_note(llm.metadata, p.name)
-            if base:
-                notes.append(base)
+        if mode is PromptMode.CHAT and template.is_in_context:
+            notes.append(BASE_MODEL_NOTE)
+        elif mode is PromptMode.TEMPLATE and is_base_model(llm.metadata, p.name):
+            notes.append(BASE_MODEL_TEMPLATE_NOTE)
         info = ModelInfo(
             path=p,
             name=facts.name if facts is not None else p.stem,
@@ -787,9 +881,11 @@ class ChatSession:
             gpu_offload_supported=gpu_ok,
             template_name=template.name,
             template_note=template.note,
+            template_source=template.source,
             load_s=load_s,
             rss_after_load_bytes=read_memory().rss_bytes,
             notes=tuple(notes),
+            sampling=default_sampling(template),
             prediction=_with_baseline(
                 predict(p, plan, gpu_offload=gpu_ok, profile=profile, facts=facts)
                 if facts is not None

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from app.core.chat.templates import PromptMode
 from app.core.settings import Settings
+from quant.plan.memory import KvType
 
 logger = logging.getLogger(__name__)
 
@@ -28,40 +29,6 @@ _E = TypeVar("_E", bound=StrEnum)
 # Context lengths offered by the UI and used for suggestions.
 MIN_CONTEXT = 256
 DEFAULT_CONTEXT = 4096
-
-
-class KvCacheType(StrEnum):
-    """Element type of the KV cache (``type_k``/``type_v`` of the llama.cpp context)."""
-
-    F16 = "f16"
-    Q8_0 = "q8_0"
-    Q4_0 = "q4_0"
-
-    @property
-    def ggml_type(self) -> int:
-        return _GGML_TYPES[self]
-
-    @property
-    def bytes_per_element(self) -> float:
-        return _BYTES_PER_ELEMENT[self]
-
-    @property
-    def is_quantized(self) -> bool:
-        return self in (KvCacheType.Q8_0, KvCacheType.Q4_0)
-
-
-# Mirrors enum ggml_type in ggml/include/ggml.h.
-_GGML_TYPES = {
-    KvCacheType.F16: 1,
-    KvCacheType.Q4_0: 2,
-    KvCacheType.Q8_0: 8,
-}
-# Block sizes from ggml/src/ggml-common.h: Q8_0 is 34 bytes per 32 values, Q4_0 18 per 32.
-_BYTES_PER_ELEMENT = {
-    KvCacheType.F16: 2.0,
-    KvCacheType.Q8_0: 34 / 32,
-    KvCacheType.Q4_0: 18 / 32,
-}
 
 
 class FlashAttention(StrEnum):
@@ -122,7 +89,7 @@ class LoadPlan:
 
     n_ctx: int = DEFAULT_CONTEXT
     n_gpu_layers: int = 0
-    kv_type: KvCacheType = KvCacheType.F16
+    kv_type: KvType = KvType.F16
     n_threads: int | None = None
     flash_attention: FlashAttention = FlashAttention.AUTO
     use_mmap: bool = True
@@ -133,7 +100,7 @@ class LoadPlan:
         return LoadPlan(
             n_ctx=_clamp_int(self.n_ctx, MIN_CONTEXT, 1 << 22, DEFAULT_CONTEXT),
             n_gpu_layers=_clamp_int(self.n_gpu_layers, -1, 100_000, 0),
-            kv_type=_enum(KvCacheType, self.kv_type, KvCacheType.F16),
+            kv_type=_enum(KvType, self.kv_type, KvType.F16),
             n_threads=threads,
             flash_attention=_enum(FlashAttention, self.flash_attention, FlashAttention.AUTO),
             use_mmap=bool(self.use_mmap),
@@ -212,6 +179,10 @@ class ChatSettingsStore:
 
     def for_model(self, model: Path | str) -> ModelChatSettings:
         return ModelChatSettings.from_dict(self._models().get(self.key(model)))
+
+    def has_saved(self, model: Path | str) -> bool:
+        """Whether the user has chosen settings for ``model`` (else the model's defaults apply)."""
+        return isinstance(self._models().get(self.key(model)), dict)
 
     def save_for_model(self, model: Path | str, value: ModelChatSettings) -> None:
         self._models()[self.key(model)] = value.to_dict()

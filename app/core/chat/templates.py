@@ -1,18 +1,20 @@
 """Chat templates live in the engine (:mod:`quant.prompts.templates`); this name remains for
 the app's modules that import it."""
 
-from quant.prompts.templates import *  # noqa: F403
 from quant.prompts.templates import (
+    BASE_MODEL_NOTE,
+    BASE_MODEL_TEMPLATE_NOTE,
     ChatMessage,
     ChatTemplate,
     ChatTemplateError,
     PromptMode,
     Role,
     TemplateSource,
-    base_model_note,
     builtin_families,
     builtin_template,
     guess_family,
+    in_context_template,
+    is_base_model,
     prepare_messages,
     raw_template,
     render_jinja,
@@ -20,16 +22,19 @@ from quant.prompts.templates import (
 )
 
 __all__ = [
+    "BASE_MODEL_NOTE",
+    "BASE_MODEL_TEMPLATE_NOTE",
     "ChatMessage",
     "ChatTemplate",
     "ChatTemplateError",
     "PromptMode",
     "Role",
     "TemplateSource",
-    "base_model_note",
     "builtin_families",
     "builtin_template",
     "guess_family",
+    "in_context_template",
+    "is_base_model",
     "prepare_messages",
     "raw_template",
     "render_jinja",

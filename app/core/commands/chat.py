@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -23,13 +22,17 @@ from types import FrameType
 from typing import TextIO
 
 from app.core.chat.session import Answer, ChatSession
-from app.core.chat.settings import ChatSettingsStore, KvCacheType, ModelChatSettings
+from app.core.chat.settings import ChatSettingsStore, ModelChatSettings
 from app.core.chat.templates import ChatMessage, PromptMode, Role
+from app.core.commands.common import NAME_LIMIT, TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
 from app.core.remote import RemoteSession
 from app.core.settings import Settings
+from quant.plan.memory import KvType
 from quant.progress import CancelToken
+from quant.protocol import json_text
+from quant.untrusted import terminal_lines, terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +75,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (-1: all)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
-    p.add_argument("--kv-type", choices=[k.value for k in KvCacheType], help="KV cache type")
+    p.add_argument("--kv-type", choices=[k.value for k in KvType], help="KV cache type")
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in PromptMode],
+        help="how messages become the prompt: chat (default: the model's template, or "
+        "in-context examples for a base model), template (the chat template even for a base "
+        "model), in-context, or raw",
+    )
     p.add_argument(
         "--raw",
         action="store_true",
-        help="raw completion: no chat template, the model continues the text",
+        help="raw completion: no chat template, the model continues the text (--mode raw)",
     )
     p.add_argument(
         "--save", action="store_true", help="keep the conversation in Quantdesk's chat history"
@@ -107,7 +117,7 @@ def _options(args: argparse.Namespace, saved: ModelChatSettings) -> ModelChatSet
     if args.threads is not None:
         plan = replace(plan, n_threads=args.threads)
     if args.kv_type is not None:
-        plan = replace(plan, kv_type=KvCacheType(args.kv_type))
+        plan = replace(plan, kv_type=KvType(args.kv_type))
     sampling = saved.sampling
     if args.max_tokens is not None:
         sampling = replace(sampling, max_tokens=args.max_tokens)
@@ -119,7 +129,7 @@ def _options(args: argparse.Namespace, saved: ModelChatSettings) -> ModelChatSet
         sampling=sampling.validated(),
         plan=plan.validated(),
         system_prompt=saved.system_prompt if args.system is None else args.system,
-        mode=PromptMode.RAW if args.raw else saved.mode,
+        mode=PromptMode.RAW if args.raw else PromptMode(args.mode) if args.mode else saved.mode,
     )
 
 
@@ -175,7 +185,9 @@ class _Chat:
         self._conversation_id = None
 
     def _on_token(self, text: str) -> None:
-        self.out.write(text)
+        # The answer is the model's text: control characters other than newline and
+        # tab are shown as escapes, so an answer cannot drive the terminal.
+        self.out.write(terminal_lines(text))
         self.out.flush()
 
     def ask(self, text: str) -> Answer:
@@ -226,10 +238,10 @@ class _Chat:
             data = answer.stats.to_dict()
             data["model"] = str(self.session.info.path)
             data["notice"] = answer.notice
-            self.err.write(json.dumps(data) + "\n")
+            self.err.write(json_text(data, indent=None) + "\n")
         else:
             if answer.notice:
-                self.err.write(f"note: {answer.notice}\n")
+                self.err.write(f"note: {terminal_text(answer.notice, TEXT_LIMIT)}\n")
             self.err.write(f"[{answer.stats.summary()}]\n")
         self.err.flush()
 
@@ -241,7 +253,8 @@ class _Chat:
 def _interactive(chat: _Chat, stdin: TextIO) -> None:
     tty = stdin.isatty()
     if tty:
-        chat.err.write(f"Chatting with {chat.session.info.name}. {_COMMANDS_HELP}\n")
+        name = terminal_text(chat.session.info.name, NAME_LIMIT)
+        chat.err.write(f"Chatting with {name}. {_COMMANDS_HELP}\n")
     while True:
         if tty:
             chat.err.write("you> ")
@@ -276,10 +289,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = resolve_model(args.model)
         store = ChatSettingsStore(Settings())
-        options = _options(args, store.for_model(path) if path.is_file() else ModelChatSettings())
+        saved = store.has_saved(path)
+        options = _options(args, store.for_model(path) if saved else ModelChatSettings())
         session = ChatSession.load(path, options.plan, mode=options.mode)
+        if not saved:
+            # No choice of the user's for this model: its own defaults, then the flags.
+            defaults = ModelChatSettings(sampling=session.info.sampling, mode=options.mode)
+            options = replace(_options(args, defaults), plan=options.plan)
     for note in session.info.notes:
-        sys.stderr.write(f"note: {note}\n")
+        sys.stderr.write(f"note: {terminal_text(note, TEXT_LIMIT)}\n")
     chat = _Chat(
         session, options, json_stats=args.json_stats, save=args.save, out=sys.stdout, err=sys.stderr
     )

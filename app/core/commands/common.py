@@ -1,16 +1,36 @@
-"""Helpers shared by CLI commands."""
+"""Helpers shared by CLI commands.
+
+Text from a file or the network (GGUF metadata, file and repo names, hub listings,
+library rows, error messages) is printed through
+:func:`quant.untrusted.terminal_text`, cut to :data:`NAME_LIMIT` for a name in a
+listing and :data:`TEXT_LIMIT` for a sentence; ``--json`` output is
+:func:`print_json`'s strict JSON with every value exact.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
+from app.core.profiles import profile_for
 from quant.hardware.profile import HardwareProfile
+from quant.protocol import write_json
 from quant.units import human_bytes
 
-__all__ = ["add_hardware_arg", "human_bytes", "load_hardware", "positive_tokens", "print_json"]
+__all__ = [
+    "NAME_LIMIT",
+    "TEXT_LIMIT",
+    "add_hardware_arg",
+    "human_bytes",
+    "load_hardware",
+    "positive_tokens",
+    "print_json",
+]
+
+# Longest name (file, tensor, repo, type) and longest sentence shown on a terminal;
+# longer ones are cut in the middle.
+NAME_LIMIT = 120
+TEXT_LIMIT = 1000
 
 
 def positive_tokens(text: str) -> int:
@@ -35,16 +55,12 @@ def add_hardware_arg(parser: argparse.ArgumentParser) -> None:
 
 def load_hardware(args: argparse.Namespace) -> HardwareProfile:
     """The profile named by ``--hardware``, or a probe of this machine."""
-    if getattr(args, "hardware", None):
-        return HardwareProfile.load(args.hardware)
-    from quant.hardware.probe import probe
-
-    return probe()
+    return profile_for(getattr(args, "hardware", None) or None)
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    """Print a command's ``--json`` output: strict JSON (non-finite numbers as null)."""
+    write_json(data)
 
 
 STARTER_ALIAS = "starter"

@@ -4,23 +4,24 @@ SRC is a Hugging Face model folder, a hub repo id (downloaded with resume), or
 an F16/BF16/F32/Q8_0 GGUF. The job runs the engine's pipeline in this process
 (``quant.jobs.pipeline.run_pipeline``); the GUI runs the same pipeline in a child
 process (``python -m quant pipeline``), and ``--json-progress`` prints the same
-JSON lines that child writes.
+JSON lines that child writes (:mod:`quant.protocol`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from app.core.commands.common import resolve_model_arg
+from app.core.commands.common import NAME_LIMIT, print_json, resolve_model_arg
 from app.core.paths import app_paths
 from quant.errors import Cancelled, QuantError
 from quant.progress import Progress
+from quant.protocol import JsonLines
 from quant.units import human_bytes
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +158,6 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     from app.core.runtime import import_llama_first
 
@@ -170,22 +166,13 @@ def run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     if args.json_progress:
-
-        def on_event(name: str, data: dict[str, Any]) -> None:
-            _emit({"stages": data["stages"]} if name == "stages" else {"event": name, **data})
-
+        lines = JsonLines()
         try:
-            report = run_pipeline(spec, on_progress=lambda p: _emit(p.as_dict()), on_event=on_event)
-        except QuantError as exc:
-            _emit(
-                {
-                    "error": str(exc),
-                    "kind": type(exc).__name__,
-                    **({"cancelled": True} if isinstance(exc, Cancelled) else {}),
-                }
-            )
+            report = run_pipeline(spec, on_progress=lines.progress, on_event=lines.on_event)
+        except (QuantError, Cancelled) as exc:
+            lines.failure(exc)
             raise
-        _emit({"result": report.as_dict()})
+        lines.result(report.as_dict())
         return 0
 
     tty = sys.stderr.isatty()
@@ -199,18 +186,20 @@ def run(args: argparse.Namespace) -> int:
         if tty:
             frac = f" {100 * p.fraction:3.0f}%" if p.fraction is not None else ""
             eta = f" ETA {p.eta_s:.0f}s" if p.eta_s else ""
-            sys.stderr.write(f"\r{p.stage}:{frac} {p.message[:70]}{eta}\033[K")
+            message = terminal_text(p.message, 70)
+            sys.stderr.write(f"\r{p.stage}:{frac} {message}{eta}\033[K")
             sys.stderr.flush()
 
     report = run_pipeline(spec, on_progress=show)
     if tty:
         sys.stderr.write("\n")
     if args.json:
-        json.dump(report.as_dict(), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json(report.as_dict())
         return 0
     out = sys.stdout
-    out.write(f"{report.model_name}: from {Path(report.base_model).name} ({report.base_type})\n")
+    name = terminal_text(report.model_name, NAME_LIMIT)
+    base = terminal_text(Path(report.base_model).name, NAME_LIMIT)
+    out.write(f"{name}: from {base} ({terminal_text(report.base_type, NAME_LIMIT)})\n")
     out.write(
         f"{'type':<9} {'size':>10} {'bpw':>6} {'imatrix':>7} {'KLD':>9} {'KLD p99':>9} "
         f"{'PPL':>9} {'top-1':>7}\n"
@@ -230,5 +219,8 @@ def run(args: argparse.Namespace) -> int:
             f"reference PPL {report.reference['perplexity']:.3f} on "
             f"{report.reference['tokens']} tokens\n"
         )
-    out.write(f"report: {report.report_path}\nmodel card: {report.card_path}\n")
+    out.write(
+        f"report: {terminal_text(report.report_path, None)}\n"
+        f"model card: {terminal_text(report.card_path, None)}\n"
+    )
     return 0

@@ -6,8 +6,9 @@ import argparse
 import logging
 from typing import Any
 
-from app.core.commands.common import human_bytes, print_json
+from app.core.commands.common import TEXT_LIMIT, human_bytes, print_json
 from quant.hardware.profile import HardwareProfile
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +146,9 @@ def format_profile(profile: HardwareProfile) -> str:
     if profile.source not in ("probe", ""):
         rows.append(("Source", profile.source))
 
-    lines = [f"{label:<{_LABEL_WIDTH}}{value}" for label, value in rows]
+    # Names in a profile come from the system or from a saved file (--hardware FILE).
+    lines = [f"{label:<{_LABEL_WIDTH}}{terminal_text(value, TEXT_LIMIT)}" for label, value in rows]
     if profile.notes:
         lines.append("Notes")
-        lines.extend(f"  - {note}" for note in profile.notes)
+        lines.extend(f"  - {terminal_text(note, TEXT_LIMIT)}" for note in profile.notes)
     return "\n".join(lines)

@@ -12,8 +12,16 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from app.core.commands.common import human_bytes, print_json, resolve_model_arg
+from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
+    human_bytes,
+    print_json,
+    resolve_model_arg,
+)
 from quant.facts import ModelFacts, inspect_model
+from quant.units import format_params
+from quant.untrusted import terminal_text
 
 
 def register(subparsers: Any) -> None:
@@ -51,23 +59,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def human_count(n: int | None) -> str:
-    """Parameter counts the way model cards write them: 268.1M, 8.03B."""
-    if n is None:
-        return "—"
-    if n >= 10**11:
-        return f"{n / 1e9:.0f}B"
-    if n >= 10**10:
-        return f"{n / 1e9:.1f}B"
-    if n >= 10**9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 10**6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 10**3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -78,7 +69,7 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
         ("source", f"{facts.source} ({facts.kind.value})"),
         ("architecture", facts.architecture),
     ]
-    params = f"{human_count(facts.parameters)} ({facts.parameters:,})"
+    params = f"{format_params(facts.parameters)} ({facts.parameters:,})"
     rows.append(("parameters", params))
     if facts.is_moe:
         active = facts.active_parameters
@@ -86,7 +77,7 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
             (
                 "experts",
                 f"{facts.n_experts}, {facts.n_experts_used} used per token; "
-                f"{human_count(active)} active parameters",
+                f"{format_params(active)} active parameters",
             )
         )
     rows.append(("layers", str(facts.n_layers)))
@@ -140,28 +131,36 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
 
 
 def _tensor_lines(facts: ModelFacts) -> Iterable[str]:
-    width = max((len(t.name) for t in facts.tensors), default=4)
+    rows = [
+        (terminal_text(t.name, NAME_LIMIT), terminal_text(t.type, NAME_LIMIT), t)
+        for t in facts.tensors
+    ]
+    width = max((len(name) for name, _, _ in rows), default=4)
     yield f"  {'name':<{width}}  {'type':<8}  {'shape':<24}  size"
-    for t in facts.tensors:
+    for name, typ, t in rows:
         shape = "×".join(str(d) for d in t.shape)
-        yield f"  {t.name:<{width}}  {t.type:<8}  {shape:<24}  {human_bytes(t.n_bytes)}"
+        yield f"  {name:<{width}}  {typ:<8}  {shape:<24}  {human_bytes(t.n_bytes)}"
 
 
 def write_summary(facts: ModelFacts, out: TextIO, *, with_tensors: bool = False) -> None:
-    out.write(f"{facts.name}\n")
+    """The facts for a terminal. Names, metadata and notes come from the file or the hub,
+    so each is shown through :func:`~quant.untrusted.terminal_text`."""
+    out.write(f"{terminal_text(facts.name)}\n")
     rows = summary_rows(facts)
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
-        out.write(f"  {label:<{width}}  {value}\n")
+        out.write(f"  {label:<{width}}  {terminal_text(value, TEXT_LIMIT)}\n")
     if facts.remote_files:
         out.write(f"GGUF files on the hub ({len(facts.remote_files)}):\n")
         for r in facts.remote_files:
-            ftype = r.file_type or "?"
-            out.write(f"  {r.filename}  {ftype}  {human_bytes(r.size_bytes)}\n")
+            ftype = terminal_text(r.file_type or "?", NAME_LIMIT)
+            out.write(
+                f"  {terminal_text(r.filename, NAME_LIMIT)}  {ftype}  {human_bytes(r.size_bytes)}\n"
+            )
     if facts.notes:
         out.write("notes:\n")
         for note in facts.notes:
-            out.write(f"  - {note}\n")
+            out.write(f"  - {terminal_text(note, TEXT_LIMIT)}\n")
     if with_tensors and facts.tensors:
         out.write(f"tensors ({len(facts.tensors)}):\n")
         for line in _tensor_lines(facts):

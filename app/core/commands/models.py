@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
-from app.core.commands.common import add_hardware_arg, human_bytes, load_hardware, print_json
-from app.core.commands.inspect import human_count
-from app.core.errors import AppError
+from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
+    add_hardware_arg,
+    human_bytes,
+    load_hardware,
+    print_json,
+)
 from app.core.library import ModelLibrary
-from app.core.library_index import ModelRow, describe_library
-from quant.errors import QuantError
+from app.core.library_index import ModelRow
+from app.core.library_listing import list_library, remember_starter
 from quant.progress import Progress
+from quant.units import format_last_used, format_params
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -98,27 +104,27 @@ def run(args: argparse.Namespace) -> int:
                 "'quantdesk models --json' lists where each model comes from",
                 file=sys.stderr,
             )
-    starter_problem = None
-    try:
-        library.starter_model_path()
-    except (QuantError, AppError) as exc:
-        # The rest of the library is still worth listing.
-        starter_problem = str(exc)
     if args.no_other_apps:
         library = ModelLibrary(library.settings, external_roots=())
     profile = None if args.no_fit else load_hardware(args)
     show = _StderrProgress() if args.hash and sys.stderr.isatty() else None
     try:
-        rows = describe_library(library, profile, hash_duplicates=args.hash, on_progress=show)
+        listing = list_library(library, profile, hash_duplicates=args.hash, on_progress=show)
     finally:
         if show is not None:
             show.close()
+    try:
+        remember_starter(library, listing)
+    except OSError as exc:
+        logger.warning("could not remember the starter model: %s", exc)
     if args.json:
-        print_json([r.to_dict() for r in rows])
+        print_json([r.to_dict() for r in listing.rows])
     else:
-        print(render(rows))
-    if starter_problem:
-        print(f"quantdesk: warning: {starter_problem}", file=sys.stderr)
+        print(render(listing.rows))
+    if listing.starter_problem is not None:
+        # The rest of the library is still worth listing.
+        text = terminal_text(listing.starter_problem, TEXT_LIMIT)
+        print(f"quantdesk: warning: {text}", file=sys.stderr)
     return 0
 
 
@@ -132,7 +138,7 @@ class _StderrProgress:
         if p.stage != "hash" or not p.bytes_total:
             return
         pct = 100 * p.bytes_done / p.bytes_total
-        line = f"{p.message}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
+        line = f"{terminal_text(p.message, 60)}: {pct:3.0f}% of {human_bytes(p.bytes_total)}"
         sys.stderr.write("\r" + line[:100].ljust(100))
         sys.stderr.flush()
         self._shown = True
@@ -149,36 +155,20 @@ def _ctx(n: int | None) -> str:
     return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
-def since(when: float | None, now: float | None = None) -> str:
-    """A last-used time the way people say it: "5 min ago", "3 d ago", or a date."""
-    if when is None:
-        return "—"
-    age = (time.time() if now is None else now) - when
-    if age < 60:
-        return "just now"
-    if age < 3600:
-        return f"{int(age // 60)} min ago"
-    if age < 86400:
-        return f"{int(age // 3600)} h ago"
-    if age < 30 * 86400:
-        return f"{int(age // 86400)} d ago"
-    return time.strftime("%Y-%m-%d", time.localtime(when))
-
-
 def _cells(r: ModelRow) -> tuple[str, ...]:
     e = r.entry
     fit = "BROKEN" if e.broken else (r.fit_label or "—")
     return (
-        e.name,
+        terminal_text(e.name, NAME_LIMIT),
         e.source.label,
-        r.architecture or "—",
-        human_count(r.parameters) if r.parameters else "—",
-        r.file_type or "—",
+        terminal_text(r.architecture or "—", NAME_LIMIT),
+        format_params(r.parameters),
+        terminal_text(r.file_type or "—", NAME_LIMIT),
         _ctx(r.context_length),
         human_bytes(e.size_bytes),
         fit,
-        since(e.last_used),
-        str(e.path),
+        format_last_used(e.last_used),
+        terminal_text(e.path, TEXT_LIMIT),
     )
 
 
@@ -199,9 +189,11 @@ def render(rows: Sequence[ModelRow]) -> str:
             continue
         e = rows[i - 1].entry
         if e.broken:
-            lines.append(f"    broken: {e.broken}")
+            lines.append(f"    broken: {terminal_text(e.broken, TEXT_LIMIT)}")
         if e.also_at:
-            lines.append("    also at: " + ", ".join(str(p) for p in e.also_at))
+            lines.append(
+                "    also at: " + ", ".join(terminal_text(p, TEXT_LIMIT) for p in e.also_at)
+            )
     broken = sum(1 for r in rows if r.broken)
     if broken:
         lines.append(

@@ -11,11 +11,12 @@ part downloaded so far; the same command resumes it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
     add_hardware_arg,
     human_bytes,
     load_hardware,
@@ -26,16 +27,16 @@ from app.core.hub import (
     HubRepo,
     RankedFile,
     best_file,
-    file_facts,
-    rank_files,
     repo_files,
-    representative_file,
     save_token,
 )
-from quant.errors import Cancelled, HubError, QuantError
+from app.core.hub_ranking import rank_repo
+from quant.errors import HubError, QuantError
 from quant.plan.advisor import Task
 from quant.progress import Progress
+from quant.protocol import JsonLines
 from quant.units import format_rate
+from quant.untrusted import terminal_text
 
 BEST = "best"
 _BAR_WIDTH = 24
@@ -87,7 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.token:
         user = save_token(args.token)
-        print(f"Access token saved for {user}.", file=sys.stderr)
+        print(f"Access token saved for {terminal_text(user, NAME_LIMIT)}.", file=sys.stderr)
     if args.file is None:
         return _list(args)
     return _download(args)
@@ -97,21 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rank(repo: HubRepo, args: argparse.Namespace) -> tuple[list[RankedFile], str | None]:
-    """The files with fit badges, or without them and the reason the header was unreadable."""
-    chosen = representative_file(repo)
-    if chosen is None:
-        return [RankedFile(f, None, i) for i, f in enumerate(repo.files, start=1)], (
-            "no complete model file to read a header from"
-        )
-    profile = load_hardware(args)
-    try:
-        facts = file_facts(repo.repo_id, chosen.filename, repo=repo)
-    except Cancelled:
-        raise
-    except QuantError as exc:
-        return [RankedFile(f, None, i) for i, f in enumerate(repo.files, start=1)], str(exc)
-    ranked = rank_files(repo, facts, profile, task=Task(args.task), ctx=args.ctx)
-    return ranked, None
+    """The files with fit badges, or without them and the reason there are none."""
+    ranking = rank_repo(repo, load_hardware(args), task=Task(args.task), ctx=args.ctx)
+    return ranking.files, ranking.problem
 
 
 def _no_gguf(repo: HubRepo) -> HubError:
@@ -152,11 +141,12 @@ def render_files(repo: HubRepo, ranked: list[RankedFile], problem: str | None) -
     """The file table with badges, the pick, and how to download."""
     best = best_file(ranked)
     gated = " (gated)" if repo.gated else ""
-    lines = [f"{repo.repo_id}{gated}: {len(repo.files)} GGUF model files", ""]
+    repo_id = terminal_text(repo.repo_id, NAME_LIMIT)
+    lines = [f"{repo_id}{gated}: {len(repo.files)} GGUF model files", ""]
     rows = [("FILE", "TYPE", "SIZE", "FIT", "GEN TOK/S", "RAM", "VRAM")]
     for r in ranked:
         f, o = r.file, r.option
-        name = f.name
+        name = terminal_text(f.name, NAME_LIMIT)
         if f.is_split:
             name += f" ({len(f.parts) + len(f.missing_parts)} parts)"
         if not f.complete:
@@ -166,7 +156,7 @@ def render_files(repo: HubRepo, ranked: list[RankedFile], problem: str | None) -
         rows.append(
             (
                 name,
-                f.label,
+                terminal_text(f.label, NAME_LIMIT),
                 human_bytes(f.size_bytes),
                 r.fit_label if o else "—",
                 _speed(r),
@@ -178,21 +168,24 @@ def render_files(repo: HubRepo, ranked: list[RankedFile], problem: str | None) -
     lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]
     if repo.projectors:
         lines += ["", "Projectors (image input, used with a model file):"]
-        lines += [f"  {p.name}  {human_bytes(p.size_bytes)}" for p in repo.projectors]
+        lines += [
+            f"  {terminal_text(p.name, NAME_LIMIT)}  {human_bytes(p.size_bytes)}"
+            for p in repo.projectors
+        ]
     lines.append("")
     if problem:
-        lines.append(f"No fit badges: {problem}")
+        lines.append(f"No fit badges: {terminal_text(problem, TEXT_LIMIT)}")
     elif best is not None and best.option is not None:
         o = best.option
         lines.append(
-            f"* Recommended: {best.file.name} ({o.fit.label}, about "
+            f"* Recommended: {terminal_text(best.file.name, NAME_LIMIT)} ({o.fit.label}, about "
             f"{format_rate(o.speed.generation)} tokens/s)."
         )
     else:
         lines.append("None of these files fits this machine; try a smaller model.")
-    lines.append(f"Download: quantdesk pull {repo.repo_id} --file NAME")
+    lines.append(f"Download: quantdesk pull {repo_id} --file NAME")
     if best is not None:
-        lines.append(f"      or: quantdesk pull {repo.repo_id} --file best")
+        lines.append(f"      or: quantdesk pull {repo_id} --file best")
     return "\n".join(lines)
 
 
@@ -233,7 +226,11 @@ def _pick(args: argparse.Namespace) -> tuple[str, int]:
             f"none of {repo.repo_id}'s GGUF files fits this machine (the smallest, "
             f"{smallest.name}, is {human_bytes(smallest.size_bytes)}); choose a smaller model"
         )
-    print(f"Best file for this machine: {best.file.name} ({best.fit_label})", file=sys.stderr)
+    print(
+        f"Best file for this machine: {terminal_text(best.file.name, NAME_LIMIT)} "
+        f"({best.fit_label})",
+        file=sys.stderr,
+    )
     return best.file.filename, best.file.size_bytes
 
 
@@ -253,11 +250,12 @@ class ProgressBar:
         if not p.bytes_total:
             if p.message and p.message != self._note:
                 self._note = p.message
-                self._write(p.message, final=not self.tty)
+                self._write(terminal_text(p.message, TEXT_LIMIT), final=not self.tty)
             return
         fraction = min(1.0, p.bytes_done / p.bytes_total)
         filled = round(fraction * _BAR_WIDTH)
-        line = f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {100 * fraction:5.1f}%  {p.message}"
+        message = terminal_text(p.message, NAME_LIMIT)
+        line = f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {100 * fraction:5.1f}%  {message}"
         if self.tty:
             self._write(line, final=False)
             return
@@ -284,11 +282,6 @@ class ProgressBar:
             self._open = False
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
-
-
 def _interrupted_sentence(last: Progress | None, name: str) -> str:
     where = ""
     if last is not None and last.bytes_total:
@@ -306,11 +299,12 @@ def _download(args: argparse.Namespace) -> int:
     filename, size = _pick(args)
     name = filename.rsplit("/", 1)[-1]
     bar = ProgressBar(sys.stderr)
+    lines = JsonLines()
 
     def on_progress(p: Progress) -> None:
         if args.json_progress:
             bar.last = p if p.bytes_total else bar.last
-            _emit(p.as_dict())
+            lines.progress(p)
         else:
             bar(p)
 
@@ -320,13 +314,13 @@ def _download(args: argparse.Namespace) -> int:
         bar.close()
         sentence = _interrupted_sentence(bar.last, name)
         if args.json_progress:
-            _emit({"error": sentence, "kind": "Interrupted", "cancelled": True})
-        print(f"quantdesk: {sentence}", file=sys.stderr)
+            lines.cancelled(sentence)
+        print(f"quantdesk: {terminal_text(sentence, TEXT_LIMIT)}", file=sys.stderr)
         return 130
     except QuantError as exc:
         bar.close()
         if args.json_progress:
-            _emit({"error": str(exc), "kind": type(exc).__name__})
+            lines.failure(exc)
         raise
     bar.close()
     added = True
@@ -334,7 +328,11 @@ def _download(args: argparse.Namespace) -> int:
         ModelLibrary().record(entry)
     except OSError as exc:  # the file is in the cache either way
         added = False
-        print(f"quantdesk: warning: could not add it to the library ({exc})", file=sys.stderr)
+        print(
+            f"quantdesk: warning: could not add it to the library "
+            f"({terminal_text(exc, TEXT_LIMIT)})",
+            file=sys.stderr,
+        )
     result = {
         "repo_id": args.repo,
         "filename": filename,
@@ -344,11 +342,15 @@ def _download(args: argparse.Namespace) -> int:
         "entry": entry.to_dict(),
     }
     if args.json_progress:
-        _emit({"result": result})
+        lines.result(result)
     elif args.json:
         print_json(result)
     else:
         where = "in the Hugging Face cache and the library" if added else "in the cache"
-        print(f"{name} is {where}; chat with it: quantdesk chat {entry.path}", file=sys.stderr)
-        print(entry.path)
+        path = terminal_text(entry.path, None)
+        print(
+            f"{terminal_text(name, NAME_LIMIT)} is {where}; chat with it: quantdesk chat {path}",
+            file=sys.stderr,
+        )
+        print(path)
     return 0

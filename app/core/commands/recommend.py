@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
+from app.core.advice import advise
 from app.core.commands.common import (
+    NAME_LIMIT,
+    TEXT_LIMIT,
     add_hardware_arg,
     human_bytes,
-    load_hardware,
     positive_tokens,
     print_json,
     resolve_model_arg,
 )
-from quant.plan.advisor import Option, Recommendation, Task, recommend
+from quant.plan.advisor import Option, Recommendation, Task
 from quant.plan.memory import KvType
-from quant.units import format_rate
+from quant.units import format_params, format_rate
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +74,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quant.facts import inspect_model
-
-    profile = load_hardware(args)
-    facts = inspect_model(resolve_model_arg(args.model))
-    rec = recommend(
-        facts,
-        profile,
+    rec = advise(
+        resolve_model_arg(args.model),
+        profile_path=args.hardware,
         task=Task(args.task),
         ctx=args.ctx,
         kv_type=KvType(args.kv),
         training_tokens=args.training_tokens,
-    )
+    ).recommendation
     if args.json:
         print_json(rec.to_dict())
     else:
@@ -106,12 +105,13 @@ def _top1(o: Option) -> str:
 
 def render(rec: Recommendation, *, show_all: bool = False) -> str:
     """The recommendation as a table and the reasons for the top pick."""
+    model = terminal_text(rec.model, NAME_LIMIT)
     lines = [
-        f"Model:    {rec.model} ({rec.parameters / 1e9:.3g}B parameters)",
-        f"Machine:  {rec.hardware}",
+        f"Model:    {model} ({format_params(rec.parameters)} parameters)",
+        f"Machine:  {terminal_text(rec.hardware, TEXT_LIMIT)}",
         f"Task:     {rec.task.value}, {rec.ctx} tokens of context, {rec.kv_type.value} KV cache",
         "",
-        rec.summary,
+        terminal_text(rec.summary, TEXT_LIMIT),
         "",
     ]
     shown = list(rec.options) if show_all else [o for o in rec.options if o.fits]
@@ -139,7 +139,9 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
     rows = [header]
     for o in shown:
         layers = f"{o.gpu_layers}/{o.n_layers + 1}" if o.gpu_layers else "0"
-        name = o.label + ("" if not o.filename or o.source.value != "hub-file" else " ⭳")
+        name = terminal_text(o.label, NAME_LIMIT) + (
+            "" if not o.filename or o.source.value != "hub-file" else " ⭳"
+        )
         rows.append(
             (
                 str(o.rank),
@@ -163,15 +165,18 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
     hub = [o for o in shown if o.source.value == "hub-file" and o.filename]
     if hub:
         lines.append("⭳ a file the repository already has:")
-        lines.extend(f"  {o.label}: {o.filename}" for o in hub)
+        lines.extend(
+            f"  {terminal_text(o.label, NAME_LIMIT)}: {terminal_text(o.filename, NAME_LIMIT)}"
+            for o in hub
+        )
     top = rec.top
     if top is not None:
-        lines += ["", f"Why {top.label} ({top.fit.label}):"]
-        lines += [f"  - {reason}" for reason in top.reasons]
+        lines += ["", f"Why {terminal_text(top.label, NAME_LIMIT)} ({top.fit.label}):"]
+        lines += [f"  - {terminal_text(reason, TEXT_LIMIT)}" for reason in top.reasons]
     if rec.suggestions:
         lines += ["", "What would fit:"]
-        lines += [f"  - {s}" for s in rec.suggestions]
+        lines += [f"  - {terminal_text(s, TEXT_LIMIT)}" for s in rec.suggestions]
     if rec.notes:
         lines += ["", "Notes:"]
-        lines += [f"  - {n}" for n in rec.notes]
+        lines += [f"  - {terminal_text(n, TEXT_LIMIT)}" for n in rec.notes]
     return "\n".join(lines)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from app.core.commands.common import print_json
+from app.core.commands.common import NAME_LIMIT, print_json
 from app.core.hub import MAX_SEARCH_LIMIT, HubModel, HubSort, search_models
+from quant.units import format_count
+from quant.untrusted import terminal_text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,17 +70,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def human_count(n: int) -> str:
-    """Download and like counts the way the hub shows them: 950, 12.3k, 4.1M."""
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f}M"
-    if n >= 10_000:
-        return f"{n / 1e3:.0f}k"
-    if n >= 1_000:
-        return f"{n / 1e3:.1f}k"
-    return str(n)
-
-
 def _date(when: datetime | None) -> str:
     return when.date().isoformat() if when else "—"
 
@@ -86,13 +77,13 @@ def _date(when: datetime | None) -> str:
 def render(models: list[HubModel], text: str, *, gguf_only: bool) -> str:
     if not models:
         hint = "; try fewer words, or --all-files for repos without GGUF files" if gguf_only else ""
-        return f"No models on the hub match {text!r}{hint}."
+        return f"No models on the hub match {terminal_text(repr(text), NAME_LIMIT)}{hint}."
     rows = [("REPO", "DOWNLOADS", "LIKES", "UPDATED")]
     rows += [
         (
-            m.repo_id + (" (gated)" if m.gated else ""),
-            human_count(m.downloads),
-            human_count(m.likes),
+            terminal_text(m.repo_id, NAME_LIMIT) + (" (gated)" if m.gated else ""),
+            format_count(m.downloads),
+            format_count(m.likes),
             _date(m.last_modified),
         )
         for m in models

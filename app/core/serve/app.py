@@ -257,7 +257,7 @@ def create_app(
         t0 = time.perf_counter()
         rid = engine.new_id("chatcmpl")
         model = await find_logged(body.model, request, "chat", rid, t0)
-        saved = pool.chat_settings(model).sampling
+        saved = pool.saved_sampling(model)
         cancel = CancelToken()
         if not body.stream:
             try:
@@ -408,7 +408,7 @@ def create_app(
         t0 = time.perf_counter()
         rid = engine.new_id("cmpl")
         model = await find_logged(body.model, request, "completions", rid, t0)
-        saved = pool.chat_settings(model).sampling
+        saved = pool.saved_sampling(model)
         cancel = CancelToken()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

@@ -126,8 +126,15 @@ def _tool_choice(req: ChatRequest) -> tuple[str, str | None]:
     return "named", name
 
 
-def prepare_chat(session: ChatSession, req: ChatRequest, saved: SamplingSettings) -> PreparedChat:
-    """Render ``req`` for ``session``'s model and choose its grammar and stops."""
+def prepare_chat(
+    session: ChatSession, req: ChatRequest, saved: SamplingSettings | None
+) -> PreparedChat:
+    """Render ``req`` for ``session``'s model and choose its grammar and stops.
+
+    ``saved`` is the sampling the user chose for the model in Chat; None uses the
+    model's own defaults (:attr:`ModelInfo.sampling`), under the request's fields.
+    """
+    base = saved if saved is not None else session.info.sampling
     tools = [t.model_dump(exclude_none=True) for t in req.tools or ()]
     mode, name = _tool_choice(req)
     if mode in ("required", "named") and not tools:
@@ -179,7 +186,7 @@ def prepare_chat(session: ChatSession, req: ChatRequest, saved: SamplingSettings
         top = req.top_logprobs or 0
     return PreparedChat(
         prompt=prompt,
-        sampling=sampling_for(req, saved, max_tokens=max_tokens, default_max=DEFAULT_CHAT_TOKENS),
+        sampling=sampling_for(req, base, max_tokens=max_tokens, default_max=DEFAULT_CHAT_TOKENS),
         stop=tuple(req.stop_list()),
         constraint=constraint,
         logprobs=top,
@@ -369,7 +376,7 @@ def run_chat(
     session: ChatSession,
     ticket: Ticket,
     req: ChatRequest,
-    saved: SamplingSettings,
+    saved: SamplingSettings | None,
     *,
     sink: Sink | None,
     cancel: CancelToken,
@@ -420,7 +427,7 @@ def run_completion(
     session: ChatSession,
     ticket: Ticket,
     req: CompletionRequest,
-    saved: SamplingSettings,
+    saved: SamplingSettings | None,
     *,
     sink: Callable[[str], None] | None,
     cancel: CancelToken,
@@ -431,8 +438,9 @@ def run_completion(
         raise RequestError("one prompt per request is supported", param="prompt")
     if req.suffix:
         raise RequestError("suffix (fill in the middle) is not supported", param="suffix")
+    base = saved if saved is not None else session.info.sampling
     sampling = sampling_for(
-        req, saved, max_tokens=req.max_tokens, default_max=DEFAULT_COMPLETION_TOKENS
+        req, base, max_tokens=req.max_tokens, default_max=DEFAULT_COMPLETION_TOKENS
     )
     probs: list[TokenLogprob] = []
     _same_start_for_a_seed(session, req.seed)

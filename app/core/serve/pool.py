@@ -29,7 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from app.core.chat.session import ChatSession, available_ram_bytes, estimate_fit
-from app.core.chat.settings import ChatSettingsStore, LoadPlan, ModelChatSettings
+from app.core.chat.settings import (
+    ChatSettingsStore,
+    LoadPlan,
+    ModelChatSettings,
+    SamplingSettings,
+)
 from app.core.errors import AppError
 from app.core.serve.catalog import ServedModel
 from app.core.settings import Settings
@@ -212,6 +217,16 @@ class ModelPool:
         except Exception as exc:  # unreadable settings must not stop serving
             logger.info("chat settings unavailable for %s: %s", model.id, exc)
             return ModelChatSettings()
+
+    def saved_sampling(self, model: ServedModel) -> SamplingSettings | None:
+        """The sampling the user chose for ``model`` in Chat; None when they chose none
+        (the loaded model's own defaults then apply, as in Chat)."""
+        try:
+            store = ChatSettingsStore(self._settings or Settings())
+            return store.for_model(model.path).sampling if store.has_saved(model.path) else None
+        except Exception as exc:  # unreadable settings must not stop serving
+            logger.info("chat settings unavailable for %s: %s", model.id, exc)
+            return None
 
     def plan_for(self, model: ServedModel) -> LoadPlan:
         plan = self.chat_settings(model).plan

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,26 +40,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.advice import Advice, InspectFn, advise, inspect_source
 from app.core.download_queue import DownloadItem, DownloadState
 from app.core.downloads import download_gguf
 from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelLibrary, ModelSource, read_entry
+from app.core.profiles import recent_profile_files, remember_profile_file
 from app.core.settings import Settings
 from app.ui import errors
-from app.ui.pages.machine_page import default_probe, recent_profile_files, remember_profile_file
-from app.ui.theme import current_theme
+from app.ui.theme import current_theme, fit_chip_kind, fit_color
 from app.ui.widgets.cards import Card, ChipRow, PageHeader, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.failure import Failure
+from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import HubError, QuantError
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
-from quant.plan.advisor import Fit, Option, OptionSource, Recommendation, Task, recommend
+from quant.plan.advisor import Option, OptionSource, Recommendation, Task
 from quant.plan.formats import FormatFamily, GpuFormat
 from quant.plan.memory import KvType
-from quant.progress import CancelToken, Progress, check_cancel
-from quant.units import human_bytes
+from quant.progress import Progress
+from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -88,65 +90,6 @@ COLUMNS = (
 THIS_MACHINE = "__this_machine__"
 LOAD_PROFILE = "__load_profile__"
 
-InspectFn = Callable[[str], ModelFacts]
-
-
-def default_inspect(source: str) -> ModelFacts:
-    from quant.facts import inspect_model
-
-    facts: ModelFacts = inspect_model(source)
-    return facts
-
-
-@dataclass(frozen=True)
-class Advice:
-    facts: ModelFacts
-    recommendation: Recommendation
-    profile: HardwareProfile
-    profile_name: str
-
-
-def advise(
-    source: str,
-    *,
-    profile: HardwareProfile | None,
-    profile_path: Path | None,
-    task: Task,
-    ctx: int | None,
-    kv_type: KvType,
-    inspect: InspectFn,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> Advice:
-    """Inspect ``source`` and rank its options for the chosen machine.
-
-    The machine is the saved profile at ``profile_path`` when given, else
-    ``profile``, else a fresh (cached) probe of this one.
-    """
-    if profile_path is not None:
-        profile = HardwareProfile.load(profile_path)
-        name = profile_path.name
-    else:
-        name = "this machine"
-        if profile is None:
-            profile = default_probe(use_cache=True, cancel=cancel)
-    check_cancel(cancel)
-    if on_progress:
-        on_progress(Progress("advisor", 0, 0, f"Reading {Path(source).name or source}…"))
-    facts = inspect(source)
-    check_cancel(cancel)
-    rec = recommend(
-        facts,
-        profile,
-        task=task,
-        ctx=ctx or None,
-        kv_type=kv_type,
-        on_progress=on_progress,
-        cancel=cancel,
-    )
-    return Advice(facts, rec, profile, name)
-
-
 # --------------------------------------------------------------------------- formatting
 
 
@@ -161,16 +104,7 @@ def memory_text(o: Option) -> str:
 def speed_text(low: float, typical: float, high: float) -> str:
     if typical <= 0:
         return "—"
-    return f"{rate(typical)} tok/s"
-
-
-def rate(value: float) -> str:
-    """A tokens-per-second figure without scientific notation."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
+    return f"{format_rate(typical)} tok/s"
 
 
 def layers_text(o: Option) -> str:
@@ -192,11 +126,6 @@ def quality_text(o: Option) -> str:
     if q.kld < 5e-4:
         return "none"
     return f"KLD {q.kld:.3g}"
-
-
-def fit_color(fit: Fit) -> str:
-    t = current_theme()
-    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
 
 
 def option_label(o: Option) -> str:
@@ -275,14 +204,20 @@ class AdvisorPage(QWidget):
         self.setObjectName("advisorPage")
         self.settings = settings
         self.library = library
-        self._inspect: InspectFn = inspect_fn or default_inspect
+        self._inspect: InspectFn = inspect_fn or inspect_source
         self._machine: HardwareProfile | None = None
-        self._task: TaskHandle | None = None
-        self._rerun = False
+        # A changed setting asks again: the answer to an older question is dropped.
+        self._planning: LatestTask[Advice] = LatestTask(
+            self,
+            on_finished=self._on_advice,
+            on_failed=self._on_failed,
+            on_cancelled=self._on_done,
+            cancellable=True,
+        )
         self._advice: Advice | None = None
         self._options: list[Option] = []
         self._entries: list[LibraryEntry] = []
-        self._download: TaskHandle | _QueuedDownload | None = None
+        self._download: TaskHandle[LibraryEntry] | _QueuedDownload | None = None
         self._downloads = downloads
         self._download_target: HubTarget | None = None
         self._downloaded: dict[tuple[str, str], Path] = {}
@@ -528,7 +463,7 @@ class AdvisorPage(QWidget):
         panel.body.addLayout(row)
         panel.setVisible(False)
         self.download_panel = panel
-        self._serving_task: TaskHandle | None = None
+        self._serving_task: TaskHandle[list[Any]] | None = None
         self._serving_key: str | None = None
         return panel
 
@@ -648,7 +583,7 @@ class AdvisorPage(QWidget):
 
     # ------------------------------------------------------------------ running
     def is_busy(self) -> bool:
-        return self._task is not None
+        return self._planning.is_running()
 
     def run(self) -> None:
         """Ask the advisor again with the current choices (off the GUI thread)."""
@@ -657,10 +592,6 @@ class AdvisorPage(QWidget):
         if not source:
             self.summary_label.setText("Pick a model to see how it would run.")
             return
-        if self._task is not None:
-            self._rerun = True
-            self._task.cancel()
-            return
         # Qt hands enum data back as plain strings.
         task = Task(self.task_combo.currentData())
         ctx = int(self.ctx_combo.currentData() or 0)
@@ -668,41 +599,30 @@ class AdvisorPage(QWidget):
         self.spinner.start()
         self.run_button.setEnabled(False)
         self.status_message.emit("Planning…")
-        self._task = start_task(
-            advise,
-            source,
-            profile=self._machine,
-            profile_path=self._chosen_profile_path(),
-            task=task,
-            ctx=ctx or None,
-            kv_type=kv,
-            inspect=self._inspect,
-            on_finished=self._on_advice,
-            on_failed=self._on_failed,
-            on_cancelled=self._on_done,
-            parent=self,
+        self._planning.start(
+            Call(
+                advise,
+                source,
+                profile=self._machine,
+                profile_path=self._chosen_profile_path(),
+                task=task,
+                ctx=ctx or None,
+                kv_type=kv,
+                inspect=self._inspect,
+            )
         )
 
     def _on_done(self) -> None:
-        self._task = None
         self.spinner.stop()
         self.run_button.setEnabled(True)
-        if self._rerun:
-            self._rerun = False
-            self.run()
 
-    def _on_failed(self, exc: BaseException) -> None:
-        rerun = self._rerun
+    def _on_failed(self, failure: Failure) -> None:
         self._on_done()
-        if not rerun:
-            self.summary_label.setText(f"No plan: {exc}")
-            errors.show_error(self, exc)
+        self.summary_label.setText(f"No plan: {failure.message}")
+        errors.show_error(self, failure)
 
     def _on_advice(self, advice: Advice) -> None:
-        stale = self._rerun
         self._on_done()
-        if stale:
-            return
         self.show_advice(advice)
 
     # ------------------------------------------------------------------ showing
@@ -721,6 +641,8 @@ class AdvisorPage(QWidget):
         self.chart.set_options(self._options, top_key=top.key if top else None)
         if self._options:
             self.table.selectRow(0)
+            # Row 0 may have been selected already: show the new advice's option anyway.
+            self._show_option(self.selected_option())
         else:
             self._show_option(None)
         self.status_message.emit(f"{len(self._options)} options for {rec.model}")
@@ -765,12 +687,13 @@ class AdvisorPage(QWidget):
                     )
                 if c == 5:
                     item.setToolTip(
-                        f"{rate(s.generation_low)}–{rate(s.generation_high)} tokens/s, "
+                        f"{format_rate(s.generation_low)}–{format_rate(s.generation_high)} "
+                        "tokens/s, "
                         f"bound by {s.generation_bound.value}"
                     )
                 if c == 6:
                     item.setToolTip(
-                        f"{rate(s.prompt_low)}–{rate(s.prompt_high)} tokens/s, "
+                        f"{format_rate(s.prompt_low)}–{format_rate(s.prompt_high)} tokens/s, "
                         f"bound by {s.prompt_bound.value}"
                     )
                 if c == 7:
@@ -814,8 +737,7 @@ class AdvisorPage(QWidget):
         assert title is not None
         title.setText("Why this pick" if is_top else f"Why option {o.rank}")
         self.pick_title.setText(option_label(o))
-        kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
-        chips = [chip(o.fit.label, kind[o.fit])]
+        chips = [chip(o.fit.label, fit_chip_kind(o.fit))]
         if o.meets_task:
             chips.append(chip(f"good for {rec.task.value}", "good"))
         if o.imatrix.value == "required":
@@ -881,17 +803,19 @@ class AdvisorPage(QWidget):
         self.serving_label.setText(f"Looking for {fmt.value} versions of {base} on the hub…")
         self.serving_label.setVisible(True)
         self._serving_task = start_task(
-            find_serving_repos,
-            base,
-            fmt,
-            limit=8,
-            ctx=o.ctx,
-            tensor_parallel=self.serving_gpus(),
-            pass_progress=False,
+            Call(
+                find_serving_repos,
+                base,
+                fmt,
+                limit=8,
+                ctx=o.ctx,
+                tensor_parallel=self.serving_gpus(),
+            ),
+            parent=self,
             on_finished=self._on_serving_repos,
             on_failed=self._on_serving_failed,
             on_cancelled=self._on_serving_failed,
-            parent=self,
+            cancellable=True,
         )
 
     def _on_serving_repos(self, repos: list[Any]) -> None:
@@ -951,10 +875,10 @@ class AdvisorPage(QWidget):
         # vLLM listens on port 8000 unless told otherwise.
         self.remote_requested.emit("http://localhost:8000/v1", name or "vllm")
 
-    def _on_serving_failed(self, exc: BaseException | None = None) -> None:
+    def _on_serving_failed(self, failure: Failure | None = None) -> None:
         self._serving_task = None
-        if exc is not None:
-            self.serving_label.setText(str(exc))
+        if failure is not None:
+            self.serving_label.setText(failure.message)
             self.serving_label.setVisible(True)
         self._update_serving(self.selected_option())
 
@@ -1065,14 +989,13 @@ class AdvisorPage(QWidget):
             self._update_download_button()
             return
         self._download = start_task(
-            download_gguf,
-            target.repo_id,
-            target.filename,
-            on_progress=self._on_download_progress,
+            Call(download_gguf, target.repo_id, target.filename),
+            parent=self,
             on_finished=self._on_downloaded,
             on_failed=self._on_download_failed,
             on_cancelled=self._on_download_cancelled,
-            parent=self,
+            on_progress=self._on_download_progress,
+            cancellable=True,
         )
         self._update_download_button()
 
@@ -1102,11 +1025,12 @@ class AdvisorPage(QWidget):
             try:
                 entry = read_entry(item.path, ModelSource.HUGGINGFACE)
             except (QuantError, AppError) as exc:
-                self._on_download_failed(exc)
+                self._on_download_failed(Failure.from_exception(exc))
                 return
             self._on_downloaded(entry)
         elif item.state is DownloadState.FAILED:
-            self._on_download_failed(HubError(item.error or "the download failed"))
+            error = HubError(item.error or "the download failed")
+            self._on_download_failed(Failure.from_exception(error))
         else:  # paused here or on the Hub tab
             self._on_download_cancelled()
 
@@ -1166,7 +1090,7 @@ class AdvisorPage(QWidget):
         self.download_status.setToolTip(str(path))
         self.chat_button.setVisible(True)
 
-    def _on_download_failed(self, exc: BaseException) -> None:
+    def _on_download_failed(self, failure: Failure) -> None:
         target = self._download_ended()
         name = target.name if target else "the file"
         self.download_title.setText(f"Download of {name} stopped")
@@ -1174,7 +1098,7 @@ class AdvisorPage(QWidget):
             "What arrived is kept in the Hugging Face cache; Download resumes from there."
         )
         self._update_download_button(sync_panel=False)
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def _on_download_cancelled(self) -> None:
         target = self._download_ended()
@@ -1193,9 +1117,7 @@ class AdvisorPage(QWidget):
 
     def shutdown(self) -> None:
         self._debounce.stop()
-        if self._task is not None:
-            self._rerun = False
-            self._task.cancel()
+        self._planning.cancel()
         if self._download is not None:
             self._download.cancel()
         if self._serving_task is not None:
@@ -1203,5 +1125,5 @@ class AdvisorPage(QWidget):
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
-        if self._advice is None and self._task is None and self.current_source():
+        if self._advice is None and not self._planning.is_running() and self.current_source():
             self._debounce.start()

@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 from app.core.chat.session import ChatLoadError, ModelInfo
 from app.core.chat.settings import ChatSettingsStore, ModelChatSettings
 from app.core.chat.stats import LiveSample
-from app.core.chat.templates import ChatMessage, Role
+from app.core.chat.templates import ChatMessage, PromptMode, Role, TemplateSource
 from app.core.errors import AppError
 from app.core.history import (
     ExportFormat,
@@ -57,8 +57,8 @@ from app.ui.widgets.chat_input import ChatInput
 from app.ui.widgets.chat_settings import ChatSettingsDrawer
 from app.ui.widgets.chat_transcript import MessageBubble, Transcript
 from app.workers.chat_worker import ChatController, GenerateRequest, GenerationResult
-from app.workers.tasks import TaskHandle, start_task
-from quant.errors import QuantError
+from app.workers.failure import Failure
+from app.workers.tasks import Call, LatestTask
 from quant.progress import Progress
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ SEARCH_DELAY_MS = 150
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _list_models(library: Any, **_: Any) -> list[tuple[str, Path]]:
+def _list_models(library: Any) -> list[tuple[str, Path]]:
     """(label, path) of every library entry; runs off the GUI thread."""
     if library is None:
         from app.core.library import ModelLibrary
@@ -89,10 +89,10 @@ class ChatPage(QWidget):
     """Offline chat with live stats. ``open_model(path)`` loads a model from elsewhere."""
 
     model_loaded = Signal(object)  # ModelInfo
-    model_load_failed = Signal(object)  # the exception
+    model_load_failed = Signal(object)  # the exception behind the Failure
     model_unloaded = Signal()
     answer_finished = Signal(object)  # GenerationResult
-    answer_failed = Signal(object)  # the exception
+    answer_failed = Signal(object)  # the exception behind the Failure
     status_message = Signal(str)
 
     def __init__(
@@ -115,7 +115,10 @@ class ChatPage(QWidget):
         self._stream_conversation: int | None = None
         self._pending: list[str] = []
         self._generated_live = 0
-        self._models_task: TaskHandle | None = None
+        # Listed again when the library changes; a listing under way starts over.
+        self._listing: LatestTask[list[tuple[str, Path]]] = LatestTask(
+            self, on_finished=self._on_models, on_failed=self._on_models_failed
+        )
         self._down = False
 
         self._flush_timer = QTimer(self)
@@ -212,6 +215,14 @@ class ChatPage(QWidget):
         self.retry_button = QPushButton("Retry")
         self.retry_button.setVisible(False)
         bl.addWidget(self.retry_button)
+        # For a base model answering through examples: one click to the other modes.
+        self.template_button = QPushButton("Use the chat template")
+        self.template_button.setToolTip("Reload with the family's chat template")
+        self.raw_button = QPushButton("Raw completion")
+        self.raw_button.setToolTip("Reload without a template: the model continues your text")
+        for b in (self.template_button, self.raw_button):
+            b.setVisible(False)
+            bl.addWidget(b)
         self.banner_close = QPushButton("Dismiss")
         bl.addWidget(self.banner_close)
         self.banner.setVisible(False)
@@ -272,6 +283,8 @@ class ChatPage(QWidget):
         self.model_combo.currentIndexChanged.connect(self._on_model_picked)
         self.drawer.changed.connect(self._on_settings_changed)
         self.banner_close.clicked.connect(self.hide_banner)
+        self.template_button.clicked.connect(lambda: self.switch_prompt_mode(PromptMode.TEMPLATE))
+        self.raw_button.clicked.connect(lambda: self.switch_prompt_mode(PromptMode.RAW))
         self.retry_button.clicked.connect(self._retry)
         self.transcript.edit_requested.connect(self.edit_message)
         self.transcript.regenerate_requested.connect(lambda _id: self.regenerate())
@@ -288,20 +301,9 @@ class ChatPage(QWidget):
     # ------------------------------------------------------------------ models
     def reload_models(self) -> None:
         """List the library's models (off the GUI thread)."""
-        if self._models_task is not None:
-            return
-        self._models_task = start_task(
-            _list_models,
-            self.library,
-            on_finished=self._on_models,
-            on_failed=self._on_models_failed,
-            pass_progress=False,
-            pass_cancel=False,
-            parent=self,
-        )
+        self._listing.start(Call(_list_models, self.library))
 
     def _on_models(self, models: list[tuple[str, Path]]) -> None:
-        self._models_task = None
         current = self.current_model_path()
         self.model_combo.blockSignals(True)
         known = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
@@ -318,9 +320,8 @@ class ChatPage(QWidget):
             self.model_combo.setCurrentIndex(index if index >= 0 else 0)
         self._update_controls()
 
-    def _on_models_failed(self, exc: BaseException) -> None:
-        self._models_task = None
-        logger.warning("model list unavailable: %s", exc)
+    def _on_models_failed(self, failure: Failure) -> None:
+        logger.warning("model list unavailable: %s", failure.message)
         self.model_combo.setPlaceholderText("Use Open file… to pick a model")
 
     def _index_of(self, path: Path) -> int:
@@ -442,8 +443,20 @@ class ChatPage(QWidget):
         self.chart.set_prediction(info.prediction)
         self.transcript.set_model_ready(True)
         self.stats_bar.labels["context"].setText(f"Context 0 / {info.n_ctx:,}")
+        path = self.current_model_path()
+        if path is not None and not self._store.has_saved(path):
+            # The model's own defaults until the user chooses (a base model wants a low
+            # temperature to follow its examples).
+            value = self.drawer.value()
+            self.drawer.set_value(
+                ModelChatSettings(info.sampling, value.plan, value.system_prompt, value.mode)
+            )
         if info.notes:
-            self.show_banner(" ".join(n[:1].upper() + n[1:] + "." for n in info.notes))
+            self.show_banner(
+                " ".join(n[:1].upper() + n[1:] + "." for n in info.notes),
+                mode_switch=info.template_source is TemplateSource.IN_CONTEXT
+                and self.drawer.value().mode is PromptMode.CHAT,
+            )
         self._update_controls()
         self.status_message.emit(f"{info.name} is ready")
         self.model_loaded.emit(info)
@@ -464,19 +477,19 @@ class ChatPage(QWidget):
             text, self._pending_send = self._pending_send, None
             self.send(text)
 
-    def _on_load_failed(self, exc: BaseException) -> None:
+    def _on_load_failed(self, failure: Failure) -> None:
         self._loading_path = None
         self._pending_send = None
         self.info = None
         self.load_bar.setVisible(False)
         self.model_label.setText("No model loaded.")
-        retry = exc.retry if isinstance(exc, ChatLoadError) else None
-        if isinstance(exc, AppError | QuantError):
-            self.show_banner(str(exc), retry=retry)
+        retry = failure.error.retry if isinstance(failure.error, ChatLoadError) else None
+        if failure.expected:
+            self.show_banner(failure.message, retry=retry)
         else:
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
         self._update_controls()
-        self.model_load_failed.emit(exc)
+        self.model_load_failed.emit(failure.error)
 
     def _on_load_cancelled(self) -> None:
         self._loading_path = None
@@ -500,8 +513,22 @@ class ChatPage(QWidget):
             self.load_model(plan_override=plan)
 
     # ------------------------------------------------------------------ banner
-    def show_banner(self, text: str, *, retry: Any = None) -> None:
+    def switch_prompt_mode(self, mode: PromptMode) -> None:
+        """Save ``mode`` for the picked model and load it again with it."""
+        path = self.current_model_path()
+        if path is None:
+            return
+        value = self.drawer.value()
+        self.drawer.set_value(
+            ModelChatSettings(value.sampling, value.plan, value.system_prompt, mode)
+        )
+        self._store.save_for_model(path, self.drawer.value())
+        self.load_model()
+
+    def show_banner(self, text: str, *, retry: Any = None, mode_switch: bool = False) -> None:
         self.banner_label.setText(text)
+        self.template_button.setVisible(mode_switch)
+        self.raw_button.setVisible(mode_switch)
         self.retry_button.setVisible(retry is not None)
         self.retry_button.setProperty("plan_object", retry)
         if retry is not None:
@@ -895,16 +922,16 @@ class ChatPage(QWidget):
         self._update_controls()
         self.answer_finished.emit(result)
 
-    def _on_generation_failed(self, exc: BaseException) -> None:
+    def _on_generation_failed(self, failure: Failure) -> None:
         bubble = self._finish_stream()
         if bubble is not None:
             bubble.set_state("(failed)")
-        if isinstance(exc, AppError | QuantError):
-            self.show_banner(str(exc))
+        if failure.expected:
+            self.show_banner(failure.message)
         else:
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
         self._update_controls()
-        self.answer_failed.emit(exc)
+        self.answer_failed.emit(failure.error)
 
     # ------------------------------------------------------------------ state
     def _update_controls(self) -> None:

@@ -44,12 +44,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.convert_preview import (
+    ConversionPreview,
+    SourceInfo,
+    TypePreview,
+    preview_conversion,
+)
 from app.core.paths import app_paths
 from app.core.settings import Settings
 from app.ui.errors import show_error
 from app.ui.widgets.cards import Card, muted
-from app.workers.process_job import JobFailure, ProcessJob
-from app.workers.tasks import start_task
+from app.workers.failure import Failure
+from app.workers.process_job import ProcessJob
+from app.workers.tasks import Call, LatestTask
 from quant.errors import QuantError
 from quant.progress import Progress
 from quant.units import human_bytes
@@ -95,10 +102,6 @@ _STAGE_WEIGHT = {
 }
 
 
-class _JobError(QuantError):
-    """A job's failure as the engine reported it (shown as a plain sentence)."""
-
-
 @dataclass
 class QueuedJob:
     """A job in the queue and what it has reported so far."""
@@ -107,7 +110,7 @@ class QueuedJob:
     spec: Any  # quant.jobs.pipeline.JobSpec
     state: str = "queued"  # queued | running | finished | failed | cancelled
     report: dict[str, Any] | None = None
-    failure: JobFailure | None = None
+    failure: Failure | None = None
     item: QListWidgetItem | None = field(default=None, repr=False)
 
     @property
@@ -170,7 +173,7 @@ class ConvertPage(QWidget):
     status_message = Signal(str)
     job_started = Signal(int)
     job_finished = Signal(object)  # the report dict
-    job_failed = Signal(object)  # JobFailure
+    job_failed = Signal(object)  # Failure
     job_cancelled = Signal(int)
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
@@ -184,10 +187,12 @@ class ConvertPage(QWidget):
         self._stage_rows: dict[str, StageRow] = {}
         self._job_started_at = 0.0
         self._report: dict[str, Any] | None = None
-        self._params: int | None = None
-        self._facts: Any = None
+        self._source_info: SourceInfo | None = None
         self._plot: Any = None
-        self._source_seq = 0
+        # The user may type on: only the preview of the latest form is shown.
+        self._previewing: LatestTask[ConversionPreview] = LatestTask(
+            self, on_finished=self._on_preview, on_failed=self._on_preview_failed
+        )
         self._build()
         self._restore()
 
@@ -485,6 +490,7 @@ class ConvertPage(QWidget):
                 self.imatrix_combo.setItemText(index, f"From {Path(path).name}")
             else:
                 self.imatrix_combo.setCurrentIndex(0)
+        self._describe_types()  # the predicted quality depends on the importance matrix
 
     def set_calibration(self, kind: str, path: str = "") -> None:
         """Choose the calibration text: ``"default"``, ``"self"`` or ``"path"`` with ``path``."""
@@ -492,87 +498,53 @@ class ConvertPage(QWidget):
         self.calibration_combo.setCurrentIndex(self.calibration_combo.findData(kind))
 
     def _source_changed(self) -> None:
-        """Describe the source in the background (headers are read from disk)."""
-        text = self.source_edit.text().strip()
-        self._params = None
-        self._facts = None
-        self._describe_types()
-        if not text:
-            self.source_note.setText("")
-            return
-        self.source_note.setText("reading…")
-        self._source_seq += 1
-        seq = self._source_seq
-        start_task(
-            describe_source,
-            text,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=lambda r: self._on_source_described(seq, r),
-            on_failed=lambda e: self._on_source_described(seq, (str(e), None)),
-            parent=self,
-        )
-
-    def _on_source_described(self, seq: int, result: tuple[str, Any]) -> None:
-        if seq != self._source_seq:  # the user has typed something else since
-            return
-        note, facts = result
-        self.source_note.setText(note)
-        self._facts = facts
-        self._params = int(facts.parameters) if facts is not None else None
-        self._describe_types()
+        """Describe the source and preview each type in the background (headers are read)."""
+        self._refresh_preview(reread=True)
 
     def _describe_types(self) -> None:
-        """Show predicted size and quality next to each type (from the format table)."""
-        try:
-            from quant.plan.formats import QuantType, predict_quality
-        except ImportError:
-            return
-        im = self.imatrix_combo.currentData() != "none"
+        """Predicted size and quality next to each type, for the source already described."""
+        self._refresh_preview(reread=False)
+
+    def _refresh_preview(self, *, reread: bool) -> None:
+        text = self.source_edit.text().strip()
+        known = self._source_info
+        if reread or known is None or known.source != text:
+            known = None
+            self.source_note.setText("reading…" if text else "")
+        names = [
+            str(self.types_list.item(i).data(Qt.ItemDataRole.UserRole))
+            for i in range(self.types_list.count())
+        ]
+        imatrix = self.imatrix_combo.currentData() != "none"
+        self._previewing.start(Call(preview_conversion, text, names, imatrix=imatrix, known=known))
+
+    def _on_preview(self, preview: ConversionPreview) -> None:
+        self._source_info = preview.source
+        self.source_note.setText(preview.source.note)
+        by_name = {p.name: p for p in preview.types}
         for i in range(self.types_list.count()):
             item = self.types_list.item(i)
-            name = str(item.data(Qt.ItemDataRole.UserRole))
-            try:
-                spec = QuantType.from_name(name).spec
-            except ValueError:
-                continue
-            parts = [name, f"{spec.effective_bpw:.2f} bpw"]
-            if self._params:
-                parts.append(f"≈ {human_bytes(self._predicted_size(name, spec))}")
-                q = predict_quality(spec, parameters=self._params, imatrix=im)
-                if q.kld is not None:
-                    parts.append(f"KLD ≈ {q.kld:.3f}")
-                    if q.same_top_token is not None:
-                        parts.append(f"same top token ≈ {100 * q.same_top_token:.0f}%")
-            if spec.needs_imatrix:
-                parts.append("needs an importance matrix")
-            item.setText("   ·   ".join(parts))
-            item.setToolTip(spec.description or spec.label)
+            p = by_name.get(str(item.data(Qt.ItemDataRole.UserRole)))
+            if p is not None:
+                item.setText(_type_text(p))
+                item.setToolTip(p.description)
 
-    def _predicted_size(self, name: str, spec: Any) -> float:
-        """The file size llama.cpp's per-tensor mix gives, when the source's tensors are known."""
-        assert self._params is not None
-        if self._facts is None:
-            return float(self._params * spec.effective_bpw / 8)
-        from quant.plan.formats import QuantType
-        from quant.plan.memory import plan_tensors, weights_bytes
-
-        weights = weights_bytes(plan_tensors(self._facts, QuantType.from_name(name)))
-        tensor_bytes = sum(t.n_bytes for t in self._facts.tensors)
-        header = max(0, self._facts.file_size_bytes - tensor_bytes) if tensor_bytes else 0
-        return float(weights + header)
+    def _on_preview_failed(self, failure: Failure) -> None:
+        self._source_info = None
+        self.source_note.setText(failure.message)
 
     # -- jobs ------------------------------------------------------------------------------
 
     def build_spec(self) -> Any:
         """The job the form describes; raises QuantError with a sentence when it is incomplete."""
-        from quant.jobs.pipeline import JobSpec, classify_source
+        from quant.facts import detect_source
+        from quant.jobs.pipeline import JobSpec
         from quant.jobs.quantize import parse_file_type
 
         source = self.source_edit.text().strip()
         if not source:
             raise QuantError("Choose a model first: a GGUF file, an HF folder or a hub repo id.")
-        classify_source(source)
+        detect_source(source, need_weights=True)
         types = self.selected_types()
         if not types:
             raise QuantError("Tick at least one target type, for example Q4_K_M.")
@@ -661,7 +633,7 @@ class ConvertPage(QWidget):
             proc.start()
         except OSError as exc:
             self._process = None
-            self._on_failed(JobFailure(f"Could not start the job process ({exc}).", "internal"))
+            self._on_failed(Failure.unexpected(f"Could not start the job process ({exc})."))
             self._on_done()
             return
         # The stage bars and log are below the form: bring them into view.
@@ -729,7 +701,7 @@ class ConvertPage(QWidget):
         self.status_message.emit(f"Finished {job.title if job else 'job'}")
         self.job_finished.emit(report)
 
-    def _on_failed(self, failure: JobFailure) -> None:
+    def _on_failed(self, failure: Failure) -> None:
         job = self._running
         if job is not None:
             job.state = "failed"
@@ -738,10 +710,7 @@ class ConvertPage(QWidget):
         self._append_log(f"failed: {failure.message}")
         if failure.details:
             logger.info("job failure details:\n%s", failure.details)
-        if failure.expected:
-            show_error(self, _JobError(failure.message))
-        else:
-            show_error(self, RuntimeError(f"{failure.message}\n\n{failure.details[-3000:]}"))
+        show_error(self, failure)
         self.job_failed.emit(failure)
 
     def _on_cancelled(self) -> None:
@@ -889,38 +858,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describe_source(text: str) -> tuple[str, Any]:
-    """(a one-line description of the source, its ModelFacts when they can be read)."""
-    from quant.facts import inspect_model
-    from quant.jobs.pipeline import SourceKind, classify_source
-
-    try:
-        kind = classify_source(text)
-    except (QuantError, OSError) as exc:
-        return str(exc), None
-    if kind is SourceKind.HUB:
-        return "Hub repo: downloaded (resumable) and converted first", None
-    try:
-        facts = inspect_model(text, offline=True)
-    except QuantError as exc:
-        return str(exc), None
-    if kind is SourceKind.HF_FOLDER:
-        return "Hugging Face folder: converted to F16 GGUF first", facts
-    note = f"GGUF {facts.architecture}, {facts.file_type or '?'}, {_params_text(facts.parameters)}"
-    quantized = sorted(
-        {
-            t.type
-            for t in facts.tensors
-            if len(t.shape) > 1 and t.type not in ("F32", "F16", "BF16", "Q8_0")
-        }
-    )
-    if quantized:
-        note += (
-            f" — already quantized ({', '.join(quantized)}): it is expanded to F16 first, "
-            "and the new files carry its loss as well"
-        )
-    return note, facts
-
-
-def _params_text(n: int) -> str:
-    return f"{n / 1e9:.2f} B parameters" if n >= 1e9 else f"{n / 1e6:.0f} M parameters"
+def _type_text(p: TypePreview) -> str:
+    """A type's line in the list: bits per weight, and with a known source its predicted
+    size and quality."""
+    parts = [p.name, f"{p.bits_per_weight:.2f} bpw"]
+    if p.size_bytes is not None:
+        parts.append(f"≈ {human_bytes(p.size_bytes)}")
+        if p.kld is not None:
+            parts.append(f"KLD ≈ {p.kld:.3f}")
+            if p.same_top_token is not None:
+                parts.append(f"same top token ≈ {100 * p.same_top_token:.0f}%")
+    if p.needs_imatrix:
+        parts.append("needs an importance matrix")
+    return "   ·   ".join(parts)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,18 +45,18 @@ from PySide6.QtWidgets import (
 from app.core import hub
 from app.core.download_queue import DownloadItem, DownloadState
 from app.core.errors import AppError
+from app.core.hub_ranking import RepoRanking, fetch_and_rank
 from app.core.library import LibraryEntry, ModelLibrary
 from app.ui import errors
-from app.ui.theme import current_theme
+from app.ui.theme import fit_color
 from app.ui.widgets.cards import ChipRow, Spinner, chip, muted
 from app.ui.widgets.icons import icon
 from app.workers.download_manager import DownloadManager
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.failure import Failure
+from app.workers.tasks import Call, LatestTask, TaskHandle, start_task
 from quant.errors import QuantError
 from quant.hardware.profile import HardwareProfile
-from quant.plan.advisor import Fit
-from quant.progress import CancelToken, check_cancel
-from quant.units import human_bytes
+from quant.units import format_ago, format_count, format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -70,70 +69,12 @@ FILE_COL_NAME, FILE_COL_TYPE, FILE_COL_SIZE, FILE_COL_FIT, FILE_COL_SPEED, FILE_
 ROLE = Qt.ItemDataRole.UserRole + 1
 
 
-def fit_color(fit: Fit | None) -> str:
-    t = current_theme()
-    if fit is None:
-        return t.text_muted
-    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.1f}{suffix}"
-    return str(n)
-
-
 def _when(value: Any) -> str:
+    """When a repo was last updated (the hub gives a datetime, naive ones in UTC)."""
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
-        days = (datetime.now(UTC) - dt).days
-        if days <= 0:
-            return "today"
-        if days < 60:
-            return f"{days} d ago"
-        return dt.strftime("%Y-%m-%d")
+        return format_ago(dt.timestamp())
     return str(value) if value else "—"
-
-
-# --------------------------------------------------------------------------- worker functions
-
-
-@dataclass(frozen=True)
-class RepoView:
-    """What the tab shows for one repo: its files and, when the header was read, their ranks."""
-
-    repo: Any  # app.core.hub.HubRepo
-    ranked: list[Any] = field(default_factory=list)  # app.core.hub.RankedFile
-    facts: Any = None  # quant.facts.model.ModelFacts
-    problem: str | None = None
-
-
-def load_repo(
-    repo_id: str, profile: HardwareProfile | None, *, cancel: CancelToken | None = None
-) -> RepoView:
-    """The repo's GGUF files, then the exact facts of one header and the advisor's ranks.
-
-    A repo whose header cannot be read (or with no machine profile yet) still lists
-    its files and sizes; the reason is kept in ``problem``.
-    """
-    repo = hub.repo_files(repo_id)
-    if not repo.files:
-        return RepoView(repo, problem="This repo has no GGUF files that llama.cpp can run.")
-    chosen = hub.representative_file(repo)
-    if chosen is None:
-        return RepoView(repo, problem="None of its GGUF files is complete on the hub.")
-    check_cancel(cancel)
-    try:
-        facts = hub.file_facts(repo.repo_id, chosen.filename, repo=repo)
-    except (QuantError, AppError) as exc:
-        return RepoView(repo, problem=f"Its facts could not be read: {exc}")
-    if profile is None:
-        return RepoView(repo, facts=facts, problem="Fit badges appear once this machine is probed.")
-    ranked = hub.rank_files(repo, facts, profile, cancel=cancel)
-    return RepoView(repo, ranked=ranked, facts=facts)
 
 
 def quality_text(r: Any) -> str:
@@ -182,13 +123,11 @@ class TokenDialog(QDialog):
         buttons.rejected.connect(self.reject)
         self.forget_button.clicked.connect(self._forget)
         lay.addWidget(buttons)
-        self._task: TaskHandle | None = start_task(
-            hub.token_status,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=self._on_status,
-            on_failed=lambda _exc: self._on_status(None),
+        self._task: TaskHandle[Any] | None = start_task(
+            Call(hub.token_status),
             parent=self,
+            on_finished=self._on_status,
+            on_failed=lambda _failure: self._on_status(None),
         )
 
     def _on_status(self, status: str | None) -> None:
@@ -204,20 +143,17 @@ class TokenDialog(QDialog):
         self.save_button.setEnabled(False)
         self.status_label.setText("Checking the token with the hub…")
         self._task = start_task(
-            hub.save_token,
-            token,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(hub.save_token, token),
+            parent=self,
             on_finished=lambda _who: self.accept(),
             on_failed=self._on_save_failed,
-            parent=self,
         )
 
-    def _on_save_failed(self, exc: BaseException) -> None:
+    def _on_save_failed(self, failure: Failure) -> None:
         self._task = None
         self.save_button.setEnabled(True)
         self.status_label.setText("The token was not saved.")
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def _forget(self) -> None:
         try:
@@ -328,13 +264,25 @@ class HubTab(QWidget):
         self.library = library
         self.manager = manager
         self._profile: HardwareProfile | None = None
-        self._search_task: TaskHandle | None = None
-        self._repo_task: TaskHandle | None = None
-        self._status_task: TaskHandle | None = None
-        self._view: RepoView | None = None
+        # A new search, or another repo picked, drops the answer still on its way.
+        self._searching: LatestTask[list[Any]] = LatestTask(
+            self,
+            on_finished=self._on_results,
+            on_failed=self._on_search_failed,
+            on_cancelled=self._busy,
+            cancellable=True,
+        )
+        self._opening: LatestTask[RepoRanking] = LatestTask(
+            self,
+            on_finished=self._on_repo,
+            on_failed=self._on_repo_failed,
+            on_cancelled=self._busy,
+            cancellable=True,
+        )
+        self._status_task: TaskHandle[Any] | None = None
+        self._view: RepoRanking | None = None
         self._results: list[Any] = []
         self._rows: dict[str, DownloadRow] = {}
-        self._pending_repo: str | None = None
         self.offline: bool | None = None
 
         outer = QVBoxLayout(self)
@@ -471,7 +419,7 @@ class HubTab(QWidget):
     def set_profile(self, profile: HardwareProfile) -> None:
         """Fit badges are for this machine; a changed profile re-ranks the open repo."""
         self._profile = profile
-        if self._view is not None and self._repo_task is None:
+        if self._view is not None and not self._opening.is_running():
             self.open_repo(self._view.repo.repo_id)
 
     def check_status(self, *, force: bool = False) -> None:
@@ -479,18 +427,16 @@ class HubTab(QWidget):
         if self._status_task is not None or (self.offline is not None and not force):
             return
         self._status_task = start_task(
-            hub.hub_status,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=self._on_status,
-            on_failed=lambda exc: self._on_status(None, exc),
+            Call(hub.hub_status),
             parent=self,
+            on_finished=self._on_status,
+            on_failed=lambda failure: self._on_status(None, failure),
         )
 
-    def _on_status(self, status: Any, exc: BaseException | None = None) -> None:
+    def _on_status(self, status: Any, failure: Failure | None = None) -> None:
         self._status_task = None
-        online = bool(getattr(status, "online", False)) if exc is None else False
-        reason = getattr(status, "reason", None) or (str(exc) if exc else "")
+        online = bool(getattr(status, "online", False)) if failure is None else False
+        reason = getattr(status, "reason", None) or (failure.message if failure else "")
         self.set_offline(not online, reason)
 
     def set_offline(self, offline: bool, reason: str = "") -> None:
@@ -507,7 +453,7 @@ class HubTab(QWidget):
         self._update_download_button()
 
     def _busy(self) -> None:
-        busy = self._search_task is not None or self._repo_task is not None
+        busy = self._searching.is_running() or self._opening.is_running()
         (self.spinner.start if busy else self.spinner.stop)()
 
     # ------------------------------------------------------------------ search
@@ -517,26 +463,20 @@ class HubTab(QWidget):
 
     def search(self) -> None:
         text = self.search_edit.text().strip()
-        if self._search_task is not None:
-            self._search_task.cancel()
-            self._search_task = None
         self.status_message.emit(
             f"Searching the hub for “{text}”…" if text else "Listing popular models…"
         )
-        self._search_task = start_task(
-            hub.search_models,
-            text,
-            gguf_only=self.gguf_only.isChecked(),
-            sort=str(self.sort_combo.currentData()),
-            pass_progress=False,
-            on_finished=self._on_results,
-            on_failed=self._on_search_failed,
-            parent=self,
+        self._searching.start(
+            Call(
+                hub.search_models,
+                text,
+                gguf_only=self.gguf_only.isChecked(),
+                sort=str(self.sort_combo.currentData()),
+            )
         )
         self._busy()
 
     def _on_results(self, models: list[Any]) -> None:
-        self._search_task = None
         self._busy()
         if self.offline:
             self.set_offline(False)
@@ -550,7 +490,11 @@ class HubTab(QWidget):
             if getattr(m, "gated", False):
                 name.setToolTip("Gated: accept the terms on the model's page and add a token")
                 name.setText(f"{m.repo_id}  🔒")
-            cells = [name, QTableWidgetItem(_count(m.downloads)), QTableWidgetItem(_count(m.likes))]
+            cells = [
+                name,
+                QTableWidgetItem(format_count(m.downloads)),
+                QTableWidgetItem(format_count(m.likes)),
+            ]
             cells.append(QTableWidgetItem(_when(getattr(m, "last_modified", None))))
             for col, item in enumerate(cells):
                 if col:
@@ -562,19 +506,18 @@ class HubTab(QWidget):
             f"{len(models)} repos found" if models else "No repos matched; try fewer words"
         )
 
-    def _on_search_failed(self, exc: BaseException) -> None:
-        self._search_task = None
+    def _on_search_failed(self, failure: Failure) -> None:
         self._busy()
-        self.status_message.emit(str(exc))
-        if isinstance(exc, QuantError | AppError):
+        self.status_message.emit(failure.message)
+        if failure.expected:
             # Shown in the banner when the hub is unreachable, in a box otherwise.
             self.results.setRowCount(0)
             self._results = []
             self.check_status(force=True)
-            if not _mentions_network(exc):
-                errors.show_error(self, exc)
+            if not _mentions_network(failure.message):
+                errors.show_error(self, failure)
             return
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def result_repos(self) -> list[str]:
         return [m.repo_id for m in self._results]
@@ -587,11 +530,6 @@ class HubTab(QWidget):
             self.open_repo(str(cell.data(ROLE)))
 
     def open_repo(self, repo_id: str) -> None:
-        if self._repo_task is not None:
-            self._pending_repo = repo_id
-            self._repo_task.cancel()
-            return
-        self._pending_repo = None
         self.repo_title.setText(repo_id)
         self.repo_chips.set_chips([])
         self.repo_message.setText("Reading the file list and one GGUF header from the hub…")
@@ -600,42 +538,20 @@ class HubTab(QWidget):
         self.reasons.setText("")
         self._view = None
         self._update_download_button()
-        self._repo_task = start_task(
-            load_repo,
-            repo_id,
-            self._profile,
-            pass_progress=False,
-            on_finished=self._on_repo,
-            on_failed=self._on_repo_failed,
-            on_cancelled=self._on_repo_cancelled,
-            parent=self,
-        )
+        self._opening.start(Call(fetch_and_rank, repo_id, self._profile))
         self._busy()
 
-    def _repo_ended(self) -> bool:
-        self._repo_task = None
+    def _on_repo_failed(self, failure: Failure) -> None:
         self._busy()
-        if self._pending_repo is not None:
-            self.open_repo(self._pending_repo)
-            return False
-        return True
-
-    def _on_repo_cancelled(self) -> None:
-        self._repo_ended()
-
-    def _on_repo_failed(self, exc: BaseException) -> None:
-        if not self._repo_ended():
-            return
-        self.repo_message.setText(str(exc))
+        self.repo_message.setText(failure.message)
         self.repo_message.setVisible(True)
-        if isinstance(exc, QuantError | AppError):
+        if failure.expected:
             self.check_status(force=True)
         else:
-            errors.show_error(self, exc)
+            errors.show_error(self, failure)
 
-    def _on_repo(self, view: RepoView) -> None:
-        if not self._repo_ended():
-            return
+    def _on_repo(self, view: RepoRanking) -> None:
+        self._busy()
         self._view = view
         repo = view.repo
         chips = []
@@ -650,40 +566,37 @@ class HubTab(QWidget):
             if getattr(f, "architecture", None):
                 chips.append(chip(str(f.architecture)))
             if getattr(f, "parameters", None):
-                chips.append(chip(_count(int(f.parameters)) + " params"))
+                chips.append(chip(format_params(int(f.parameters), short=True) + " params"))
         self.repo_chips.set_chips(chips)
-        self.repo_message.setText(view.problem or "")
+        self.repo_message.setText(errors.as_sentence(view.problem or ""))
         self.repo_message.setVisible(bool(view.problem))
-        ranked = {r.file.filename: r for r in view.ranked}
-        files = [r.file for r in view.ranked] if view.ranked else list(repo.files)
-        self.files.setRowCount(len(files))
-        for row, hf in enumerate(files):
-            r = ranked.get(hf.filename)
-            name = QTableWidgetItem(hf.name if r is None or not r.recommended else f"★ {hf.name}")
+        self.files.setRowCount(len(view.files))
+        for row, r in enumerate(view.files):
+            hf = r.file
+            name = QTableWidgetItem(f"★ {hf.name}" if r.recommended else hf.name)
             name.setData(ROLE, hf.filename)
             parts = len(hf.parts)
             tip = hf.filename + (f" ({parts} parts)" if parts > 1 else "")
-            if r is not None and r.recommended:
+            if r.recommended:
                 tip += "\nThe advisor's pick for this machine"
             name.setToolTip(tip)
-            fit = r.fit if r is not None else None
-            fit_item = QTableWidgetItem(r.fit_label if r is not None and r.option else "—")
-            fit_item.setForeground(QColor(fit_color(fit)))
-            speed = r.tokens_per_s if r is not None else None
+            fit_item = QTableWidgetItem(r.fit_label if r.option else "—")
+            fit_item.setForeground(QColor(fit_color(r.fit)))
+            speed = r.tokens_per_s
             cells = [
                 name,
                 QTableWidgetItem(hf.label),
                 QTableWidgetItem(human_bytes(hf.size_bytes)),
                 fit_item,
-                QTableWidgetItem(f"~{speed:.0f} tok/s" if speed else "—"),
+                QTableWidgetItem(f"~{format_rate(speed)} tok/s" if speed else "—"),
                 QTableWidgetItem(quality_text(r)),
             ]
             for col, item in enumerate(cells):
                 self.files.setItem(row, col, item)
-        if files:
+        if view.files:
             self.files.selectRow(0)
-        if view.ranked and self._profile is not None:
-            best = next((r for r in view.ranked if r.recommended), None)
+        if view.problem is None:
+            best = view.best
             self.status_message.emit(
                 f"{repo.repo_id}: {best.file.label} is the pick for this machine"
                 if best
@@ -706,7 +619,7 @@ class HubTab(QWidget):
     def _ranked(self, filename: str) -> Any:
         if self._view is None:
             return None
-        return next((r for r in self._view.ranked if r.file.filename == filename), None)
+        return next((r for r in self._view.files if r.file.filename == filename), None)
 
     def _on_file_selected(self) -> None:
         hf = self.selected_file()
@@ -792,8 +705,8 @@ class HubTab(QWidget):
         self.status_message.emit(f"Downloaded {entry.name}; it is in the library")
         self.model_downloaded.emit(entry)
 
-    def _on_queue_failed(self, key: str, sentence: str) -> None:
-        self.status_message.emit(sentence)
+    def _on_queue_failed(self, key: str, failure: Failure) -> None:
+        self.status_message.emit(failure.message)
         # A failure may mean the network went away: the banner says so if it did.
         self.check_status(force=True)
 
@@ -807,16 +720,15 @@ class HubTab(QWidget):
         super().showEvent(event)
         if self.offline is None:
             QTimer.singleShot(0, self.check_status)
-            if not self._results and self._search_task is None:
+            if not self._results and not self._searching.is_running():
                 QTimer.singleShot(0, self.search)
 
     def shutdown(self) -> None:
-        for task in (self._search_task, self._repo_task):
-            if task is not None:
-                task.cancel()
+        for task in (self._searching, self._opening):
+            task.cancel()
 
 
-def _mentions_network(exc: BaseException) -> bool:
+def _mentions_network(message: str) -> bool:
     """A hub error about reaching the hub (the banner explains it, no box needed)."""
-    text = str(exc).lower()
+    text = message.lower()
     return any(w in text for w in ("offline", "network", "reach", "connect", "did not answer"))

@@ -25,6 +25,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.profiles import (
+    load_profile,
+    probe_this_machine,
+    remember_profile_file,
+    save_profile,
+)
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.widgets.cards import (
@@ -38,11 +44,11 @@ from app.ui.widgets.cards import (
     muted,
 )
 from app.ui.widgets.icons import icon
-from app.workers.tasks import TaskHandle, start_task
-from quant.atomic import atomic_write_text
+from app.workers.failure import Failure
+from app.workers.tasks import Call, TaskHandle, start_task
 from quant.hardware.profile import AppleInfo, GpuInfo, HardwareProfile
-from quant.progress import CancelToken, Progress
-from quant.units import human_bytes
+from quant.progress import Progress
+from quant.units import format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -69,47 +75,6 @@ KEY_FEATURES = {
 KEY_FEATURES["amd64"] = KEY_FEATURES["x86_64"]
 KEY_FEATURES["aarch64"] = KEY_FEATURES["arm64"]
 
-RECENT_PROFILES_KEY = "recent_profiles"  # in the "hardware" settings section
-MAX_RECENT = 8
-
-
-def default_probe(
-    *,
-    use_cache: bool = True,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> HardwareProfile:
-    from quant.hardware.probe import probe
-
-    return probe(
-        measure_bandwidth=True, use_cache=use_cache, on_progress=on_progress, cancel=cancel
-    )
-
-
-def remember_profile_file(settings: Settings, path: Path) -> None:
-    """Put ``path`` first in the list of saved profiles offered for planning."""
-    section = settings.section("hardware")
-    recent = [str(p) for p in section.get(RECENT_PROFILES_KEY, []) if str(p) != str(path)]
-    section[RECENT_PROFILES_KEY] = [str(path), *recent][:MAX_RECENT]
-    try:
-        settings.save()
-    except OSError as exc:
-        logger.warning("could not save settings: %s", exc)
-
-
-def recent_profile_files(settings: Settings) -> list[Path]:
-    value = settings.section("hardware").get(RECENT_PROFILES_KEY, [])
-    return [Path(str(p)) for p in value] if isinstance(value, list) else []
-
-
-def _load_profile(path: Path) -> tuple[Path, HardwareProfile]:
-    return path, HardwareProfile.load(path)
-
-
-def _save_profile(profile: HardwareProfile, path: Path) -> Path:
-    atomic_write_text(path, profile.to_json() + "\n")
-    return path
-
 
 class MachinePage(QWidget):
     #: The probed profile of this machine (not a loaded one), each time it arrives.
@@ -122,8 +87,8 @@ class MachinePage(QWidget):
         super().__init__(parent)
         self.setObjectName("machinePage")
         self.settings = settings
-        self._probe_fn: ProbeFn = probe_fn or default_probe
-        self._task: TaskHandle | None = None
+        self._probe_fn: ProbeFn = probe_fn or probe_this_machine
+        self._task: TaskHandle[HardwareProfile] | None = None
         self._probed: HardwareProfile | None = None
         self._shown: HardwareProfile | None = None
         self._loaded_from: Path | None = None
@@ -206,13 +171,13 @@ class MachinePage(QWidget):
         self.refresh_button.setEnabled(False)
         self.status_message.emit("Probing this machine…")
         self._task = start_task(
-            self._probe_fn,
-            use_cache=not refresh,
+            Call(self._probe_fn, use_cache=not refresh),
+            parent=self,
             on_finished=self._on_probed,
             on_failed=self._on_probe_failed,
             on_cancelled=self._on_probe_done,
             on_progress=self._on_progress,
-            parent=self,
+            cancellable=True,
         )
 
     def _on_progress(self, p: Progress) -> None:
@@ -232,11 +197,11 @@ class MachinePage(QWidget):
         self.status_message.emit("Machine probed")
         self.profile_changed.emit(profile)
 
-    def _on_probe_failed(self, exc: BaseException) -> None:
+    def _on_probe_failed(self, failure: Failure) -> None:
         self._on_probe_done()
         if self._shown is None:
             self._render_message("The probe failed. Press Refresh to try again.")
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def shutdown(self) -> None:
         if self._task is not None:
@@ -253,25 +218,19 @@ class MachinePage(QWidget):
         if path:
             self.save_profile(Path(path))
 
-    def save_profile(self, path: Path) -> TaskHandle | None:
-        """Write the shown profile to ``path`` (atomically, off the GUI thread)."""
+    def save_profile(self, path: Path) -> TaskHandle[Path] | None:
+        """Write the shown profile to ``path`` (``.json`` added; atomically, off the GUI thread)."""
         if self._shown is None:
             return None
-        if path.suffix.lower() != ".json":
-            path = path.with_name(path.name + ".json")
         return start_task(
-            _save_profile,
-            self._shown,
-            path,
-            pass_progress=False,
-            pass_cancel=False,
+            Call(save_profile, self._shown, path),
+            parent=self,
             on_finished=self._on_saved,
             on_failed=self._report,
-            parent=self,
         )
 
-    def _report(self, exc: BaseException) -> None:
-        errors.show_error(self, exc)
+    def _report(self, failure: Failure) -> None:
+        errors.show_error(self, failure)
 
     def _ask_load(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -283,23 +242,19 @@ class MachinePage(QWidget):
         if path:
             self.load_profile(Path(path))
 
-    def load_profile(self, path: Path) -> TaskHandle:
+    def load_profile(self, path: Path) -> TaskHandle[HardwareProfile]:
         """Show the profile saved in ``path`` (read off the GUI thread)."""
         return start_task(
-            _load_profile,
-            path,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=self._on_loaded,
-            on_failed=self._report,
+            Call(load_profile, path),
             parent=self,
+            on_finished=lambda profile: self._on_loaded(path, profile),
+            on_failed=self._report,
         )
 
     def _on_saved(self, path: Path) -> None:
         self.status_message.emit(f"Saved the profile to {path}")
 
-    def _on_loaded(self, loaded: tuple[Path, HardwareProfile]) -> None:
-        path, profile = loaded
+    def _on_loaded(self, path: Path, profile: HardwareProfile) -> None:
         self._loaded_from = path
         remember_profile_file(self.settings, path)
         self._show(profile)
@@ -516,7 +471,7 @@ class MachinePage(QWidget):
             card.body.addWidget(
                 muted(
                     "Generation speed on the CPU is bound by how fast weights stream from RAM: "
-                    f"at most ≈{ceiling:.0f} tokens/s for a 4.9 GB model (an 8B Q4_K_M)."
+                    f"at most ≈{format_rate(ceiling)} tokens/s for a 4.9 GB model (an 8B Q4_K_M)."
                 )
             )
         else:

@@ -22,7 +22,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +57,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.advice import inspect_source
 from app.core.errors import AppError
-from app.core.library import LibraryEntry, ModelLibrary, ModelSource, StarterModel, read_entry
+from app.core.library import LibraryEntry, ModelLibrary, ModelSource, read_entry
 from app.core.library_index import LibraryIndex, ModelRow
+from app.core.library_listing import (
+    LibraryListing,
+    describe_entries,
+    list_library,
+    merge_duplicates,
+    remember_starter,
+)
 from app.core.settings import Settings
 from app.ui import errors
-from app.ui.theme import current_theme
+from app.ui.theme import current_theme, fit_chip_kind, fit_color
 from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinner, chip, muted
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
-from app.workers.tasks import TaskHandle, start_task
-from quant.errors import Cancelled, QuantError
+from app.workers.failure import Failure
+from app.workers.tasks import Call, LatestTask, start_task
+from quant.errors import QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit
-from quant.progress import CancelToken, Progress
-from quant.units import human_bytes
+from quant.progress import Progress
+from quant.units import format_last_used, format_params, format_rate, human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -115,75 +123,7 @@ FIT_FILTERS = (
 InspectFn = Callable[[Path], ModelFacts]
 
 
-def default_inspect(path: Path) -> ModelFacts:
-    from quant.facts import inspect_model
-
-    facts: ModelFacts = inspect_model(path)
-    return facts
-
-
 # --------------------------------------------------------------------------- worker functions
-
-
-@dataclass(frozen=True)
-class LibraryLoad:
-    rows: list[ModelRow]
-    starter: StarterModel | None
-    starter_problem: BaseException | None
-
-    @property
-    def entries(self) -> list[LibraryEntry]:
-        return [r.entry for r in self.rows]
-
-
-def load_library(
-    library: ModelLibrary,
-    profile: HardwareProfile | None,
-    index: LibraryIndex | None = None,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> LibraryLoad:
-    """Locate (and on first launch assemble) the starter model, list and describe the library."""
-    starter: StarterModel | None = None
-    problem: BaseException | None = None
-    try:
-        starter = library.locate_starter(on_progress=on_progress, cancel=cancel)
-    except Cancelled:
-        raise
-    except (QuantError, AppError) as exc:
-        logger.warning("starter model unavailable: %s", exc)
-        problem = exc
-    if on_progress:
-        on_progress(Progress("library", 0, 0, "Looking for models…"))
-    entries = library.entries(starter=starter, cancel=cancel)
-    index = index if index is not None else LibraryIndex()
-    rows = index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
-    return LibraryLoad(rows, starter, problem)
-
-
-def merge_duplicates(
-    entries: Sequence[LibraryEntry],
-    profile: HardwareProfile | None,
-    index: LibraryIndex,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> list[ModelRow]:
-    """Hash files whose sizes collide (cached), merge copies, describe the result."""
-    merged = index.find_duplicates(entries, cancel=cancel, on_progress=on_progress)
-    return index.describe(merged, profile, cancel=cancel)
-
-
-def describe_entries(
-    entries: Sequence[LibraryEntry],
-    profile: HardwareProfile | None,
-    index: LibraryIndex,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
-) -> list[ModelRow]:
-    return index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
 
 
 def inspect_keyed(path: Path, inspect: InspectFn) -> tuple[str, ModelFacts | BaseException]:
@@ -204,20 +144,10 @@ def check_and_inspect(path: Path, inspect: InspectFn) -> tuple[LibraryEntry, Mod
 # --------------------------------------------------------------------------- formatting
 
 
-def human_count(n: int | None) -> str:
-    if not n:
-        return "—"
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            value = n / div
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(n)
-
-
 def params_text(f: ModelFacts) -> str:
-    text = human_count(f.parameters)
+    text = format_params(f.parameters, short=True)
     if f.is_moe and f.active_parameters:
-        text += f" ({human_count(f.active_parameters)} active)"
+        text += f" ({format_params(f.active_parameters, short=True)} active)"
     return text
 
 
@@ -290,27 +220,6 @@ def tensor_type_summary(f: ModelFacts) -> list[tuple[str, int, int]]:
 
 
 # --------------------------------------------------------------------------- table model
-
-
-def fit_color(fit: Fit | None) -> str:
-    t = current_theme()
-    if fit is None:
-        return t.text_muted
-    return {Fit.GPU: t.good, Fit.PARTIAL: t.warn, Fit.CPU: t.text, Fit.TOO_LARGE: t.bad}[fit]
-
-
-def last_used_text(when: float | None, now: float | None = None) -> str:
-    if not when:
-        return "never"
-    age = (now if now is not None else time.time()) - when
-    if age < 60:
-        return "just now"
-    if age < 3600:
-        return f"{int(age // 60)} min ago"
-    if age < 86400:
-        return f"{int(age // 3600)} h ago"
-    days = int(age // 86400)
-    return "yesterday" if days == 1 else f"{days} days ago"
 
 
 class LibraryTableModel(QAbstractTableModel):
@@ -427,7 +336,7 @@ class LibraryTableModel(QAbstractTableModel):
     def _fit_tooltip(r: ModelRow) -> str:
         bits = [r.fit_label]
         if r.predicted_tokens_per_s:
-            bits.append(f"about {r.predicted_tokens_per_s:.0f} tokens/s")
+            bits.append(f"about {format_rate(r.predicted_tokens_per_s)} tokens/s")
         if r.predicted_ram_bytes:
             bits.append(f"{human_bytes(r.predicted_ram_bytes)} of RAM")
         if r.predicted_vram_bytes:
@@ -444,7 +353,7 @@ class LibraryTableModel(QAbstractTableModel):
         if col == COL_SIZE:
             return human_bytes(e.size_bytes)
         if col == COL_USED:
-            return last_used_text(e.last_used)
+            return format_last_used(e.last_used)
         if e.broken:
             return "broken" if col in (COL_ARCH, COL_FIT) else ""
         f = self._facts.get(str(e.path))
@@ -452,7 +361,7 @@ class LibraryTableModel(QAbstractTableModel):
         if col == COL_ARCH:
             return (facts.architecture if facts else r.architecture) or "—"
         if col == COL_PARAMS:
-            return params_text(facts) if facts else human_count(r.parameters)
+            return params_text(facts) if facts else format_params(r.parameters, short=True)
         if col == COL_QUANT:
             return (facts.file_type if facts else r.file_type) or "—"
         if col == COL_CTX:
@@ -579,21 +488,39 @@ class ModelsPage(QWidget):
         self.settings = settings
         self.library = library
         self._downloads = downloads
-        self._inspect: InspectFn = inspect_fn or default_inspect
+        self._inspect: InspectFn = inspect_fn or inspect_source
         self._profile: HardwareProfile | None = None
         # One index for the page's life: headers and fit badges are remembered between scans.
         self.index = LibraryIndex()
-        self._load_task: TaskHandle | None = None
-        self._describe_task: TaskHandle | None = None
-        self._dedupe_task: TaskHandle | None = None
-        # Bumped whenever the listing changes (listed again, a file added or removed):
-        # fit badges or a duplicate check computed for an older listing are dropped.
-        self._generation = 0
+        # Listing, fit badges and the duplicate check: each answers for the newest
+        # listing only (see _listing_changed).
+        self._loading: LatestTask[LibraryListing] = LatestTask(
+            self,
+            on_finished=self._on_loaded,
+            on_failed=self._on_load_failed,
+            on_cancelled=lambda: self._busy(False),
+            on_progress=self._on_progress,
+            cancellable=True,
+        )
+        self._describing: LatestTask[list[ModelRow]] = LatestTask(
+            self,
+            on_finished=self._on_described,
+            on_failed=self._on_describe_failed,
+            on_cancelled=lambda: self._busy(False),
+            cancellable=True,
+        )
+        self._deduplicating: LatestTask[list[ModelRow]] = LatestTask(
+            self,
+            on_finished=self._on_merged,
+            on_failed=self._on_merge_failed,
+            on_cancelled=lambda: self._busy(False),
+            on_progress=self._on_progress,
+            cancellable=True,
+        )
         # The profile the running listing was started with.
         self._load_profile: HardwareProfile | None = None
         self._pending_adds = 0
         self._single_inspects: set[str] = set()
-        self._reload_again = False
         self.hub_tab: Any = None
 
         outer = QVBoxLayout(self)
@@ -846,9 +773,9 @@ class ModelsPage(QWidget):
 
     def is_busy(self) -> bool:
         return (
-            self._load_task is not None
-            or self._describe_task is not None
-            or self._dedupe_task is not None
+            self._loading.is_running()
+            or self._describing.is_running()
+            or self._deduplicating.is_running()
             or self._pending_adds > 0
             or bool(self._single_inspects)
         )
@@ -860,133 +787,55 @@ class ModelsPage(QWidget):
         if self.hub_tab is not None:
             self.hub_tab.set_profile(profile)
         # A running listing uses the profile it started with; _on_loaded describes again.
-        if self._load_task is None and self.model.rowCount():
+        if not self._loading.is_running() and self.model.rowCount():
             self._describe(self.entries())
 
     def _describe(self, entries: Sequence[LibraryEntry]) -> None:
         """Fit badges (and facts) for ``entries`` on the current profile, off the GUI thread."""
-
-        def failed(exc: BaseException) -> None:
-            errors.show_error(self, exc)
-
-        self._rows_task(
-            "_describe_task",
-            describe_entries,
-            entries,
-            apply=self._set_rows,
-            # The listing changed meanwhile: badges for the new one.
-            stale=lambda: self._describe(self.entries()),
-            failed=failed,
-        )
-
-    def _rows_task(
-        self,
-        slot: str,
-        fn: Callable[..., list[ModelRow]],
-        entries: Sequence[LibraryEntry],
-        *,
-        apply: Callable[[list[ModelRow]], None],
-        stale: Callable[[], None],
-        failed: Callable[[BaseException], None],
-        **kwargs: Any,
-    ) -> None:
-        """Run ``fn(entries, profile, index)`` off the GUI thread, held in attribute ``slot``.
-
-        A newer task in the same slot replaces this one (its result is dropped). A
-        result for the listing it started from goes to ``apply``; when the listing
-        changed meanwhile (listed again, a file added or removed), ``stale`` runs
-        instead, so rows computed for an older listing never replace a newer one.
-        """
-        old: TaskHandle | None = getattr(self, slot)
-        if old is not None:
-            old.cancel()
-        generation = self._generation
-        mine: list[TaskHandle] = []
-
-        def claim() -> bool:
-            if mine and getattr(self, slot) is mine[0]:
-                setattr(self, slot, None)
-                return True
-            return False
-
-        def finished(rows: list[ModelRow]) -> None:
-            if claim():
-                if generation == self._generation:
-                    apply(rows)
-                else:
-                    stale()
-            self._busy(False)
-
-        def ended(exc: BaseException | None = None) -> None:
-            if claim() and exc is not None:
-                failed(exc)
-            self._busy(False)
-
         self._busy(True)
-        task = start_task(
-            fn,
-            list(entries),
-            self._profile,
-            self.index,
-            on_finished=finished,
-            on_failed=ended,
-            on_cancelled=ended,
-            parent=self,
-            **kwargs,
-        )
-        mine.append(task)
-        setattr(self, slot, task)
+        self._describing.start(Call(describe_entries, list(entries), self._profile, self.index))
+
+    def _listing_changed(self, *, describe: bool = False) -> None:
+        """The listing changed (listed again, a file added or removed).
+
+        Badges or a duplicate check still computing for the old listing would undo
+        this one when they arrive: they are asked again for this listing, and the
+        old answers are dropped.
+        """
+        if describe or self._describing.is_running():
+            self._describe(self.entries())
+        if self._deduplicating.is_running():
+            self._find_duplicates()
+
+    def _on_described(self, rows: list[ModelRow]) -> None:
+        self._busy(False)
+        self._set_rows(rows)
+
+    def _on_describe_failed(self, failure: Failure) -> None:
+        self._busy(False)
+        errors.show_error(self, failure)
 
     # ------------------------------------------------------------------ loading
     def reload(self) -> None:
-        """List the library again (off the GUI thread)."""
+        """List the library again (off the GUI thread); a listing under way starts over."""
         self._watch_timer.stop()
-        if self._load_task is not None:
-            self._reload_again = True
-            return
         self._busy(True)
         self._load_profile = self._profile
-        self._load_task = start_task(
-            load_library,
-            self.library,
-            self._profile,
-            self.index,
-            on_finished=self._on_loaded,
-            on_failed=self._on_load_failed,
-            on_cancelled=self._on_load_cancelled,
-            on_progress=self._on_progress,
-            parent=self,
-        )
+        self._loading.start(Call(list_library, self.library, self._profile, self.index))
 
     def _on_progress(self, p: Progress) -> None:
         if p.message:
             self.status_message.emit(p.message)
 
-    def _load_ended(self) -> bool:
-        self._load_task = None
-        if self._reload_again:
-            self._reload_again = False
-            self.reload()
-            return False
-        return True
-
-    def _on_load_cancelled(self) -> None:
-        self._load_ended()
+    def _on_load_failed(self, failure: Failure) -> None:
         self._busy(False)
+        errors.show_error(self, failure)
 
-    def _on_load_failed(self, exc: BaseException) -> None:
-        if self._load_ended():
-            errors.show_error(self, exc)
-        self._busy(False)
-
-    def _on_loaded(self, result: LibraryLoad) -> None:
-        if not self._load_ended():
-            return
-        if result.starter is not None and self.library.cached_starter() != result.starter:
-            try:
-                self.library.remember_starter(result.starter)
-            except OSError as exc:
-                logger.warning("could not remember the starter model: %s", exc)
+    def _on_loaded(self, result: LibraryListing) -> None:
+        try:
+            remember_starter(self.library, result)
+        except OSError as exc:
+            logger.warning("could not remember the starter model: %s", exc)
         if result.starter_problem is not None:
             self.problem_label.setText(
                 f"The starter model is unavailable: {result.starter_problem}"
@@ -994,13 +843,11 @@ class ModelsPage(QWidget):
             self.problem_label.setVisible(True)
         else:
             self.problem_label.setVisible(False)
-        self._generation += 1
         self._set_rows(result.rows)
         self.status_message.emit("Library up to date")
         self._watch()
-        if self._profile is not self._load_profile:
-            # The machine was probed while the listing ran: badges for this machine.
-            self._describe(self.entries())
+        # The machine was probed while the listing ran: badges for this machine.
+        self._listing_changed(describe=self._profile is not self._load_profile)
         self._find_duplicates()
         self._busy(False)
 
@@ -1020,31 +867,23 @@ class ModelsPage(QWidget):
         """Hash files whose sizes collide, in the background, and merge copies."""
         entries = self.entries()
         sizes = Counter(e.size_bytes for e in entries if not e.broken)
-        if self._dedupe_task is not None:
-            self._dedupe_task.cancel()
-            self._dedupe_task = None
         if not any(n > 1 for n in sizes.values()):
+            self._deduplicating.cancel()
             return
+        self._busy(True)
+        self._deduplicating.start(Call(merge_duplicates, entries, self._profile, self.index))
 
-        def apply(rows: list[ModelRow]) -> None:
-            if [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
-                r.entry.also_at for r in rows
-            ):
-                self._set_rows(rows)
+    def _on_merged(self, rows: list[ModelRow]) -> None:
+        self._busy(False)
+        if [r.entry.path for r in rows] != [e.path for e in self.entries()] or any(
+            r.entry.also_at for r in rows
+        ):
+            self._set_rows(rows)
 
-        def failed(exc: BaseException) -> None:
-            # Duplicates stay listed twice; nothing else is affected.
-            logger.warning("duplicate check failed: %s", exc)
-
-        self._rows_task(
-            "_dedupe_task",
-            merge_duplicates,
-            entries,
-            apply=apply,
-            stale=self._find_duplicates,  # for the listing that replaced this one
-            failed=failed,
-            on_progress=self._on_progress,
-        )
+    def _on_merge_failed(self, failure: Failure) -> None:
+        # Duplicates stay listed twice; nothing else is affected.
+        self._busy(False)
+        logger.warning("duplicate check failed: %s", failure.message)
 
     # ------------------------------------------------------------------ watching
     def _watch(self) -> None:
@@ -1095,14 +934,10 @@ class ModelsPage(QWidget):
             self._pending_adds += 1
             self._busy(True)
             start_task(
-                check_and_inspect,
-                Path(path),
-                self._inspect,
-                pass_progress=False,
-                pass_cancel=False,
+                Call(check_and_inspect, Path(path), self._inspect),
+                parent=self,
                 on_finished=self._on_added,
                 on_failed=self._on_add_failed,
-                parent=self,
             )
 
     def _on_added(self, result: tuple[LibraryEntry, ModelFacts]) -> None:
@@ -1112,7 +947,6 @@ class ModelsPage(QWidget):
             self.library.record(entry)
         except OSError as exc:
             logger.warning("library not saved: %s", exc)
-        self._generation += 1
         self.model.set_facts(str(entry.path), facts)
         self.model.add_row(_row_from_facts(entry, facts))
         self.empty_label.setVisible(False)
@@ -1120,13 +954,13 @@ class ModelsPage(QWidget):
         self.status_message.emit(f"Added {entry.name}")
         self.entries_changed.emit(self.model.entries())
         # The fit badge needs the advisor: describe the whole library again (cached).
-        self._describe(self.entries())
+        self._listing_changed(describe=True)
         self._busy(False)
 
-    def _on_add_failed(self, exc: BaseException) -> None:
+    def _on_add_failed(self, failure: Failure) -> None:
         self._pending_adds -= 1
         self._busy(False)
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     # ------------------------------------------------------------------ actions
     def remove_selected(self) -> None:
@@ -1134,12 +968,12 @@ class ModelsPage(QWidget):
         if entry is None:
             return
         self.library.forget(entry)
-        self._generation += 1
         self.model.remove_path(entry.path)
         self.empty_label.setVisible(self.model.rowCount() == 0)
         self.status_message.emit(f"Removed {entry.name} from the library; the file stays on disk")
         self.entries_changed.emit(self.model.entries())
         self._on_selection()
+        self._listing_changed()
 
     def _usable_selected(self) -> LibraryEntry | None:
         entry = self.selected_entry()
@@ -1245,20 +1079,16 @@ class ModelsPage(QWidget):
         if key in self._single_inspects:
             return
         self._single_inspects.add(key)
-        # Callbacks must be bound methods of this page so they run on the GUI thread.
         start_task(
-            inspect_keyed,
-            path,
-            self._inspect,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=self._on_single_inspected,
+            Call(inspect_keyed, path, self._inspect),
             parent=self,
+            on_finished=self._on_single_inspected,
         )
 
     def _on_single_inspected(self, result: tuple[str, ModelFacts | BaseException]) -> None:
         key, value = result
         self._single_inspects.discard(key)
+        self._busy(False)  # the spinner waits for this header too (is_busy)
         self.model.set_facts(key, value)
         sel = self.selected_entry()
         if sel is not None and str(sel.path) == key:
@@ -1290,8 +1120,9 @@ class ModelsPage(QWidget):
             chips.append(chip("chat template", "good"))
         row = self.model.row_of(entry.path)
         if row is not None and row.fit is not None:
-            kind = {Fit.GPU: "good", Fit.PARTIAL: "warn", Fit.CPU: "true", Fit.TOO_LARGE: "off"}
-            chips.append(chip(row.fit_label, kind[row.fit], LibraryTableModel._fit_tooltip(row)))
+            chips.append(
+                chip(row.fit_label, fit_chip_kind(row.fit), LibraryTableModel._fit_tooltip(row))
+            )
         self.details_chips.set_chips(chips)
         self.details_message.setVisible(False)
         rows = fact_rows(entry, f)
@@ -1299,13 +1130,13 @@ class ModelsPage(QWidget):
             rows.append(
                 (
                     "On this machine",
-                    f"{row.fit_label} · about {row.predicted_tokens_per_s:.0f} tokens/s",
+                    f"{row.fit_label} · about {format_rate(row.predicted_tokens_per_s)} tokens/s",
                 )
             )
         also = getattr(entry, "also_at", ())
         if also:
             rows.append(("Also at", "\n".join(str(p) for p in also)))
-        rows.append(("Last used", last_used_text(entry.last_used)))
+        rows.append(("Last used", format_last_used(entry.last_used)))
         self.details_grid.set_rows(r for r in rows if r[0] not in FILE_ROWS)
         self.file_grid.set_rows(r for r in rows if r[0] in FILE_ROWS)
         summary = tensor_type_summary(f)
@@ -1330,13 +1161,12 @@ class ModelsPage(QWidget):
     def _busy(self, on: bool) -> None:
         if on or not self.is_busy():
             (self.spinner.start if on else self.spinner.stop)()
-        self.refresh_button.setEnabled(self._load_task is None)
+        self.refresh_button.setEnabled(not self._loading.is_running())
 
     def shutdown(self) -> None:
         self._watch_timer.stop()
-        for task in (self._load_task, self._describe_task, self._dedupe_task):
-            if task is not None:
-                task.cancel()
+        for task in (self._loading, self._describing, self._deduplicating):
+            task.cancel()
         if self.hub_tab is not None:
             self.hub_tab.shutdown()
         if self._downloads is not None:

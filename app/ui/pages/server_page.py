@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import secrets
-from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -49,8 +48,9 @@ from app.core.serve.server import ServerConfig, is_loopback
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.widgets.cards import Card, PageHeader, muted
+from app.workers.failure import Failure
 from app.workers.server_controller import ServerController
-from app.workers.tasks import TaskHandle, start_task
+from app.workers.tasks import Call, TaskHandle, start_task
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _item(text: str, align_right: bool = False) -> QTableWidgetItem:
     return it
 
 
-def _models_of(name: str, **_: Any) -> list[RemoteModel]:
+def _models_of(name: str) -> list[RemoteModel]:
     return RemoteStore().client(name).models()
 
 
@@ -134,7 +134,7 @@ class ServerPage(QWidget):
         self.keys = keys or KeyFile()
         self.remotes = RemoteStore(settings, self.keys)
         self.controller = controller or ServerController(self)
-        self._remote_tasks: dict[str, TaskHandle] = {}
+        self._remote_tasks: dict[str, TaskHandle[list[RemoteModel]]] = {}
         self._remote_counts: dict[str, str] = {}
         self._build()
         self._wire()
@@ -347,9 +347,9 @@ class ServerPage(QWidget):
         self.status_message.emit("Server stopped")
         self._update()
 
-    def _on_failed(self, exc: BaseException) -> None:
+    def _on_failed(self, failure: Failure) -> None:
         self._update()
-        errors.show_error(self, exc)
+        errors.show_error(self, failure)
 
     def _update(self) -> None:
         c = self.controller
@@ -445,17 +445,11 @@ class ServerPage(QWidget):
         def finished(models: list[RemoteModel]) -> None:
             self._on_remote_models(name, models)
 
-        def failed(exc: BaseException) -> None:
-            self._on_remote_failed(name, exc)
+        def failed(failure: Failure) -> None:
+            self._on_remote_failed(name, failure)
 
         self._remote_tasks[name] = start_task(
-            _models_of,
-            name,
-            pass_progress=False,
-            pass_cancel=False,
-            on_finished=finished,
-            on_failed=failed,
-            parent=self,
+            Call(_models_of, name), parent=self, on_finished=finished, on_failed=failed
         )
 
     def _set_count(self, name: str, text: str) -> None:
@@ -472,9 +466,9 @@ class ServerPage(QWidget):
         self._set_count(name, f"{len(models)}: {shown}" if models else "none")
         self.remotes_changed.emit()
 
-    def _on_remote_failed(self, name: str, exc: BaseException) -> None:
+    def _on_remote_failed(self, name: str, failure: Failure) -> None:
         self._remote_tasks.pop(name, None)
-        self._set_count(name, f"unreachable ({str(exc)[:80]})")
+        self._set_count(name, f"unreachable ({failure.message[:80]})")
 
     def add_remote(self, name: str, url: str, key: str | None = None) -> Remote | None:
         try:

@@ -11,8 +11,7 @@ from app.core.chat.session import Prediction
 from app.core.chat.stats import AnswerStats, LiveSample
 from app.ui.theme import current_theme
 from app.ui.widgets.flow_layout import FlowLayout
-
-MIB = 1024**2
+from quant.units import MIB, format_rate
 
 
 class StatsBar(QWidget):
@@ -53,7 +52,7 @@ class StatsBar(QWidget):
 
     def show_live(self, sample: LiveSample, *, context_used: int, context_size: int) -> None:
         if sample.tokens_per_s is not None:
-            self.labels["gen"].setText(f"Generation {sample.tokens_per_s:.1f} tok/s")
+            self.labels["gen"].setText(f"Generation {format_rate(sample.tokens_per_s)} tok/s")
         self.labels["context"].setText(f"Context {context_used:,} / {context_size:,}")
         self._memory(sample.rss_bytes, sample.vram_bytes)
 
@@ -64,7 +63,7 @@ class StatsBar(QWidget):
         pps = st.prompt_tokens_per_s
         cached = f" (+{st.prompt_tokens_cached} cached)" if st.prompt_tokens_cached else ""
         self.labels["prompt"].setText(
-            f"Prompt {pps:.0f} tok/s · {st.prompt_tokens_evaluated} tok{cached}"
+            f"Prompt {format_rate(pps)} tok/s · {st.prompt_tokens_evaluated} tok{cached}"
             if pps is not None
             else f"Prompt — · {st.prompt_tokens_evaluated} tok{cached}"
         )
@@ -72,7 +71,7 @@ class StatsBar(QWidget):
             self.labels["prompt"].setText("Prompt —")
         gps = st.gen_tokens_per_s
         self.labels["gen"].setText(
-            f"Generation {gps:.1f} tok/s · {st.generated_tokens} tok"
+            f"Generation {format_rate(gps)} tok/s · {st.generated_tokens} tok"
             if gps is not None
             else f"Generation — · {st.generated_tokens} tok"
         )
@@ -218,8 +217,9 @@ class LiveChart(QWidget):
         ]
         if p is not None:
             parts.append(
-                f"╌ predicted {p.gen_tokens_per_s:.0f} tok/s "
-                f"({p.gen_low:.0f}–{p.gen_high:.0f}), RSS {p.expected_rss_bytes / MIB:,.0f} MiB "
+                f"╌ predicted {format_rate(p.gen_tokens_per_s)} tok/s "
+                f"({format_rate(p.gen_low)}–{format_rate(p.gen_high)}), "
+                f"RSS {p.expected_rss_bytes / MIB:,.0f} MiB "
                 f"(+{p.ram_bytes / MIB:,.0f} MiB for the model)"
                 + ("" if p.calibrated else " (uncalibrated)")
             )

@@ -7,9 +7,8 @@ next load; the drawer says so.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -23,12 +22,12 @@ from PySide6.QtWidgets import (
 
 from app.core.chat.settings import (
     FlashAttention,
-    KvCacheType,
     LoadPlan,
     ModelChatSettings,
     SamplingSettings,
 )
 from app.core.chat.templates import PromptMode
+from quant.plan.memory import KvType
 
 SAVE_DELAY_MS = 400
 
@@ -86,22 +85,26 @@ class ChatSettingsDrawer(QFrame):
         self.gpu_layers = _spin(-1, 1000)
         self.gpu_layers.setSpecialValueText("all")
         self.kv_type = QComboBox()
-        for kv in KvCacheType:
+        for kv in KvType:
             self.kv_type.addItem(kv.value, kv)
         self.flash = QComboBox()
         for fa in FlashAttention:
             self.flash.addItem(fa.value, fa)
         self.threads = _spin(0, 256)
         self.threads.setSpecialValueText("physical cores")
-        self.raw_mode = QCheckBox("Raw completion")
-        self.raw_mode.setToolTip("No chat template: the model continues the text as written")
+        self.prompt_mode = QComboBox()
+        for label, mode, tip in PROMPT_MODES:
+            self.prompt_mode.addItem(label, mode)
+            self.prompt_mode.setItemData(
+                self.prompt_mode.count() - 1, tip, Qt.ItemDataRole.ToolTipRole
+            )
         load_form.addRow("Context", self.n_ctx)
         load_form.addRow("GPU layers", self.gpu_layers)
         load_form.addRow("KV cache", self.kv_type)
         load_form.addRow("Flash attention", self.flash)
         load_form.addRow("Threads", self.threads)
+        load_form.addRow("Prompt", self.prompt_mode)
         outer.addLayout(load_form)
-        outer.addWidget(self.raw_mode)
         outer.addStretch(1)
 
         self._timer = QTimer(self)
@@ -122,7 +125,7 @@ class ChatSettingsDrawer(QFrame):
             s.valueChanged.connect(self._edited)
         self.kv_type.currentIndexChanged.connect(self._edited)
         self.flash.currentIndexChanged.connect(self._edited)
-        self.raw_mode.toggled.connect(self._edited)
+        self.prompt_mode.currentIndexChanged.connect(self._edited)
         self.system_prompt.textChanged.connect(self._edited)
         self.set_value(ModelChatSettings())
 
@@ -153,7 +156,7 @@ class ChatSettingsDrawer(QFrame):
             self.kv_type.setCurrentIndex(self.kv_type.findData(p.kv_type))
             self.flash.setCurrentIndex(self.flash.findData(p.flash_attention))
             self.threads.setValue(p.n_threads or 0)
-            self.raw_mode.setChecked(value.mode is PromptMode.RAW)
+            self.prompt_mode.setCurrentIndex(self.prompt_mode.findData(value.mode))
         finally:
             self._loading = False
         self._timer.stop()
@@ -171,7 +174,7 @@ class ChatSettingsDrawer(QFrame):
         plan = LoadPlan(
             n_ctx=self.n_ctx.value(),
             n_gpu_layers=self.gpu_layers.value(),
-            kv_type=KvCacheType(self.kv_type.currentData()),
+            kv_type=KvType(self.kv_type.currentData()),
             flash_attention=FlashAttention(self.flash.currentData()),
             n_threads=self.threads.value() or None,
         ).validated()
@@ -179,8 +182,29 @@ class ChatSettingsDrawer(QFrame):
             sampling=sampling,
             plan=plan,
             system_prompt=self.system_prompt.toPlainText(),
-            mode=PromptMode.RAW if self.raw_mode.isChecked() else PromptMode.CHAT,
+            mode=PromptMode(self.prompt_mode.currentData()),
         )
+
+
+# How messages become the prompt (quant.prompts.templates.PromptMode), as the drawer offers it.
+PROMPT_MODES: tuple[tuple[str, PromptMode, str], ...] = (
+    (
+        "Chat",
+        PromptMode.CHAT,
+        "The model's chat template; a base model answers through in-context examples",
+    ),
+    (
+        "Chat template",
+        PromptMode.TEMPLATE,
+        "The chat template, even for a base model (which then tends to ramble)",
+    ),
+    (
+        "In-context examples",
+        PromptMode.IN_CONTEXT,
+        "A preamble and example answers steer the model, whatever it was trained for",
+    ),
+    ("Raw completion", PromptMode.RAW, "No template: the model continues the text as written"),
+)
 
 
 def _spin(lo: int, hi: int) -> QSpinBox:

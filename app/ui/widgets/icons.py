@@ -6,15 +6,14 @@ Kept in code rather than as files so they ship inside the package. Each icon is 
 
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
-from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QRectF, QSize, Qt
 from PySide6.QtGui import QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
 from app.ui.theme import current_theme
+from quant.resources import resources_dir
 
 _HEAD = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="24" height="24" viewBox="0 0 24 24" '
@@ -112,18 +111,6 @@ def icon_size(size: int = 18) -> QSize:
 
 #: Pixel sizes of the rendered app icon in ``resources/icons`` (``quantdesk-<N>.png``).
 APP_ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
-
-
-def resources_dir() -> Path:
-    """The ``resources/`` folder: beside the packages in a checkout, at the top of a bundle.
-
-    A PyInstaller bundle unpacks its data under ``sys._MEIPASS``, where the spec puts
-    ``resources/`` (packaging/quantdesk.spec); a checkout has it at the repository root.
-    """
-    frozen_root = getattr(sys, "_MEIPASS", None)
-    if getattr(sys, "frozen", False) and frozen_root:
-        return Path(frozen_root) / "resources"
-    return Path(__file__).resolve().parents[3] / "resources"
 
 
 @lru_cache(maxsize=1)

@@ -17,9 +17,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.ui.theme import current_theme
+from quant.units import GIB, MIB, format_rate
 
-GIB = 1024**3
-MIB = 1024**2
 # The smallest loss drawn: BF16/F16 have none, and a log axis cannot show zero.
 KLD_FLOOR = 1e-4
 
@@ -132,7 +131,8 @@ class OptionChart(QWidget):
             self._label.setText("")
         self.plot.getPlotItem().autoRange(padding=0.12)
         self.caption.setText(
-            f"Colour and size: generation speed, {_rate(lo)} (dark, small) to {_rate(hi)} tokens/s "
+            f"Colour and size: generation speed, {format_rate(lo)} (dark, small) to "
+            f"{format_rate(hi)} tokens/s "
             "(bright, big). Hollow: does not fit. Ringed: top pick and selection. "
             "Lower is better on the vertical axis."
         )
@@ -154,14 +154,10 @@ class OptionChart(QWidget):
                 fit = "" if p["fits"] else " (does not fit)"
                 return (
                     f"{p['label']}{fit}\n{p['x']:.4g} {self._unit} · KLD {p['kld']:.4g} · "
-                    f"{_rate(p['tok_s'])} tokens/s"
+                    f"{format_rate(p['tok_s'])} tokens/s"
                 )
         return str(data)
 
     def _on_click(self, _item: Any, points: Any, _event: Any = None) -> None:
         if points is not None and len(points):
             self.option_clicked.emit(str(points[0].data()))
-
-
-def _rate(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"

@@ -1,0 +1,140 @@
+"""What the Convert form shows before a job starts.
+
+The source in one line (what it is, and whether it is converted or expanded
+first) with its facts, and for each target type the size llama.cpp's
+per-tensor mix would give and the quality the format table predicts. Reading
+headers and planning every tensor for a dozen types takes a moment on a large
+model: call :func:`preview_conversion` off the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from quant.errors import QuantError
+from quant.facts.model import ModelFacts
+from quant.plan.formats import QuantType, predict_quality
+from quant.plan.memory import plan_tensors, weights_bytes
+from quant.units import format_params
+
+logger = logging.getLogger(__name__)
+
+# Tensor types a source may hold without having been quantized already.
+_FULL_PRECISION = frozenset({"F32", "F16", "BF16", "Q8_0"})
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A source as the form shows it: ``note`` is one line; ``facts`` when headers were read."""
+
+    source: str
+    note: str
+    facts: ModelFacts | None = field(default=None, compare=False)
+
+    @property
+    def parameters(self) -> int | None:
+        return int(self.facts.parameters) if self.facts is not None else None
+
+
+@dataclass(frozen=True)
+class TypePreview:
+    """One target type: its bits per weight and, with a known source, size and quality."""
+
+    name: str
+    bits_per_weight: float
+    needs_imatrix: bool
+    description: str
+    size_bytes: float | None = None
+    kld: float | None = None
+    same_top_token: float | None = None
+
+
+@dataclass(frozen=True)
+class ConversionPreview:
+    source: SourceInfo
+    types: list[TypePreview]
+
+
+def describe_source(text: str) -> SourceInfo:
+    """What ``text`` names (a GGUF file, an HF folder or a hub repo id), in one line, with the
+    facts read from its headers (never from the network)."""
+    from quant.facts import SourceKind, detect_source, inspect_model
+
+    text = text.strip()
+    if not text:
+        return SourceInfo(text, "")
+    try:
+        kind = detect_source(text, need_weights=True)
+    except (QuantError, OSError) as exc:
+        return SourceInfo(text, str(exc))
+    if kind is SourceKind.HUB:
+        return SourceInfo(text, "Hub repo: downloaded (resumable) and converted first")
+    try:
+        facts = inspect_model(text, offline=True)
+    except QuantError as exc:
+        return SourceInfo(text, str(exc))
+    if kind is SourceKind.HF_FOLDER:
+        return SourceInfo(text, "Hugging Face folder: converted to F16 GGUF first", facts)
+    params = format_params(facts.parameters, short=True)
+    note = f"GGUF {facts.architecture}, {facts.file_type or '?'}, {params} parameters"
+    quantized = sorted(
+        {t.type for t in facts.tensors if len(t.shape) > 1 and t.type not in _FULL_PRECISION}
+    )
+    if quantized:
+        note += (
+            f" — already quantized ({', '.join(quantized)}): it is expanded to F16 first, "
+            "and the new files carry its loss as well"
+        )
+    return SourceInfo(text, note, facts)
+
+
+def preview_type(name: str, facts: ModelFacts | None, *, imatrix: bool) -> TypePreview | None:
+    """``name``'s preview for a source with ``facts``; None for a name llama.cpp does not know."""
+    try:
+        qtype = QuantType.from_name(name)
+    except ValueError:
+        return None
+    spec = qtype.spec
+    preview = TypePreview(
+        name,
+        spec.effective_bpw,
+        spec.needs_imatrix,
+        spec.description or spec.label,
+    )
+    if facts is None or not facts.parameters:
+        return preview
+    q = predict_quality(spec, parameters=int(facts.parameters), imatrix=imatrix)
+    return TypePreview(
+        preview.name,
+        preview.bits_per_weight,
+        preview.needs_imatrix,
+        preview.description,
+        size_bytes=_predicted_size(facts, qtype),
+        kld=q.kld,
+        same_top_token=q.same_top_token,
+    )
+
+
+def _predicted_size(facts: ModelFacts, qtype: QuantType) -> float:
+    """The file size llama.cpp's per-tensor mix gives (tensors planned one by one, plus the
+    source's header and metadata)."""
+    weights = weights_bytes(plan_tensors(facts, qtype))
+    tensor_bytes = sum(t.n_bytes for t in facts.tensors)
+    header = max(0, facts.file_size_bytes - tensor_bytes) if tensor_bytes else 0
+    return float(weights + header)
+
+
+def preview_conversion(
+    source: str,
+    types: Sequence[str],
+    *,
+    imatrix: bool,
+    known: SourceInfo | None = None,
+) -> ConversionPreview:
+    """The form's preview: the source described (``known`` when it was already) and each of
+    ``types`` (names llama.cpp does not know are left out)."""
+    info = known if known is not None else describe_source(source)
+    previews = [preview_type(name, info.facts, imatrix=imatrix) for name in types]
+    return ConversionPreview(info, [p for p in previews if p is not None])
