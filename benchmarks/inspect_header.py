@@ -9,20 +9,10 @@ unless a path is given.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) if repeat > 2 else statistics.mean(times)
+from library_scan import best
 
 
 def main(argv: list[str]) -> int:
@@ -41,9 +31,9 @@ def main(argv: list[str]) -> int:
             while fh.read(8 << 20):
                 pass
 
-    ours = _best(lambda: inspect_model(model), 5)
-    whole = _best(read_all, 3)
-    reader = _best(lambda: gguf.GGUFReader(model), 1)
+    ours = best(lambda: inspect_model(model), 5)
+    whole = best(read_all, 3)
+    reader = best(lambda: gguf.GGUFReader(model), 1)
     print(f"model: {model.name} ({model.stat().st_size / 1e6:.0f} MB)")
     print(f"quantdesk inspect_model     {ours * 1e3:9.1f} ms")
     print(f"read every byte (warm)      {whole * 1e3:9.1f} ms   ratio {whole / ours:7.1f}x")

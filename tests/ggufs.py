@@ -91,3 +91,70 @@ def write_tiny_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_many_tensor_gguf(
+    path: Path, n_tensors: int, *, per_layer: int = 1000, unique_names: bool = False
+) -> Path:
+    """A llama GGUF whose header lists ``n_tensors`` small F32 tensors (data left sparse).
+
+    Layers hold ``per_layer`` tensors each (``blk.N.attn_norm.weight`` and
+    ``blk.N.ffn_up.E.weight``), as an old-style MoE file with one tensor per expert
+    would; ``unique_names`` names every tensor apart instead (no two layers alike),
+    the worst case for anything that summarises a tensor list. Written with
+    ``struct`` rather than gguf-py, which takes minutes for a million tensors.
+    """
+    import os
+    import struct
+
+    emb, vocab = 32, 16
+    n_layers = max(1, (n_tensors - 2) // per_layer)
+
+    def s(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    kv = [
+        s("general.architecture") + struct.pack("<I", 8) + s("llama"),
+        s("general.name") + struct.pack("<I", 8) + s("many tensors"),
+        s("llama.block_count") + struct.pack("<II", 4, n_layers),
+        s("llama.context_length") + struct.pack("<II", 4, 2048),
+        s("llama.embedding_length") + struct.pack("<II", 4, emb),
+        s("llama.feed_forward_length") + struct.pack("<II", 4, emb),
+        s("llama.attention.head_count") + struct.pack("<II", 4, 4),
+        s("llama.attention.head_count_kv") + struct.pack("<II", 4, 4),
+        s("llama.attention.layer_norm_rms_epsilon") + struct.pack("<If", 6, 1e-5),
+        s("general.file_type") + struct.pack("<II", 4, 0),
+        s("tokenizer.ggml.model") + struct.pack("<I", 8) + s("llama"),
+        s("tokenizer.ggml.tokens")
+        + struct.pack("<IIQ", 9, 8, vocab)
+        + b"".join(s(f"<t{i}>") for i in range(vocab)),
+    ]
+    names = ["token_embd.weight", "output_norm.weight"]
+    shapes = [(emb, vocab), (emb,)]
+    for i in range(n_tensors - 2):
+        layer, k = divmod(i, per_layer)
+        if layer >= n_layers:  # the remainder joins the last layer
+            layer, k = n_layers - 1, 1
+        if unique_names:
+            names.append(f"blk.{layer}.t{i}.weight")
+        elif k == 0:
+            names.append(f"blk.{layer}.attn_norm.weight")
+        else:
+            names.append(f"blk.{layer}.ffn_up.{i}.weight")
+        shapes.append((emb,))
+    infos = bytearray()
+    offset = 0
+    for name, shape in zip(names, shapes, strict=True):
+        infos += s(name) + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *shape)
+        infos += struct.pack("<IQ", 0, offset)
+        n_bytes = 4
+        for d in shape:
+            n_bytes *= d
+        offset += -(-n_bytes // 32) * 32
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(names), len(kv)) + b"".join(kv) + bytes(infos)
+    head += b"\0" * (-len(head) % 32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(head)
+    os.truncate(path, len(head) + offset)
+    return path

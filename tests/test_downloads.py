@@ -18,11 +18,11 @@ from app.core.downloads import (
     NotEnoughDiskError,
     download_gguf,
     download_hub_file,
-    split_parts,
 )
 from app.core.library import ExternalRoot, ModelLibrary, ModelSource
 from app.core.settings import Settings
 from quant.errors import Cancelled, HubError, InsufficientResourcesError, ModelFormatError
+from quant.gguf.split import split_parts
 from quant.progress import CancelToken, Progress
 from quant.units import human_bytes
 from tests.fakehub import SHA, FakeHub, serve_fake_hub, sha256

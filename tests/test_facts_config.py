@@ -9,6 +9,8 @@ tensor names check the shape arithmetic exactly against real safetensors headers
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -456,3 +458,65 @@ def test_one_dispatch_tells_the_four_sources_apart(tmp_path: Path, starter_model
     assert detect_source(str(renamed), need_weights=True) is SourceKind.GGUF
     with pytest.raises(QuantError, match=r"config\.json: not a GGUF file; pass a \.gguf"):
         detect_source(str(folder / "config.json"), need_weights=True)
+
+
+def _header_file(entries: object, data: int = 64) -> bytes:
+    raw = entries if isinstance(entries, bytes) else json.dumps(entries).encode()
+    return struct.pack("<Q", len(raw)) + raw + bytes(data)
+
+
+_OK = {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}
+
+
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than"),
+        (b'{"w": {"dtype": "F16", "shape": [NaN], "data_offsets": [0, 2]}}', "not valid JSON"),
+        (
+            b'{"w": {"dtype": "F16", "shape": [1' + b"0" * 400 + b'], "data_offsets": [0, 2]}}',
+            "not valid JSON",
+        ),
+        ({"w": {**_OK, "shape": [4.0, 4]}}, "shape is not a list of non-negative integers"),
+        ({"w": {**_OK, "shape": [True, 4]}}, "shape is not a list of non-negative integers"),
+        ({"w": {**_OK, "shape": [-4, -4]}}, "shape is not a list of non-negative integers"),
+        ({"w": {**_OK, "shape": "4x4"}}, "shape is not a list of non-negative integers"),
+        ({"w": {**_OK, "data_offsets": [0, 16, 32]}}, "data_offsets is not two ordered"),
+        ({"w": {**_OK, "data_offsets": [32, 0]}}, "data_offsets is not two ordered"),
+        ({"w": {**_OK, "dtype": "Q4_K"}}, "unknown dtype 'Q4_K'"),
+        ({"w": {**_OK, "dtype": 7}}, "no dtype"),
+        ({"w": ["F16", [4, 4]]}, "not an object"),
+        ({"w": {**_OK, "data_offsets": [0, 16]}}, "claims 16 bytes but F16 [4, 4] needs 32"),
+        ({"a": _OK, "b": {**_OK, "data_offsets": [16, 48]}}, "overlap"),
+        ({"w": {**_OK, "data_offsets": [64, 96]}}, "is truncated"),
+        ([1, 2, 3], "not a JSON object"),
+    ],
+)
+def test_hostile_safetensors_headers_are_one_sentence(
+    tmp_path: Path, header: object, words: str
+) -> None:
+    """Whatever a header holds, the folder is refused with a sentence naming the file."""
+    from quant.convert.errors import CheckpointError
+    from quant.convert.safetensors_io import read_header
+
+    folder = tmp_path / "m"
+    write_folder(folder, tiny("llama"), hf_tensors(tiny("llama")))
+    st = folder / "model.safetensors"
+    st.write_bytes(_header_file(header))
+    with pytest.raises(ModelFormatError) as info:
+        inspect_model(folder)
+    message = str(info.value)
+    assert "model.safetensors" in message and words in message, message
+    assert "\n" not in message and len(message) < 400
+    # The converter reads headers through the same parser.
+    with pytest.raises(CheckpointError, match=re.escape(words)):
+        read_header(st)
+
+
+def test_a_fifo_named_like_a_shard_does_not_block(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    write_folder(folder, tiny("llama"), hf_tensors(tiny("llama")))
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    with pytest.raises(ModelFormatError, match=r"model\.safetensors is not a regular file"):
+        inspect_model(folder)

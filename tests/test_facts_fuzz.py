@@ -50,11 +50,14 @@ def _every_value_type(tmp_path: Path) -> bytes:
             "tokenizer.chat_template": "{{ messages }}",
         }
     )
+    kv["tokenizer.ggml.tokens"] = [f"t{i}" for i in range(64)]
     specs = [
         *llama_like(n_layers=1, hidden=256, ff=256, vocab=64),
         ("blk.0.extra_iq.weight", (2, 256), GGMLType.IQ4_XS),
         ("blk.0.extra_tq.weight", (1, 256), GGMLType.TQ2_0),
         ("blk.0.extra_mx.weight", (1, 64), GGMLType.MXFP4),
+        # Every layer the header counts has tensors, as llama.cpp requires.
+        *((f"blk.{i}.attn_norm.weight", (256,), GGMLType.F32) for i in range(1, 6)),
     ]
     (path,) = write_gguf(tmp_path / "types.gguf", "gemma3", kv, specs)
     return path.read_bytes()
@@ -63,12 +66,13 @@ def _every_value_type(tmp_path: Path) -> bytes:
 def _long_arrays(tmp_path: Path) -> bytes:
     kv = arch_kv(
         "llama",
+        n_layers=1,
         **{
             "tokenizer.ggml.tokens": [f"tok{i}" for i in range(5000)],
             "tokenizer.ggml.scores": [float(i) for i in range(5000)],
         },
     )
-    (path,) = write_gguf(tmp_path / "vocab.gguf", "llama", kv, llama_like(n_layers=1, vocab=64))
+    (path,) = write_gguf(tmp_path / "vocab.gguf", "llama", kv, llama_like(n_layers=1, vocab=5000))
     return path.read_bytes()
 
 

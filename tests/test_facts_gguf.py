@@ -434,8 +434,16 @@ def test_huge_sparse_file_opens_instantly(tmp_path: Path) -> None:
             (f"blk.{i}.ffn_gate.weight", (28672, 8192), GGMLType.F16),
             (f"blk.{i}.ffn_down.weight", (8192, 28672), GGMLType.F16),
         ]
+    kv = arch_kv(
+        "llama",
+        n_layers=80,
+        **{
+            "llama.embedding_length": 8192,
+            "tokenizer.ggml.tokens": [f"t{i}" for i in range(128256)],
+        },
+    )
     try:
-        (path,) = write_gguf(tmp_path / "big.gguf", "llama", arch_kv("llama", n_layers=80), specs)
+        (path,) = write_gguf(tmp_path / "big.gguf", "llama", kv, specs)
     except OSError as exc:  # a filesystem without sparse files
         pytest.fail(f"cannot create a sparse file here: {exc}")
     assert path.stat().st_size > 100e9

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from safetensors.numpy import save  # noqa: E402
 
-from quant.errors import HubError, UnsupportedArchitectureError  # noqa: E402
+from quant.errors import HubError, ModelFormatError, UnsupportedArchitectureError  # noqa: E402
 from quant.facts import SourceKind, inspect_model, looks_like_repo_id  # noqa: E402
 from tests.fakehub import FakeHub, serve_fake_hub  # noqa: E402
 from tests.test_facts_config import hf_tensors, tiny  # noqa: E402
@@ -139,6 +139,26 @@ def test_unsupported_config_falls_back_to_the_gguf_header(hub: FakeHub, tmp_path
     del hub.repos["acme/ssm"]["m-Q8_0.gguf"]
     with pytest.raises(UnsupportedArchitectureError, match="mamba2"):
         inspect_model("acme/ssm", offline=False)
+
+
+def test_a_hostile_safetensors_header_on_the_hub_is_one_sentence(hub: FakeHub) -> None:
+    """The hub's headers go through the same checked parser as a local folder's."""
+    config = tiny("llama")
+    nested = b"[" * 100_000 + b"]" * 100_000
+    hub.repos["evil/deep"] = {
+        "config.json": json.dumps(config).encode(),
+        "model.safetensors": len(nested).to_bytes(8, "little") + nested,
+    }
+    with pytest.raises(ModelFormatError, match=r"evil/deep: model\.safetensors.*nested"):
+        inspect_model("evil/deep", offline=False)
+    files = safetensors_repo(config, shards=2)
+    files["model.safetensors.index.json"] = json.dumps(
+        {"weight_map": {"w": "../../elsewhere.safetensors"}}
+    ).encode()
+    hub.repos["evil/index"] = files
+    with pytest.raises(ModelFormatError, match=r"names '\.\./\.\./elsewhere.*does not have"):
+        inspect_model("evil/index", offline=False)
+    assert not hub.downloads("elsewhere")
 
 
 def test_pickle_only_repo(hub: FakeHub) -> None:

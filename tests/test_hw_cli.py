@@ -155,7 +155,7 @@ def test_hw_uses_the_cached_bandwidth_until_remeasure(
 
     here = probe(measure_bandwidth=False)
     cache = quantdesk_home / "cache" / CACHE_FILE
-    cache.parent.mkdir(parents=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     entry = {"gbps": 0.5, "measured_at": time.time(), "threads": 1}
     key = cache_key(here.cpu.brand, here.memory.total_bytes)
     cache.write_text(json.dumps({"schema": 1, "entries": {key: entry}}))

@@ -422,14 +422,14 @@ def test_vram_prediction_matches_the_h100_measurement(starter_model: Path) -> No
 def test_vram_prediction_holds_out_of_sample_for_the_f16_expansion(starter_model: Path) -> None:
     # Measured on the H100 after the CUDA allowance was fitted on the Q4_K_M runs:
     # the F16 expansion has other tensor types and twice the weights.
-    from quant.jobs.dequantize import read_gguf
+    from quant.gguf.header import read_gguf_header
 
     measured_file = Path(__file__).parent / "data/measured/h100_starter_f16_offload.json"
     data = json.loads(measured_file.read_text())
     profile = HardwareProfile.from_dict(data["hardware"])
     facts = inspect_model(starter_model)
     f16 = plan_tensors(facts, LlamaFileType.F16)
-    assert read_gguf(starter_model).n_parameters == sum(t.n_elements for t in f16)
+    assert read_gguf_header(starter_model).n_parameters == sum(t.n_elements for t in f16)
     for run in data["runs"]:
         est = estimate_memory(
             facts, ctx=run["n_ctx"], n_gpu_layers=run["ngl"], profile=profile, plan=f16

@@ -36,12 +36,12 @@ from app.core.downloads import (
     cached_bytes,
     download_gguf,
     hub_cache_dir,
-    split_parts,
 )
 from app.core.errors import AppError
 from app.core.paths import app_paths
 from quant.atomic import atomic_write_text
 from quant.errors import Cancelled, QuantError
+from quant.gguf.split import split_parts
 from quant.progress import CancelToken, Progress
 from quant.units import human_bytes
 

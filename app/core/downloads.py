@@ -47,7 +47,8 @@ from app.core.hub_token import gated_errors
 from app.core.library import LibraryEntry, ModelSource, read_entry
 from quant.atomic import atomic_write_text
 from quant.errors import HubError, InsufficientResourcesError, QuantError
-from quant.hub.errors import hub_errors, transport_errors
+from quant.gguf.split import split_parts
+from quant.hub.errors import hub_errors, is_offline, offline_error, transport_errors
 from quant.progress import CancelToken, EtaEstimator, Progress, check_cancel
 from quant.units import human_bytes
 from quant.untrusted import (
@@ -74,8 +75,6 @@ _WRITE_BUFFER = 1024 * 1024
 _HASH_BLOCK = 8 * 1024 * 1024
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-# llama.cpp's split files: NAME-00001-of-00003.gguf (llama.cpp's llama_split_path).
-_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 ProgressFn = Callable[[Progress], None]
 RemotesFn = Callable[[list["RemoteBlob"]], None]
@@ -238,19 +237,6 @@ def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def split_info(filename: str) -> tuple[str, int, int] | None:
-    """``(prefix, index, count)`` of a llama.cpp split GGUF part's name, else None.
-
-    The prefix keeps the folder: ``"q8/Big-Q8_0-00002-of-00003.gguf"`` gives
-    ``("q8/Big-Q8_0", 2, 3)``.
-    """
-    path = PurePosixPath(filename)
-    m = _SPLIT.match(path.name)
-    if m is None or int(m.group("count")) < 1:
-        return None
-    return str(path.with_name(m.group("prefix"))), int(m.group("index")), int(m.group("count"))
-
-
 def cached_bytes(remote: RemoteBlob) -> int:
     """Bytes of ``remote`` already in the HF cache: its size when complete, else the partial's."""
     layout = CacheLayout.of(hub_cache_dir(), remote)
@@ -264,28 +250,14 @@ def cached_bytes(remote: RemoteBlob) -> int:
     return 0
 
 
-def split_parts(filename: str) -> list[str]:
-    """Every part of a llama.cpp split GGUF (``X-00001-of-00003.gguf``); else ``[filename]``."""
-    path = PurePosixPath(filename)
-    m = _SPLIT.match(path.name)
-    if m is None:
-        return [filename]
-    count = int(m.group("count"))
-    if count < 1:
-        return [filename]
-    prefix = m.group("prefix")
-    return [
-        str(path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf")) for i in range(1, count + 1)
-    ]
-
-
 # --------------------------------------------------------------------------- errors
 
 
 def _offline_error(repo_id: str, filename: str) -> HubError:
-    return HubError(
-        f"{repo_id}: cannot download {filename} in offline mode (HF_HUB_OFFLINE is set); "
-        "turn offline mode off and try again, or choose a file that is already downloaded"
+    return offline_error(
+        f"download {filename}",
+        "turn offline mode off and try again, or choose a file that is already downloaded",
+        repo_id=repo_id,
     )
 
 
@@ -700,14 +672,12 @@ def download_hub_file(
 
 def _cached_without_asking(repo_id: str, filename: str, revision: str | None) -> Path | None:
     """The cached copy when the hub need not (commit) or cannot (offline) be asked."""
-    from huggingface_hub import constants
-
     if revision is not None and _COMMIT.fullmatch(revision):
         # A commit's files never change: a cached copy needs no question to the hub.
         found = cached_hub_file(repo_id, filename, revision=revision)
         if found is not None:
             return found
-    if constants.HF_HUB_OFFLINE:
+    if is_offline():
         found = cached_hub_file(repo_id, filename, revision=revision)
         if found is not None:
             return found

@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeGuard
+from typing import Any
 
-from app.core.downloads import cached_hub_file, split_info
+from app.core.downloads import cached_hub_file
 from app.core.hub_token import (
     TOKEN_REJECTED,
     TOKEN_SAVED,
@@ -51,20 +51,19 @@ from app.core.hub_token import (
 )
 from quant.errors import HubError, QuantError
 from quant.facts import looks_like_repo_id
+from quant.facts.hub import pick_gguf
 from quant.facts.model import ModelFacts, RemoteFile
-from quant.gguf.types import LlamaFileType, file_type_from_filename
+from quant.gguf.split import SplitName, is_projector, parse_split_name
+from quant.gguf.types import file_type_from_filename
 from quant.hardware.profile import HardwareProfile
-from quant.hub.errors import hub_errors, transport_errors
+from quant.hub.errors import hub_errors, is_offline, offline_error, transport_errors
+from quant.hub.listing import RepoFile, commit_or_none, license_of, listed_files
 from quant.plan.advisor import Fit, Option, OptionSource, Task, recommend
 from quant.plan.formats import GpuFormat
 from quant.plan.memory import KvType
 from quant.progress import CancelToken, check_cancel
 from quant.untrusted import (
-    UntrustedValueError,
-    hub_commit,
     hub_revision,
-    repo_file_name,
-    terminal_text,
 )
 
 __all__ = [
@@ -74,7 +73,6 @@ __all__ = [
     "TOKEN_SAVED",
     "FoundBy",
     "HubFile",
-    "HubFilePart",
     "HubModel",
     "HubRepo",
     "HubSort",
@@ -118,8 +116,6 @@ _SEARCH_FIELDS = (
     "pipeline_tag",
     "library_name",
 )
-# File types worth describing a repo by, in order, when a caller has no preference.
-_REPRESENTATIVE = (LlamaFileType.Q4_K_M, LlamaFileType.Q8_0, LlamaFileType.F16)
 
 
 class HubSort(StrEnum):
@@ -179,18 +175,6 @@ class HubModel:
 
 
 @dataclass(frozen=True)
-class HubFilePart:
-    """One file of the repo: a whole GGUF, or one part of a split one."""
-
-    filename: str
-    size_bytes: int
-    sha256: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"filename": self.filename, "size_bytes": self.size_bytes, "sha256": self.sha256}
-
-
-@dataclass(frozen=True)
 class HubFile:
     """One GGUF model (or projector) of a repo, split into ``parts`` or not.
 
@@ -203,7 +187,7 @@ class HubFile:
     filename: str
     size_bytes: int
     quant_type: str | None
-    parts: tuple[HubFilePart, ...]
+    parts: tuple[RepoFile, ...]
     sha256: str | None = None
     missing_parts: tuple[str, ...] = ()
     is_projector: bool = False
@@ -227,9 +211,9 @@ class HubFile:
         if self.quant_type:
             return self.quant_type
         stem = PurePosixPath(self.parts[0].filename if self.parts else self.filename).stem
-        info = split_info(stem + ".gguf")
-        if info is not None:
-            stem = PurePosixPath(info[0]).name
+        split = parse_split_name(stem + ".gguf")
+        if split is not None:
+            stem = PurePosixPath(split.prefix).name
         m = _LABEL_GUESS.search(stem)
         return m.group(1).upper() if m else "other"
 
@@ -421,16 +405,10 @@ class HubStatus:
 # --------------------------------------------------------------------------- errors
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _offline_error(what: str) -> HubError:
-    return HubError(
-        f"cannot {what} in offline mode (HF_HUB_OFFLINE is set); the models on this "
-        "computer still work, and unsetting HF_HUB_OFFLINE brings the hub back"
+    return offline_error(
+        what,
+        "the models on this computer still work, and unsetting HF_HUB_OFFLINE brings the hub back",
     )
 
 
@@ -531,17 +509,6 @@ def _base_model(info: Any) -> str | None:
     return related
 
 
-def _license(info: Any) -> str | None:
-    card = getattr(info, "card_data", None)
-    value = getattr(card, "license", None) if card is not None else None
-    if isinstance(value, str) and value:
-        return value
-    for tag in _tags(info):
-        if tag.startswith("license:"):
-            return tag.removeprefix("license:")
-    return None
-
-
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -576,7 +543,7 @@ def _list_models(
     from huggingface_hub.hf_api import ModelInfo
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
-    if _offline():
+    if is_offline():
         raise _offline_error(what)
     url: str | None = f"{constants.ENDPOINT}/api/models"
     query: Any = params
@@ -642,41 +609,20 @@ def search_models(
 # --------------------------------------------------------------------------- repo files
 
 
-def _is_projector(filename: str) -> bool:
-    return "mmproj" in PurePosixPath(filename).name.lower()
-
-
 def _quant_type(filename: str) -> str | None:
     ftype = file_type_from_filename(filename)
     return ftype.name if ftype else None
 
 
-def _sibling_table(info: Any) -> dict[str, HubFilePart]:
-    table: dict[str, HubFilePart] = {}
-    for s in getattr(info, "siblings", None) or []:
-        name = getattr(s, "rfilename", None)
-        if not _usable_name(name):
-            continue
-        lfs = getattr(s, "lfs", None)
-        size = getattr(s, "size", None)
-        if not isinstance(size, int):
-            size = getattr(lfs, "size", None) if lfs is not None else None
-        sha = getattr(lfs, "sha256", None) if lfs is not None else None
-        table[name] = HubFilePart(
-            name, size if isinstance(size, int) else 0, sha if isinstance(sha, str) else None
-        )
-    return table
-
-
-def _group_gguf(table: dict[str, HubFilePart]) -> list[HubFile]:
+def _group_gguf(table: dict[str, RepoFile]) -> list[HubFile]:
     """GGUF files as models: single files, and split parts joined into one."""
     singles: list[HubFile] = []
-    splits: dict[tuple[str, int], dict[int, HubFilePart]] = {}
+    splits: dict[SplitName, dict[int, RepoFile]] = {}
     for name, part in table.items():
         if not name.lower().endswith(".gguf"):
             continue
-        info = split_info(name)
-        if info is None:
+        split = parse_split_name(name)
+        if split is None:
             singles.append(
                 HubFile(
                     filename=name,
@@ -684,15 +630,15 @@ def _group_gguf(table: dict[str, HubFilePart]) -> list[HubFile]:
                     quant_type=_quant_type(name),
                     parts=(part,),
                     sha256=part.sha256,
-                    is_projector=_is_projector(name),
+                    is_projector=is_projector(name),
                 )
             )
             continue
-        prefix, index, count = info
-        splits.setdefault((prefix, count), {})[index] = part
-    for (prefix, count), found in splits.items():
-        expected = [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
-        parts = tuple(found[i] for i in range(1, count + 1) if i in found)
+        # Parts are grouped under the name of their first part, which stands for the model.
+        splits.setdefault(replace(split, index=1), {})[split.index] = part
+    for split, found in splits.items():
+        expected = split.parts()
+        parts = tuple(found[i] for i in range(1, split.count + 1) if i in found)
         missing = tuple(name for i, name in enumerate(expected, start=1) if i not in found)
         first = found.get(1)
         singles.append(
@@ -703,51 +649,31 @@ def _group_gguf(table: dict[str, HubFilePart]) -> list[HubFile]:
                 parts=parts,
                 sha256=first.sha256 if first else None,
                 missing_parts=missing,
-                is_projector=_is_projector(expected[0]),
+                is_projector=is_projector(expected[0]),
             )
         )
     return sorted(singles, key=lambda f: (f.size_bytes, f.filename))
 
 
-def _safetensors_bytes(table: dict[str, HubFilePart]) -> int:
+def _safetensors_bytes(table: dict[str, RepoFile]) -> int:
     """Bytes of the top-level safetensors weights (``consolidated`` copies left out)."""
     top = [n for n in table if n.endswith(".safetensors") and "/" not in n]
     weights = [n for n in top if not n.startswith("consolidated")] or top
     return sum(table[n].size_bytes for n in weights)
 
 
-def _usable_name(name: object) -> TypeGuard[str]:
-    """A listed file name that can become a path in the cache; others are left out."""
-    try:
-        repo_file_name(name)
-    except UntrustedValueError:
-        logger.warning("the hub listed an unusable file name %s; left out", terminal_text(name))
-        return False
-    return True
-
-
-def _commit_or_none(value: object) -> str | None:
-    """The repo's commit from a listing, when it is one (40 hex digits); else None."""
-    try:
-        return hub_commit(value)
-    except UntrustedValueError:
-        if value:
-            logger.warning("the hub sent an invalid commit id %s; ignored", terminal_text(value))
-        return None
-
-
 def _hub_repo(info: Any, revision: str | None, repo_id: str) -> HubRepo:
-    table = _sibling_table(info)
+    table = listed_files(info)
     grouped = _group_gguf(table)
     modified = getattr(info, "last_modified", None)
     return HubRepo(
         repo_id=repo_id,
-        sha=_commit_or_none(getattr(info, "sha", None)),
+        sha=commit_or_none(getattr(info, "sha", None)),
         revision=revision,
         files=tuple(f for f in grouped if not f.is_projector),
         projectors=tuple(f for f in grouped if f.is_projector),
         gated=bool(getattr(info, "gated", False)),
-        license=_license(info),
+        license=license_of(info),
         base_model=_base_model(info),
         tags=_tags(info),
         downloads=_int(getattr(info, "downloads", None)),
@@ -762,7 +688,7 @@ def _hub_repo(info: Any, revision: str | None, repo_id: str) -> HubRepo:
 def _model_info(repo_id: str, revision: str | None = None) -> Any:
     from huggingface_hub import HfApi
 
-    if _offline():
+    if is_offline():
         raise _offline_error(f"look up {repo_id} on the Hugging Face hub")
     with _repo_errors(repo_id, "the repo's file list"):
         return HfApi().model_info(
@@ -807,12 +733,8 @@ def local_path(repo: HubRepo, file: HubFile) -> Path | None:
 
 def representative_file(repo: HubRepo) -> HubFile | None:
     """A complete model file to read a header from: a common type, else the smallest."""
-    complete = [f for f in repo.files if f.complete]
-    for ftype in _REPRESENTATIVE:
-        for f in complete:
-            if f.quant_type == ftype.name:
-                return f
-    return complete[0] if complete else None
+    chosen = pick_gguf(repo.remote_files())
+    return repo.file(chosen.filename) if chosen is not None else None
 
 
 def _check_access(repo: HubRepo, file: HubFile) -> None:
@@ -850,7 +772,7 @@ def file_facts(
             f"({', '.join(PurePosixPath(m).name for m in file.missing_parts)}); choose "
             "another file"
         )
-    if _offline():
+    if is_offline():
         raise _offline_error(f"read {file.name} on the Hugging Face hub")
     if repo.gated:
         _check_access(repo, file)
@@ -1049,7 +971,7 @@ def _sizes(repo_ids: list[str], cancel: CancelToken | None) -> dict[str, tuple[i
         except HubError as exc:
             logger.info("no size for %s: %s", repo_id, exc)
             return None, False
-        table = _sibling_table(info)
+        table = listed_files(info)
         return _safetensors_bytes(table) or None, bool(getattr(info, "gated", False))
 
     if not repo_ids:

@@ -59,11 +59,12 @@ from app.core.paths import app_paths
 from app.core.settings import Settings
 from quant.atomic import atomic_output
 from quant.errors import ModelFormatError
+from quant.gguf.header import check_magic
+from quant.gguf.split import is_first_or_whole, is_projector
 from quant.progress import CancelToken, Progress, check_cancel
 
 logger = logging.getLogger(__name__)
 
-GGUF_MAGIC = b"GGUF"
 # magic (4) + version (u32) + tensor count (u64) + metadata count (u64); gguf-py's reader
 # reads the same fixed header before the key/value section.
 GGUF_HEADER_BYTES = 24
@@ -210,11 +211,9 @@ def read_entry(path: str | Path, source: ModelSource = ModelSource.ADDED) -> Lib
             head = fh.read(GGUF_HEADER_BYTES)
     except OSError as exc:
         raise LibraryError(f"{p}: cannot be read ({exc.strerror}); check its permissions") from exc
-    if head[:4] != GGUF_MAGIC:
-        raise ModelFormatError(
-            f"{p.name}: not a GGUF file (magic {head[:4]!r}, expected b'GGUF'); "
-            "choose a .gguf model file, or convert a Hugging Face model first"
-        )
+    check_magic(
+        head[:4], p.name, hint="; choose a .gguf model file, or convert a Hugging Face model first"
+    )
     if len(head) < GGUF_HEADER_BYTES:
         raise ModelFormatError(
             f"{p.name}: truncated GGUF file ({st.st_size} bytes, shorter than its "
@@ -245,14 +244,7 @@ def _is_listed_gguf(name: str) -> bool:
     lower = name.lower()
     if not lower.endswith(".gguf") or lower.startswith("."):
         return False
-    if lower.startswith("mmproj") or "-mmproj" in lower:
-        return False
-    stem = lower[: -len(".gguf")]
-    # llama.cpp's split files are named NAME-00002-of-00003.gguf
-    parts = stem.rsplit("-", 3)
-    if len(parts) == 4 and parts[2] == "of" and parts[1].isdigit() and parts[3].isdigit():
-        return int(parts[1]) == 1
-    return True
+    return not is_projector(name) and is_first_or_whole(name)
 
 
 def _is_sha256(text: str) -> bool:

@@ -7,6 +7,8 @@ file by content. Headers are read with :mod:`quant.gguf.header`, which
 never reads tensor data, and what they say is kept in
 ``app_paths().cache_dir / "library-index.json"`` keyed by each file's path, size
 and modification time, so a rescan of an unchanged library reads no file at all.
+The facts are kept with their tensor list summarised (one row per tensor name
+that repeats across layers), which is all a fit badge for another machine needs.
 The cache is written atomically; a damaged one is ignored and rebuilt.
 
 Content hashes (SHA-256) come from the layout when it names them (Ollama and
@@ -24,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -680,14 +683,76 @@ def _str(value: object) -> str | None:
 
 
 # The facts are kept whole (without the chat template's text) so a fit can be
-# recomputed for another machine without reading the header again; tensors are
-# stored as [name, shape, type, bytes] lists, about half the size of objects.
+# recomputed for another machine without reading the header again. Tensors are
+# summarised: one row per name that repeats across layers ("blk.N.attn_q.weight"
+# with the same shape, type and size), with the layers it covers as ranges, and
+# one row per other tensor; a 236-tensor model keeps about 20 rows.
 _FACT_FIELDS = {f.name for f in fields(ModelFacts)}
+_LAYER_NAME = re.compile(r"^(.*?blk\.)(0|[1-9][0-9]{0,8})(\..*)$")
+
+
+def _encode_tensors(tensors: Sequence[TensorInfo]) -> list[list[Any]]:
+    """Rows ``[prefix, suffix, shape, type, n_bytes, [[first, stop], …]]`` for tensors
+    repeated across layers, ``[name, shape, type, n_bytes]`` for the others, in the
+    order each first appears."""
+    rows: list[list[Any]] = []
+    repeated: dict[tuple[str, str, tuple[int, ...], str, int], list[list[int]]] = {}
+    for t in tensors:
+        m = _LAYER_NAME.match(t.name)
+        if m is None:
+            rows.append([t.name, list(t.shape), t.type, t.n_bytes])
+            continue
+        prefix, layer, suffix = m.group(1), int(m.group(2)), m.group(3)
+        key = (prefix, suffix, t.shape, t.type, t.n_bytes)
+        ranges = repeated.get(key)
+        if ranges is None:
+            ranges = repeated[key] = []
+            rows.append([prefix, suffix, list(t.shape), t.type, t.n_bytes, ranges])
+        if ranges and ranges[-1][1] == layer:
+            ranges[-1][1] = layer + 1
+        else:
+            ranges.append([layer, layer + 1])
+    return rows
+
+
+def _decode_tensors(rows: object) -> tuple[TensorInfo, ...]:
+    """The tensors :func:`_encode_tensors` summarised; ``ValueError`` for a damaged list.
+
+    Tensors named before the first repeated one come first, then the repeated
+    ones layer by layer, then the rest: the order of a llama.cpp file.
+    """
+    if not isinstance(rows, list):
+        raise ValueError("the tensor list is not a list")
+    head: list[TensorInfo] = []
+    tail: list[TensorInfo] = []
+    by_layer: dict[int, list[tuple[int, TensorInfo]]] = {}
+    # Within a layer, tensors keep the order their names first appear in.
+    rank: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if not isinstance(row, list) or len(row) not in (4, 6):
+            raise ValueError(f"tensor row {str(row)[:40]!r} is damaged")
+        if len(row) == 4:
+            name, shape, ttype, n_bytes = row
+            (tail if by_layer else head).append(
+                TensorInfo(str(name), tuple(int(x) for x in shape), str(ttype), int(n_bytes))
+            )
+            continue
+        prefix, suffix, shape, ttype, n_bytes, ranges = row
+        dims = tuple(int(x) for x in shape)
+        order = rank.setdefault((str(prefix), str(suffix)), len(rank))
+        for first, stop in ranges:
+            for layer in range(int(first), int(stop)):
+                info = TensorInfo(f"{prefix}{layer}{suffix}", dims, str(ttype), int(n_bytes))
+                by_layer.setdefault(layer, []).append((order, info))
+    layered = [
+        t for layer in sorted(by_layer) for _, t in sorted(by_layer[layer], key=lambda r: r[0])
+    ]
+    return (*head, *layered, *tail)
 
 
 def _encode_facts(facts: ModelFacts) -> dict[str, Any]:
     d = facts.to_dict(with_tensors=False)
-    d["tensors"] = [[t.name, list(t.shape), t.type, t.n_bytes] for t in facts.tensors]
+    d["tensors"] = _encode_tensors(facts.tensors)
     return d
 
 
@@ -696,10 +761,7 @@ def _decode_facts(d: dict[str, Any]) -> ModelFacts | None:
     try:
         kw = {k: v for k, v in d.items() if k in _FACT_FIELDS}
         kw["kind"] = SourceKind(d["kind"])
-        kw["tensors"] = tuple(
-            TensorInfo(str(n), tuple(int(x) for x in shape), str(t), int(b))
-            for n, shape, t, b in d.get("tensors", [])
-        )
+        kw["tensors"] = _decode_tensors(d.get("tensors", []))
         kw["tensor_types"] = tuple(TensorTypeSummary(**t) for t in d.get("tensor_types", []))
         kw["remote_files"] = tuple(RemoteFile(**r) for r in d.get("remote_files", []))
         kw["swa_layers"] = tuple(bool(x) for x in d.get("swa_layers", []))

@@ -2,7 +2,8 @@
 
 A safetensors file is an 8-byte little-endian header length, a JSON header
 naming each tensor's dtype, shape and byte range, then the raw data. The
-converter only needs the header up front; tensor data is read on demand in
+converter only needs the header up front (read and checked by
+:mod:`quant.safetensors.header`); tensor data is read on demand in
 row blocks with plain positioned reads, so the process's resident memory stays
 near the block being converted (mapped pages of a memory map would count
 towards it as they are touched). BF16 is widened to float32 with integer
@@ -14,7 +15,6 @@ never opened: unpickling can run arbitrary code.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -27,39 +27,19 @@ import numpy as np
 import numpy.typing as npt
 
 from quant.convert.errors import CheckpointError, UnsupportedDtypeError
-from quant.units import human_bytes
+from quant.errors import ModelFormatError, QuantError
+from quant.safetensors.header import DTYPE_BITS, PICKLE_SUFFIXES
+from quant.safetensors.header import read_header as read_safetensors_header
+from quant.untrusted import read_json_file
 
 logger = logging.getLogger(__name__)
 
-# Bytes per element of every dtype the safetensors format defines.
-ITEM_SIZES: dict[str, int] = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U64": 8,
-    "U32": 4,
-    "U16": 2,
-    "U8": 1,
-    "BOOL": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "F4": 1,
-}
+# Bytes per element of the dtypes that take whole bytes.
+ITEM_SIZES: dict[str, int] = {d: bits // 8 for d, bits in DTYPE_BITS.items() if bits % 8 == 0}
 
 # The floating-point dtypes the converter reads; integer and FP8 tensors belong
 # to pre-quantized checkpoints, which need their own scales to mean anything.
 READABLE_DTYPES = ("F64", "F32", "F16", "BF16")
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-# A header larger than this is not a real checkpoint header.
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 _NUMPY_DTYPES: dict[str, str] = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
 
@@ -101,86 +81,19 @@ class TensorEntry:
 def read_header(path: Path) -> dict[str, TensorEntry]:
     """Parse and check one safetensors file's header; tensor data is not read.
 
-    Raises :class:`CheckpointError` for a file that is not safetensors or is
-    shorter than its header says (an interrupted download).
+    Raises :class:`CheckpointError` for a file that is not safetensors, is
+    damaged, or is shorter than its header says (an interrupted download).
     """
     try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise CheckpointError(
-                    f"{path.name} is truncated ({size} bytes, shorter than a safetensors "
-                    "header); download it again"
-                )
-            header_len = int.from_bytes(head, "little")
-            if header_len > _MAX_HEADER_BYTES:
-                raise CheckpointError(
-                    f"{path.name} is not a safetensors file (header length {header_len} "
-                    "bytes is implausible); check that the download is complete and not "
-                    "an HTML error page"
-                )
-            if 8 + header_len > size:
-                raise CheckpointError(
-                    f"{path.name} is truncated: its header needs {8 + header_len} bytes but "
-                    f"the file has {size}; download it again"
-                )
-            raw = fh.read(header_len)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    try:
-        header: Any = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{path.name} is not a safetensors file (its header is not JSON: {exc}); "
-            "download it again"
-        ) from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path.name} is not a safetensors file (header is not a map)")
-
-    data_start = 8 + header_len
-    entries: dict[str, TensorEntry] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        entry = _entry_from_meta(path, name, meta, data_start)
-        end = entry.offset + entry.nbytes
-        if end > size:
-            raise CheckpointError(
-                f"{path.name} is truncated: tensor {name} needs bytes up to {end} but the "
-                f"file has {size} ({human_bytes(end - size)} missing); download it again"
-            )
-        entries[name] = entry
-    return entries
-
-
-def _entry_from_meta(path: Path, name: str, meta: Any, data_start: int) -> TensorEntry:
-    try:
-        dtype = str(meta["dtype"])
-        shape = tuple(int(d) for d in meta["shape"])
-        begin, end = (int(x) for x in meta["data_offsets"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path.name}: the header entry of tensor {name} is malformed ({exc!r}); "
-            "download the file again"
-        ) from exc
-    if dtype not in ITEM_SIZES:
-        raise UnsupportedDtypeError(
-            f"{path.name}: tensor {name} has unknown dtype {dtype!r}; the converter reads "
-            f"{', '.join(READABLE_DTYPES)}"
-        )
-    n = 1
-    for d in shape:
-        if d < 0:
-            raise CheckpointError(f"{path.name}: tensor {name} has a negative dimension {shape}")
-        n *= d
-    expected = n * ITEM_SIZES[dtype]
-    if end - begin != expected or begin < 0:
-        raise CheckpointError(
-            f"{path.name}: tensor {name} claims {end - begin} bytes but {dtype} {list(shape)} "
-            f"needs {expected}; the file is damaged, download it again"
-        )
-    return TensorEntry(name, dtype, shape, path, data_start + begin, expected)
+        header = read_safetensors_header(path)
+    except CheckpointError:
+        raise
+    except ModelFormatError as exc:
+        raise CheckpointError(str(exc)) from exc
+    return {
+        t.name: TensorEntry(t.name, t.dtype, t.shape, path, header.data_start + t.offset, t.n_bytes)
+        for t in header.tensors
+    }
 
 
 @dataclass(frozen=True)
@@ -197,6 +110,7 @@ class Checkpoint:
 
 
 def find_pickles(folder: Path) -> list[Path]:
+    """The pickle weight files of ``folder`` (never opened)."""
     return sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
 
 
@@ -252,11 +166,11 @@ def open_checkpoint(folder: Path) -> Checkpoint:
 
 def _shards_from_index(index_path: Path) -> tuple[list[Path], dict[str, str]]:
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index = read_json_file(index_path)
         weight_map = index["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError("weight_map is not a map")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, QuantError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{index_path.name} cannot be read ({exc}); download it again"
         ) from exc

@@ -20,6 +20,7 @@ from quant.facts.model import (
     TensorInfo,
     TensorTypeSummary,
 )
+from quant.gguf.header import has_gguf_magic
 from quant.untrusted import UntrustedValueError, hub_repo_id
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,7 @@ def detect_source(source: str | Path, *, need_weights: bool = False) -> SourceKi
 
 def _has_gguf_magic(path: Path) -> bool:
     try:
-        with path.open("rb") as fh:
-            return fh.read(4) == b"GGUF"
+        return has_gguf_magic(path)
     except OSError as exc:
         raise QuantError(f"{path.name}: cannot be read ({exc.strerror or exc})") from exc
 

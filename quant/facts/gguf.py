@@ -6,9 +6,10 @@ sliding-window layout, file type, tokenizer and chat template presence).
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,18 @@ from quant.facts.model import ModelFacts, SourceKind, TensorInfo, TensorTypeSumm
 from quant.gguf.header import (
     MAX_LAYERS,
     GGUFHeader,
-    GGUFTensor,
+    TensorTable,
     _show,
     read_gguf_header,
 )
+from quant.gguf.split import parse_split_name
 from quant.gguf.types import (
     FTYPE_GUESSED_BIT,
+    GGMLType,
     LlamaFileType,
     file_type_from_dominant,
 )
+from quant.gguf.validate import validate_for_llama
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +167,9 @@ def _sliding_window(
     )
 
 
-def _file_type(header: GGUFHeader, notes: list[str]) -> tuple[str | None, bool]:
+def _file_type(
+    header: GGUFHeader, counts: Counter[GGMLType], notes: list[str]
+) -> tuple[str | None, bool]:
     """The llama.cpp file type name, and whether it was guessed."""
     raw = _int(header.metadata.get("general.file_type"))
     if raw is not None:
@@ -173,7 +179,6 @@ def _file_type(header: GGUFHeader, notes: list[str]) -> tuple[str | None, bool]:
         except ValueError:
             notes.append(f"general.file_type {raw} is not a llama.cpp file type this version knows")
             return None, False
-    counts = Counter(t.type for t in header.tensors)
     if not counts:
         return None, False
     dominant = counts.most_common(1)[0][0]
@@ -185,21 +190,81 @@ def _file_type(header: GGUFHeader, notes: list[str]) -> tuple[str | None, bool]:
     return ftype.name, True
 
 
-_SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
 def split_siblings(path: Path, header: GGUFHeader) -> list[Path]:
-    """The other files of a split GGUF (``name-00001-of-00003.gguf``), present or not."""
+    """The other files of a split GGUF (``name-00001-of-00003.gguf``), present or not.
+
+    The count is the header's ``split.count``; the names follow the file's own.
+    """
     count = _int(header.metadata.get("split.count"))
-    m = _SPLIT_RE.match(path.name)
-    if not count or count <= 1 or not m or count > 10_000:
+    name = parse_split_name(path.name)
+    if not count or count <= 1 or name is None or count > 10_000:
         return []
-    prefix = m.group("prefix")
     return [
-        path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf")
-        for i in range(1, count + 1)
-        if f"{i:05d}" != m.group("no")
+        path.with_name(part)
+        for i, part in enumerate(replace(name, count=count).parts(), start=1)
+        if i != name.index
     ]
+
+
+# More tensors than any real model has (the largest have tens of thousands); beyond this
+# the facts keep counts and sizes but not one TensorInfo per tensor.
+MAX_LISTED_TENSORS = 65_536
+
+
+@dataclass(frozen=True)
+class _TensorSummary:
+    """Counts and sizes over the tensor columns of a header and its split parts."""
+
+    tables: tuple[TensorTable, ...]
+    n_tensors: int
+    n_elements: int
+    n_bytes: int
+    counts: Counter[GGMLType]
+
+    @classmethod
+    def of(cls, tables: tuple[TensorTable, ...]) -> _TensorSummary:
+        counts: Counter[GGMLType] = Counter()
+        for table in tables:
+            counts.update(table.types)
+        return cls(
+            tables,
+            sum(len(table) for table in tables),
+            sum(sum(table.n_elements) for table in tables),
+            sum(sum(table.n_bytes) for table in tables),
+            counts,
+        )
+
+    def shape_of(self, name: bytes) -> tuple[int, ...] | None:
+        for table in self.tables:
+            try:
+                return table.shapes[table.raw_names.index(name)]
+            except ValueError:
+                continue
+        return None
+
+    def elements_named(self, part: bytes) -> int:
+        """Elements of the tensors whose name contains ``part``."""
+        return sum(
+            n
+            for table in self.tables
+            for raw, n in zip(table.raw_names, table.n_elements, strict=True)
+            if part in raw
+        )
+
+    def by_type(self) -> tuple[TensorTypeSummary, ...]:
+        """Tensors grouped by type, largest share of bytes first."""
+        rows = []
+        for ttype, n in self.counts.items():
+            if len(self.counts) == 1:
+                elements, size = self.n_elements, self.n_bytes
+            else:
+                elements = size = 0
+                for table in self.tables:
+                    mask = list(map(ttype.__eq__, table.types))
+                    elements += sum(compress(table.n_elements, mask))
+                    size += sum(compress(table.n_bytes, mask))
+            rows.append(TensorTypeSummary(ttype.name, n, elements, size))
+        return tuple(sorted(rows, key=lambda row: -row.n_bytes))
 
 
 def facts_from_gguf(
@@ -207,11 +272,19 @@ def facts_from_gguf(
     *,
     source: str,
     kind: SourceKind = SourceKind.GGUF,
-    more_tensors: tuple[GGUFTensor, ...] = (),
+    more: Sequence[TensorTable] = (),
     notes: tuple[str, ...] = (),
     file_size: int | None = None,
 ) -> ModelFacts:
-    """Model facts from a GGUF header (plus the tensors of its other split files)."""
+    """Model facts from a GGUF header (plus ``more``: the tensors of its other split files).
+
+    A model file llama.cpp could not safely load (:func:`validate_for_llama`)
+    raises :class:`ModelFormatError`: the file is broken.
+
+    Counts and sizes are summed over the tensor columns; the per-tensor list
+    (:attr:`ModelFacts.tensors`) is made only for up to :data:`MAX_LISTED_TENSORS`
+    tensors, more than any real model has.
+    """
     md = header.metadata
     name = header.path.name
     arch = _str(md.get("general.architecture"))
@@ -222,6 +295,8 @@ def facts_from_gguf(
             f"{name}: the GGUF header has no general.architecture{what}; "
             "it is not a model file llama.cpp can load"
         )
+    split_count = _int(md.get("split.count")) or 1
+    validate_for_llama(header, parts=more, complete=1 + len(more) >= split_count)
     out_notes = list(notes)
 
     def key(k: str) -> object:
@@ -256,23 +331,24 @@ def facts_from_gguf(
     head_dim = _int(key("attention.key_length")) or (embedding // n_heads if n_heads else 0)
     head_dim_v = _int(key("attention.value_length")) or head_dim
 
-    tensors = (*header.tensors, *more_tensors)
-    by_name = {t.name: t for t in tensors}
+    tables = (header.table, *more)
+    summary = _TensorSummary.of(tables)
     vocab = header.array_length("tokenizer.ggml.tokens") or _int(key("vocab_size")) or 0
-    if not vocab and "token_embd.weight" in by_name and len(by_name["token_embd.weight"].shape) > 1:
-        vocab = by_name["token_embd.weight"].shape[1]
+    embd_shape = summary.shape_of(b"token_embd.weight")
+    if not vocab and embd_shape is not None and len(embd_shape) > 1:
+        vocab = embd_shape[1]
 
     n_experts = _int(key("expert_count")) or 0
     n_used = _int(key("expert_used_count")) or 0
-    parameters = sum(t.n_elements for t in tensors)
-    n_bytes = sum(t.n_bytes for t in tensors)
+    parameters = summary.n_elements
+    n_bytes = summary.n_bytes
     active: int | None = None
     if n_experts > 1:
-        expert = sum(t.n_elements for t in tensors if "_exps." in t.name)
+        expert = summary.elements_named(b"_exps.")
         active = parameters - expert + expert * min(n_used, n_experts) // n_experts
 
     window, swa_layers = _sliding_window(header, arch, n_layers, out_notes)
-    file_type, guessed = _file_type(header, out_notes)
+    file_type, guessed = _file_type(header, summary.counts, out_notes)
 
     template = _str(md.get("tokenizer.chat_template"))
     named_templates = sorted(
@@ -285,12 +361,20 @@ def facts_from_gguf(
     if general_type and general_type != "model":
         out_notes.append(f"general.type is {_show(general_type)}: this GGUF is not a full model")
 
-    type_summary: dict[str, list[int]] = {}
-    for t in tensors:
-        row = type_summary.setdefault(t.type.name, [0, 0, 0])
-        row[0] += 1
-        row[1] += t.n_elements
-        row[2] += t.n_bytes
+    listed: tuple[TensorInfo, ...] = ()
+    if summary.n_tensors <= MAX_LISTED_TENSORS:
+        listed = tuple(
+            TensorInfo(name, shape, ttype.name, size)
+            for table in tables
+            for name, shape, ttype, size in zip(
+                table.names, table.shapes, table.types, table.n_bytes, strict=True
+            )
+        )
+    else:
+        out_notes.append(
+            f"The header lists {summary.n_tensors:,} tensors, more than the "
+            f"{MAX_LISTED_TENSORS:,} listed one by one; counts and sizes cover them all"
+        )
     extra.update(
         {
             "gguf_version": header.version,
@@ -338,11 +422,11 @@ def facts_from_gguf(
         swa_layers=swa_layers,
         n_experts=n_experts,
         n_experts_used=n_used,
-        tied_embeddings="token_embd.weight" in by_name and "output.weight" not in by_name,
+        tied_embeddings=embd_shape is not None and summary.shape_of(b"output.weight") is None,
         file_type=file_type,
         file_size_bytes=header.file_size if file_size is None else file_size,
         bits_per_weight=(8.0 * n_bytes / parameters) if parameters else None,
-        tensors=tuple(TensorInfo(t.name, t.shape, t.type.name, t.n_bytes) for t in tensors),
+        tensors=listed,
         has_tokenizer=tokenizer_model is not None and vocab > 0,
         tokenizer_model=tokenizer_model,
         has_chat_template=bool(template) or bool(named_templates),
@@ -350,10 +434,7 @@ def facts_from_gguf(
         license=_str(md.get("general.license")),
         notes=tuple(out_notes),
         extra=extra,
-        tensor_types=tuple(
-            TensorTypeSummary(name, n, elems, size)
-            for name, (n, elems, size) in sorted(type_summary.items(), key=lambda kv: -kv[1][2])
-        ),
+        tensor_types=summary.by_type(),
     )
 
 
@@ -361,14 +442,14 @@ def inspect_gguf(path: Path) -> ModelFacts:
     """Facts from a local GGUF file; the other files of a split GGUF are read too."""
     header = read_gguf_header(path)
     notes: list[str] = []
-    more: list[GGUFTensor] = []
+    more: list[TensorTable] = []
     size = header.file_size
     siblings = split_siblings(path, header)
     if siblings:
         present = [p for p in siblings if p.is_file()]
         for sibling in present:
             other = read_gguf_header(sibling)
-            more.extend(other.tensors)
+            more.append(other.table)
             size += other.file_size
         total = len(siblings) + 1
         if len(present) < len(siblings):
@@ -379,5 +460,5 @@ def inspect_gguf(path: Path) -> ModelFacts:
         else:
             notes.append(f"Read all {total} split files")
     return facts_from_gguf(
-        header, source=str(path), more_tensors=tuple(more), notes=tuple(notes), file_size=size
+        header, source=str(path), more=tuple(more), notes=tuple(notes), file_size=size
     )

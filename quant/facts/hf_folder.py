@@ -9,49 +9,23 @@ unpickling can run arbitrary code, so Quantdesk never opens them.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
-import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from quant.errors import ModelFormatError
 from quant.facts.config_params import facts_from_config
 from quant.facts.model import ModelFacts, SourceKind, TensorInfo, TensorTypeSummary
+from quant.safetensors.header import PICKLE_SUFFIXES, SafetensorsTensor, read_header
+from quant.untrusted import UntrustedValueError, read_json_file
 
 logger = logging.getLogger(__name__)
 
-# The safetensors library refuses headers above 100 MB; so do we.
-MAX_SAFETENSORS_HEADER = 100 * 1000 * 1000
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
-
-# Bytes per element of the safetensors dtypes (safetensors' Dtype enum).
-SAFETENSORS_DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8,
-    "U8": 8,
-    "I8": 8,
-    "F8_E4M3": 8,
-    "F8_E5M2": 8,
-    "F8_E8M0": 8,
-    "I16": 16,
-    "U16": 16,
-    "F16": 16,
-    "BF16": 16,
-    "I32": 32,
-    "U32": 32,
-    "F32": 32,
-    "I64": 64,
-    "U64": 64,
-    "F64": 64,
-    "F4": 4,
-    "F6_E2M3": 6,
-    "F6_E3M2": 6,
-}
 
 # Prefixes of tensors that belong to a vision or audio encoder, not the language model.
 _ENCODER_PREFIXES = (
@@ -73,110 +47,15 @@ _PACKED_METHODS = {"gptq", "awq", "bitsandbytes", "aqlm", "hqq", "exl2", "quanto
 # Names of expert weights in HF checkpoints (Mixtral, Qwen-MoE): "...experts.<n>...".
 _EXPERT_RE = re.compile(r"(^|\.)experts\.")
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-
-@dataclass(frozen=True)
-class SafetensorsTensor:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    n_bytes: int
-
-    @property
-    def n_elements(self) -> int:
-        return math.prod(self.shape)
-
-
-@dataclass(frozen=True)
-class SafetensorsHeader:
-    path: Path
-    file_size: int
-    tensors: tuple[SafetensorsTensor, ...]
-    metadata: dict[str, str]
-
-
-def parse_safetensors_json(raw: bytes, name: str, data_size: int | None) -> SafetensorsHeader:
-    """Validate a safetensors JSON header; ``data_size`` bounds offsets when known."""
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(
-            f"{name}: the safetensors header is not valid JSON ({exc})"
-        ) from None
-    if not isinstance(obj, dict):
-        raise ModelFormatError(f"{name}: the safetensors header is not a JSON object")
-    metadata_raw = obj.pop("__metadata__", None) or {}
-    metadata = (
-        {str(k): str(v) for k, v in metadata_raw.items()} if isinstance(metadata_raw, dict) else {}
-    )
-    tensors: list[SafetensorsTensor] = []
-    for tname, info in obj.items():
-        if not isinstance(info, dict):
-            raise ModelFormatError(f"{name}: tensor {tname!r} has no dtype/shape/data_offsets")
-        dtype = info.get("dtype")
-        shape = info.get("shape")
-        offsets = info.get("data_offsets")
-        if (
-            not isinstance(dtype, str)
-            or not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            or not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            raise ModelFormatError(
-                f"{name}: tensor {tname!r} has a malformed entry in the safetensors header"
-            )
-        if data_size is not None and offsets[1] > data_size:
-            raise ModelFormatError(
-                f"{name}: tensor {tname!r} ends at byte {offsets[1]:,} of a {data_size:,}-byte "
-                "data section; the file is truncated, download it again"
-            )
-        tensors.append(SafetensorsTensor(tname, dtype, tuple(shape), offsets[1] - offsets[0]))
-    return SafetensorsHeader(Path(name), 0, tuple(tensors), metadata)
-
-
-def read_safetensors_header(path: Path) -> SafetensorsHeader:
-    """The tensor list of one safetensors file, from its header only."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            prefix = fh.read(8)
-            if len(prefix) < 8:
-                raise ModelFormatError(
-                    f"{path.name}: only {len(prefix)} bytes, too short for a safetensors file"
-                )
-            (n,) = struct.unpack("<Q", prefix)
-            if n > MAX_SAFETENSORS_HEADER or n > size - 8:
-                raise ModelFormatError(
-                    f"{path.name}: the safetensors header claims {n:,} bytes in a "
-                    f"{size:,}-byte file; the file is damaged or not safetensors"
-                )
-            raw = fh.read(n)
-    except OSError as exc:
-        raise ModelFormatError(f"{path.name}: cannot be read ({exc.strerror or exc})") from exc
-    header = parse_safetensors_json(raw, path.name, size - 8 - n)
-    return replace(header, path=path, file_size=size)
-
 
 def read_json(path: Path, what: str) -> Any:
+    """A JSON file of a model folder, parsed within :func:`quant.untrusted.load_json`'s bounds."""
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ModelFormatError(f"{path.name}: {size:,} bytes is too large for a {what}")
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ModelFormatError(f"{path}: the {what} is not UTF-8 text") from None
+        return read_json_file(path, what=f"{path}: the {what}", max_bytes=MAX_CONFIG_BYTES)
+    except UntrustedValueError as exc:
+        raise ModelFormatError(str(exc)) from None
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(
-            f"{path}: the {what} is not valid JSON (line {exc.lineno}: {exc.msg})"
-        ) from None
 
 
 def inspect_config_file(path: Path) -> ModelFacts:
@@ -398,7 +277,7 @@ def inspect_hf_folder(folder: Path) -> ModelFacts:
     )
     notes = list(facts.notes)
     shards, pickles, incomplete = _weight_files(folder, notes)
-    headers = [read_safetensors_header(p) for p in shards]
+    headers = [read_header(p) for p in shards]
     tensors = [t for h in headers for t in h.tensors]
     if headers:
         facts = apply_safetensors(facts, tensors, config, notes)

@@ -13,25 +13,24 @@ raise :class:`~quant.errors.HubError` with a sentence and a next step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from quant.errors import HubError, ModelFormatError, UnsupportedArchitectureError
 from quant.facts.config_params import facts_from_config
 from quant.facts.gguf import facts_from_gguf
-from quant.facts.hf_folder import (
-    PICKLE_SUFFIXES,
-    SafetensorsTensor,
-    apply_safetensors,
-    read_json,
-)
+from quant.facts.hf_folder import apply_safetensors, read_json
 from quant.facts.model import ModelFacts, RemoteFile, SourceKind
-from quant.gguf.header import GGUFTensor, read_gguf_header_from
+from quant.gguf.header import TensorTable, read_gguf_header_from
+from quant.gguf.split import is_first_or_whole, is_projector, parse_split_name
 from quant.gguf.types import LlamaFileType, file_type_from_filename
-from quant.hub.errors import hub_errors
+from quant.hub.errors import hub_errors, is_offline, offline_error
+from quant.hub.listing import commit_or_none, license_of, listed_files
+from quant.safetensors.header import PICKLE_SUFFIXES, SafetensorsTensor, read_header_from
+from quant.untrusted import short_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +38,7 @@ logger = logging.getLogger(__name__)
 _REMOTE_WINDOW = 4 * 1024 * 1024
 _TIMEOUT_S = 30.0
 # GGUF types most worth describing, in order, when a repo holds several.
-_PREFERRED_GGUF = (LlamaFileType.Q4_K_M, LlamaFileType.Q8_0, LlamaFileType.F16)
-
-
-def _is_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+PREFERRED_GGUF = (LlamaFileType.Q4_K_M, LlamaFileType.Q8_0, LlamaFileType.F16)
 
 
 def _cached_folder(repo_id: str) -> Path | None:
@@ -63,11 +56,11 @@ def _cached_folder(repo_id: str) -> Path | None:
 def _offline_error(repo_id: str) -> HubError:
     cached = _cached_folder(repo_id)
     hint = (
-        f"; a downloaded copy is in {cached}, inspect that folder instead"
+        f"a downloaded copy is in {cached}, inspect that folder instead"
         if cached
-        else "; go online or pass the path of a downloaded copy"
+        else "go online or pass the path of a downloaded copy"
     )
-    return HubError(f"{repo_id}: cannot ask the Hugging Face hub in offline mode{hint}")
+    return offline_error("ask the Hugging Face hub", hint, repo_id=repo_id)
 
 
 def _hub_errors(repo_id: str, what: str) -> AbstractContextManager[None]:
@@ -126,16 +119,6 @@ class _RemoteFile:
         return data
 
 
-def _siblings(info: Any) -> dict[str, int]:
-    files: dict[str, int] = {}
-    for s in info.siblings or []:
-        name = getattr(s, "rfilename", None)
-        if isinstance(name, str):
-            size = getattr(s, "size", None)
-            files[name] = size if isinstance(size, int) else 0
-    return files
-
-
 def _remote_ggufs(files: dict[str, int]) -> tuple[RemoteFile, ...]:
     out = []
     for name, size in sorted(files.items()):
@@ -145,15 +128,13 @@ def _remote_ggufs(files: dict[str, int]) -> tuple[RemoteFile, ...]:
     return tuple(out)
 
 
-def _pick_gguf(remote: tuple[RemoteFile, ...]) -> RemoteFile | None:
-    """A model GGUF to describe: not a projector, the first split, a common type."""
+def pick_gguf(files: Sequence[RemoteFile]) -> RemoteFile | None:
+    """The GGUF to describe a repo by: a model (not a projector, not a later split part)
+    of a common type (:data:`PREFERRED_GGUF`, in order), else the smallest."""
     candidates = [
-        r
-        for r in remote
-        if "mmproj" not in PurePosixPath(r.filename).name.lower()
-        and ("-of-" not in r.filename or "-00001-of-" in r.filename)
+        r for r in files if not is_projector(r.filename) and is_first_or_whole(r.filename)
     ]
-    for ftype in _PREFERRED_GGUF:
+    for ftype in PREFERRED_GGUF:
         for r in candidates:
             if r.file_type == ftype.name:
                 return r
@@ -163,30 +144,26 @@ def _pick_gguf(remote: tuple[RemoteFile, ...]) -> RemoteFile | None:
 def _gguf_repo_facts(
     repo_id: str, files: dict[str, int], chosen: RemoteFile, revision: str | None
 ) -> ModelFacts:
-    path = PurePosixPath(chosen.filename)
-
     def header_of(filename: str) -> Any:
         remote = _RemoteFile(repo_id, filename, files.get(filename, 0), revision)
         return read_gguf_header_from(remote, remote.size, Path(filename), window=_REMOTE_WINDOW)
 
     header = header_of(chosen.filename)
-    more: list[GGUFTensor] = []
+    more: list[TensorTable] = []
     size = header.file_size
     notes: list[str] = [f"Header read from {chosen.filename} on the hub"]
-    if "-00001-of-" in path.name:
-        prefix, _, rest = path.name.partition("-00001-of-")
-        count = rest.removesuffix(".gguf")
-        for i in range(2, int(count) + 1 if count.isdigit() else 0):
-            sibling = str(path.with_name(f"{prefix}-{i:05d}-of-{count}.gguf"))
+    split = parse_split_name(chosen.filename)
+    if split is not None and split.index == 1:
+        for sibling in split.parts()[1:]:
             if sibling in files:
                 other = header_of(sibling)
-                more.extend(other.tensors)
+                more.append(other.table)
                 size += other.file_size
     return facts_from_gguf(
         header,
         source=repo_id,
         kind=SourceKind.HUB,
-        more_tensors=tuple(more),
+        more=tuple(more),
         notes=tuple(notes),
         file_size=size,
     )
@@ -207,7 +184,7 @@ def inspect_hub_gguf(
     its file list gives them. No tensor data is fetched. ``remote_files`` lists the
     repo's GGUF files from ``sizes``.
     """
-    if offline if offline is not None else _is_offline():
+    if offline if offline is not None else is_offline():
         raise _offline_error(repo_id)
     files = dict(sizes)
     if filename not in files:
@@ -218,67 +195,65 @@ def inspect_hub_gguf(
     return replace(facts, name=repo_id, remote_files=_remote_ggufs(files))
 
 
+_INDEX = "model.safetensors.index.json"
+
+
 def _safetensors_tensors(
-    api: Any, repo_id: str, files: dict[str, int], revision: str | None
+    repo_id: str, files: dict[str, int], revision: str | None
 ) -> list[SafetensorsTensor]:
-    from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+    """The tensors of the repo's safetensors weights, from each shard's header by byte ranges.
 
-    try:
-        with _hub_errors(repo_id, "the safetensors headers"):
-            try:
-                meta = api.get_safetensors_metadata(repo_id, revision=revision)
-                per_file = meta.files_metadata
-            except NotASafetensorsRepoError:
-                found = [n for n in files if n.endswith(".safetensors") and "/" not in n]
-                names = [n for n in found if not n.startswith("consolidated")] or found
-                per_file = {
-                    n: api.parse_safetensors_file_metadata(repo_id, n, revision=revision)
-                    for n in names
-                }
-    except SafetensorsParsingError as exc:
-        raise ModelFormatError(
-            f"{repo_id}: a safetensors header cannot be parsed ({exc})"
-        ) from None
+    The shards are ``model.safetensors``, else those the index names, else every
+    top-level ``*.safetensors`` file (Mistral's ``consolidated`` copies left out
+    when others exist).
+    """
+    from huggingface_hub import hf_hub_download
+
+    if "model.safetensors" in files:
+        names = ["model.safetensors"]
+    elif _INDEX in files:
+        with _hub_errors(repo_id, _INDEX):
+            index = read_json(Path(hf_hub_download(repo_id, _INDEX, revision=revision)), _INDEX)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ModelFormatError(f"{repo_id}: {_INDEX} has no weight_map")
+        names = sorted({str(v) for v in weight_map.values()})
+        missing = [n for n in names if n not in files]
+        if missing:
+            raise ModelFormatError(
+                f"{repo_id}: {_INDEX} names {short_text(missing[0], 80)!r}, which the repo "
+                "does not have"
+            )
+    else:
+        found = [n for n in files if n.endswith(".safetensors") and "/" not in n]
+        names = [n for n in found if not n.startswith("consolidated")] or found
     tensors: list[SafetensorsTensor] = []
-    for filename, file_meta in sorted(per_file.items()):
-        for name, info in file_meta.tensors.items():
-            start, end = info.data_offsets
-            shape = tuple(int(d) for d in info.shape)
-            if any(d < 0 for d in shape) or end < start:
-                raise ModelFormatError(
-                    f"{repo_id}: tensor {name!r} in {filename} has a malformed header entry"
-                )
-            tensors.append(SafetensorsTensor(name, str(info.dtype), shape, end - start))
+    for name in names:
+        remote = _RemoteFile(repo_id, name, files[name], revision)
+        try:
+            header = read_header_from(remote, remote.size, Path(name))
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{repo_id}: {exc}") from None
+        tensors.extend(header.tensors)
     return tensors
-
-
-def _license(info: Any) -> str | None:
-    card = getattr(info, "card_data", None)
-    value = getattr(card, "license", None) if card is not None else None
-    if isinstance(value, str):
-        return value
-    for tag in info.tags or []:
-        if isinstance(tag, str) and tag.startswith("license:"):
-            return tag.removeprefix("license:")
-    return None
 
 
 def inspect_hub(
     repo_id: str, *, revision: str | None = None, offline: bool | None = None
 ) -> ModelFacts:
     """Facts about hub repo ``repo_id`` from its file list and headers; no weights are fetched."""
-    if offline if offline is not None else _is_offline():
+    if offline if offline is not None else is_offline():
         raise _offline_error(repo_id)
     from huggingface_hub import HfApi, hf_hub_download
 
     api = HfApi()
     with _hub_errors(repo_id, "the repo's file list"):
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
-    sha = info.sha if isinstance(info.sha, str) else revision
-    files = _siblings(info)
+    sha = commit_or_none(info.sha) or revision
+    files = {name: f.size_bytes for name, f in listed_files(info).items()}
     remote = _remote_ggufs(files)
 
-    chosen = _pick_gguf(remote)
+    chosen = pick_gguf(remote)
 
     def from_gguf() -> ModelFacts:
         if chosen is None:
@@ -288,7 +263,7 @@ def inspect_hub(
             )
         facts = _gguf_repo_facts(repo_id, files, chosen, sha)
         return replace(
-            facts, name=repo_id, remote_files=remote, license=facts.license or _license(info)
+            facts, name=repo_id, remote_files=remote, license=facts.license or license_of(info)
         )
 
     if "config.json" not in files:
@@ -311,7 +286,7 @@ def inspect_hub(
     safetensors = [n for n in top if n.endswith(".safetensors")]
     pickles = [n for n in top if n.endswith(PICKLE_SUFFIXES)]
     if safetensors:
-        tensors = _safetensors_tensors(api, repo_id, files, sha)
+        tensors = _safetensors_tensors(repo_id, files, sha)
         facts = apply_safetensors(facts, tensors, config, notes)
         shard_names = {n for n in safetensors if not n.startswith("consolidated")} or set(
             safetensors
@@ -338,7 +313,7 @@ def inspect_hub(
         has_tokenizer="tokenizer.json" in files or "tokenizer.model" in files,
         has_chat_template=has_template,
         chat_template=template if isinstance(template, str) else None,
-        license=_license(info),
+        license=license_of(info),
         remote_files=remote,
         notes=tuple(notes),
     )

@@ -1,17 +1,66 @@
-"""ggml tensor types and llama.cpp file types.
+"""GGUF value types, ggml tensor types and llama.cpp file types.
 
-``GGMLType`` mirrors ``enum ggml_type`` in ``ggml/include/ggml.h`` and the block
-size / bytes-per-block pairs of ``type_traits`` in upstream ``ggml/src/ggml.c``
-(the block layouts are in ``ggml/src/ggml-common.h``). ``LlamaFileType`` mirrors
-``enum llama_ftype`` in ``include/llama.h``; its member names are the names the
-llama.cpp ``quantize`` tool and model file names use ("Q4_K_M", "IQ4_XS", …).
-Both were checked against the llama.cpp bundled with llama-cpp-python 0.3.36.
+``GGUFValueType`` mirrors ``enum gguf_type`` in ``ggml/include/gguf.h``: the
+type of a metadata value, with the ``struct`` format and size of the fixed-size
+ones. ``GGMLType`` mirrors ``enum ggml_type`` in ``ggml/include/ggml.h`` and the
+block size / bytes-per-block pairs of ``type_traits`` in upstream
+``ggml/src/ggml.c`` (the block layouts are in ``ggml/src/ggml-common.h``).
+``LlamaFileType`` mirrors ``enum llama_ftype`` in ``include/llama.h``; its member
+names are the names the llama.cpp ``quantize`` tool and model file names use
+("Q4_K_M", "IQ4_XS", …). All three were checked against the llama.cpp bundled
+with llama-cpp-python 0.3.36.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from enum import IntEnum
+
+
+class GGUFValueType(IntEnum):
+    """A metadata value's type in a GGUF file (``enum gguf_type``)."""
+
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
+    @property
+    def struct_format(self) -> str | None:
+        """The ``struct`` letter of a fixed-size type (without byte order); None otherwise."""
+        return _VALUE_FORMATS.get(self.value)
+
+    @property
+    def size(self) -> int | None:
+        """Bytes a value of a fixed-size type takes; None for strings and arrays."""
+        return _VALUE_SIZES.get(self.value)
+
+
+# struct letters of the fixed-size value types (GGUF_TYPE_SIZE in ggml/src/gguf.cpp).
+_VALUE_FORMATS: dict[int, str] = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
+_VALUE_SIZES = {k: struct.calcsize("<" + f) for k, f in _VALUE_FORMATS.items()}
 
 # Elements per super-block of the k-quants and i-quants (QK_K in ggml-common.h).
 QK_K = 256

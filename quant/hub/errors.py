@@ -1,8 +1,11 @@
 """One translation of Hugging Face hub failures into sentences a user can act on.
 
-Used by the header-only inspection of hub repos (:mod:`quant.facts.hub`) and by
-file downloads (``app.core.downloads``); each passes its own wording for what
-it was fetching and what to do next.
+Used by the header-only inspection of hub repos (:mod:`quant.facts.hub`), the
+Hub tab and ``quantdesk search``/``pull`` (``app.core.hub``), file downloads
+(``app.core.downloads``) and the conversion job's download; each passes its own
+wording for what it was fetching and what to do next. Offline mode
+(``HF_HUB_OFFLINE``, or a caller's own offline switch) is told by
+:func:`offline_error` in one wording.
 """
 
 from __future__ import annotations
@@ -12,6 +15,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from quant.errors import HubError, QuantError
+
+
+def is_offline() -> bool:
+    """Whether huggingface_hub is in offline mode (``HF_HUB_OFFLINE``)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def offline_error(what: str, next_step: str, *, repo_id: str | None = None) -> HubError:
+    """The sentence for a request refused in offline mode: "cannot ``what`` …; ``next_step``"."""
+    where = f"{repo_id}: " if repo_id else ""
+    why = " (HF_HUB_OFFLINE is set)" if is_offline() else ""
+    return HubError(f"{where}cannot {what} in offline mode{why}; {next_step}")
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:

@@ -13,8 +13,8 @@ so it works when the model runs on a GPU.
 Files are written in llama.cpp's GGUF imatrix format (``general.type =
 imatrix``, ``imatrix.datasets``, ``imatrix.chunk_count``,
 ``imatrix.chunk_size``; tensors ``<weight>.in_sum2`` F32 ``[ne0, n_mat]`` and
-``<weight>.counts`` F32 ``[1, n_mat]``) or its legacy ``.dat`` format; both are
-read back.
+``<weight>.counts`` F32 ``[1, n_mat]``), through gguf-py's ``GGUFWriter``, or in
+its legacy ``.dat`` format; both are read back.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import numpy as np
 
 from quant.atomic import atomic_output
 from quant.errors import QuantError
+from quant.gguf.header import has_gguf_magic, read_gguf_header
+from quant.gguf.types import GGMLType
 from quant.jobs.calibration import CalibrationSet
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
 
@@ -130,9 +132,11 @@ class ImatrixData:
         path = Path(path)
         if legacy is None:
             legacy = path.suffix.lower() == ".dat"
-        payload = self._legacy_bytes() if legacy else self._gguf_bytes()
         with atomic_output(path) as tmp:
-            tmp.write_bytes(payload)
+            if legacy:
+                tmp.write_bytes(self._legacy_bytes())
+            else:
+                self._write_gguf(tmp)
         logger.info(
             "saved importance matrix %s (%d entries, %d chunks)",
             path,
@@ -141,42 +145,39 @@ class ImatrixData:
         )
         return path
 
-    def _gguf_bytes(self) -> bytes:
-        def s(text: str) -> bytes:
-            raw = text.encode("utf-8")
-            return struct.pack("<Q", len(raw)) + raw
+    def _write_gguf(self, path: Path) -> None:
+        """llama.cpp's GGUF imatrix layout, written with gguf-py's GGUFWriter.
 
-        kv = bytearray()
-        kv += s("general.type") + struct.pack("<I", 8) + s("imatrix")
-        kv += s(KEY_DATASETS) + struct.pack("<IIQ", 9, 8, len(self.datasets))
-        for d in self.datasets:
-            kv += s(d)
-        kv += s(KEY_CHUNK_COUNT) + struct.pack("<II", 4, self.chunk_count)
-        kv += s(KEY_CHUNK_SIZE) + struct.pack("<II", 4, self.chunk_size)
-        n_kv = 4
+        GGUFWriter cannot write an empty array, so ``imatrix.datasets`` is left
+        out when no dataset is known; llama.cpp's loader and :func:`load_imatrix`
+        both take the file without it.
+        """
+        import gguf
 
-        tensors: list[tuple[str, tuple[int, int], np.ndarray]] = []
-        for name in sorted(self.entries):
-            e = self.entries[name]
-            n_mat = len(e.counts)
-            if n_mat == 0 or len(e.sums) == 0:
-                continue
-            tensors.append((f"{name}.in_sum2", (e.row_size, n_mat), e.sums.astype("<f4")))
-            tensors.append((f"{name}.counts", (1, n_mat), e.counts.astype("<f4")))
+        class ImatrixWriter(gguf.GGUFWriter):
+            def add_architecture(self) -> None:
+                """An importance matrix belongs to no architecture: no general.architecture."""
 
-        info = bytearray()
-        offset = 0
-        for tname, (ne0, ne1), data in tensors:
-            info += s(tname) + struct.pack("<I", 2) + struct.pack("<QQ", ne0, ne1)
-            info += struct.pack("<IQ", 0, offset)  # type F32
-            offset += _pad(data.nbytes)
-        head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), n_kv) + bytes(kv) + bytes(info)
-        out = bytearray(head)
-        out += b"\0" * (_pad(len(out)) - len(out))
-        for _, _, data in tensors:
-            raw = data.tobytes()
-            out += raw + b"\0" * (_pad(len(raw)) - len(raw))
-        return bytes(out)
+        writer = ImatrixWriter(path, "")
+        try:
+            writer.add_type(gguf.GGUFType.IMATRIX)
+            writer.add_array(KEY_DATASETS, list(self.datasets))
+            writer.add_uint32(KEY_CHUNK_COUNT, self.chunk_count)
+            writer.add_uint32(KEY_CHUNK_SIZE, self.chunk_size)
+            for name in sorted(self.entries):
+                e = self.entries[name]
+                n_mat = len(e.counts)
+                if n_mat == 0 or len(e.sums) == 0:
+                    continue
+                # numpy order: ggml's [ne0, n_mat] is (n_mat, ne0).
+                sums = e.sums.astype(np.float32).reshape(n_mat, e.row_size)
+                writer.add_tensor(f"{name}.in_sum2", sums)
+                writer.add_tensor(f"{name}.counts", e.counts.astype(np.float32).reshape(n_mat, 1))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
 
     def _legacy_bytes(self) -> bytes:
         chunk = self.chunk_size or DEFAULT_CHUNK_SIZE
@@ -198,18 +199,14 @@ class ImatrixData:
         return bytes(out)
 
 
-def _pad(n: int, align: int = 32) -> int:
-    return -(-n // align) * align
-
-
 def load_imatrix(path: Path | str) -> ImatrixData:
     """Read an importance matrix in llama.cpp's GGUF or legacy ``.dat`` format."""
     path = Path(path)
     try:
-        head = path.open("rb").read(4)
+        is_gguf = has_gguf_magic(path)
     except OSError as exc:
         raise ImatrixError(f"{path}: cannot read the importance matrix ({exc.strerror}).") from exc
-    data = _load_gguf(path) if head == b"GGUF" else _load_legacy(path)
+    data = _load_gguf(path) if is_gguf else _load_legacy(path)
     logger.info(
         "loaded importance matrix %s: %d entries, %d chunks",
         path.name,
@@ -220,12 +217,10 @@ def load_imatrix(path: Path | str) -> ImatrixData:
 
 
 def _load_gguf(path: Path) -> ImatrixData:
-    from quant.jobs.dequantize import read_gguf
-
-    info = read_gguf(path)
-    if not all(k in info.metadata for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
+    info = read_gguf_header(path)
+    if not all(k in info.metadata for k in (KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
         raise ImatrixError(
-            f"{path.name}: a GGUF without imatrix metadata ({KEY_DATASETS}, {KEY_CHUNK_COUNT}); "
+            f"{path.name}: a GGUF without imatrix metadata ({KEY_CHUNK_COUNT}, {KEY_CHUNK_SIZE}); "
             "is this an importance matrix file?"
         )
     by_name = {t.name: t for t in info.tensors}
@@ -237,21 +232,26 @@ def _load_gguf(path: Path) -> ImatrixData:
         c = by_name.get(f"{base}.counts")
         if c is None:
             raise ImatrixError(f"{path.name}: {base} has sums but no counts; the file is damaged.")
-        if t.type != 0 or c.type != 0:
+        if t.type != GGMLType.F32 or c.type != GGMLType.F32:
             raise ImatrixError(f"{path.name}: sums and counts of {base} must be F32.")
         sums = np.asarray(info.tensor_data(t)).view("<f4").astype(np.float64)
         counts = np.rint(np.asarray(info.tensor_data(c)).view("<f4")).astype(np.int64)
         entries[base] = ImatrixEntry(sums, counts)
     if not entries:
         raise ImatrixError(f"{path.name}: the importance matrix has no entries.")
-    datasets = tuple(str(d) for d in info.get(KEY_DATASETS, []))
+    found = info.get(KEY_DATASETS)
+    datasets = tuple(str(d) for d in found) if isinstance(found, list) else ()
     return ImatrixData(
         entries,
         datasets,
-        int(info.get(KEY_CHUNK_COUNT, 0)),
-        int(info.get(KEY_CHUNK_SIZE, 0)),
+        _count(info.get(KEY_CHUNK_COUNT)),
+        _count(info.get(KEY_CHUNK_SIZE)),
         source_name=path.name,
     )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _load_legacy(path: Path) -> ImatrixData:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_write_text
-from quant.errors import InsufficientResourcesError, QuantError
+from quant.errors import HubError, InsufficientResourcesError, QuantError
 from quant.facts import SourceKind, detect_source
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.jobs.calibration import (
@@ -55,7 +55,7 @@ from quant.progress import CancelToken, Progress, ProgressCallback, check_cancel
 from quant.units import human_bytes
 
 if TYPE_CHECKING:
-    from quant.jobs.dequantize import GgufFile
+    from quant.gguf.header import GGUFHeader
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,11 @@ class ImatrixMode(StrEnum):
     FILE = "file"
 
 
-def _quantized_types(info: GgufFile) -> list[str]:
+def _quantized_types(info: GGUFHeader) -> list[str]:
     """Matrix tensor types that are neither full precision nor Q8_0."""
-    base = {int(x) for x in _BASE_TYPES}
-    return sorted({t.type_name for t in info.tensors if len(t.shape) > 1 and t.type not in base})
-
-
-def info_parameters(info: GgufFile) -> int:
-    return sum(t.n_elements for t in info.tensors)
+    return sorted(
+        {t.type.name for t in info.tensors if len(t.shape) > 1 and t.type not in _BASE_TYPES}
+    )
 
 
 @dataclass(frozen=True)
@@ -382,28 +379,58 @@ class _Stage:
 def _download(repo_id: str, revision: str | None) -> Path:
     """Download a hub model's weights, config and tokenizer (resumable, HF cache)."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
-    from quant.errors import HubError
+    from quant.hub.errors import hub_errors, offline_error, transport_errors
 
-    try:
-        folder = snapshot_download(
-            repo_id,
-            revision=revision,
-            allow_patterns=[
-                "*.json",
-                "*.safetensors",
-                "*.model",
-                "*.txt",
-                "*.tiktoken",
-                "tokenizer*",
-                "*.md",
-            ],
+    hub_failures: tuple[type[BaseException], ...] = (
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        *transport_errors(),
+    )
+
+    def offline() -> HubError:
+        return offline_error(
+            f"download {repo_id}",
+            "turn offline mode off, or convert a downloaded copy (pass its folder)",
+            repo_id=repo_id,
         )
-    except Exception as exc:  # the hub library raises many types; report one sentence
-        raise HubError(
-            f"{repo_id}: download failed ({type(exc).__name__}: {exc}); check the repo id "
-            "and your connection (downloads resume where they stopped)."
-        ) from exc
+
+    with hub_errors(
+        repo_id,
+        "the model's files",
+        offline=offline,
+        again="run the job again",
+        network_hint="check the connection and run the job again; the download resumes "
+        "where it stopped",
+    ):
+        try:
+            folder = snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.model",
+                    "*.txt",
+                    "*.tiktoken",
+                    "tokenizer*",
+                    "*.md",
+                ],
+            )
+        except LocalEntryNotFoundError:  # offline, and not in the cache
+            raise offline() from None
+        except hub_failures:
+            raise  # told by hub_errors
+        except OSError as exc:  # the cache folder, not the hub
+            raise QuantError(
+                f"{repo_id}: the download cannot be written into the Hugging Face cache "
+                f"({exc.strerror or exc}); free disk space or set HF_HUB_CACHE to a writable folder"
+            ) from exc
     return Path(folder)
 
 
@@ -444,7 +471,7 @@ def run_pipeline(
     on_event: EventCallback | None = None,
 ) -> JobReport:
     """Run the whole job; see the module docstring. Returns the report (also on disk)."""
-    from quant.jobs.dequantize import read_gguf
+    from quant.gguf.header import read_gguf_header
     from quant.jobs.evaluate import model_fingerprint
     from quant.jobs.imatrix import ImatrixData, collect_imatrix, load_imatrix
     from quant.jobs.quantize import (
@@ -491,7 +518,7 @@ def run_pipeline(
             st.note(f"converting {folder.name} to F16 GGUF")
             with _producing(_partial_of(base), on_event):
                 _convert(folder, base, st.progress, cancel)
-    info = read_gguf(base)
+    info = read_gguf_header(base)
     odd = _quantized_types(info)
     if odd and spec.requantize:
         expanded = cache_dir / "f16" / f"{name}-{model_fingerprint(base)}-F16.gguf"
@@ -499,11 +526,11 @@ def run_pipeline(
             from quant.jobs.dequantize import dequantize_gguf
 
             st.note(f"expanding {base.name} ({', '.join(odd)}) to F16")
-            _check_disk(cache_dir, 2 * info_parameters(info), "the F16 expansion")
+            _check_disk(cache_dir, 2 * info.n_parameters, "the F16 expansion")
             with _producing(_partial_of(expanded), on_event):
                 dequantize_gguf(base, expanded, on_progress=st.progress, cancel=cancel)
         base = expanded
-        info = read_gguf(base)
+        info = read_gguf_header(base)
         odd = _quantized_types(info)
     if odd:
         raise QuantError(
@@ -732,10 +759,10 @@ def _is_our_output(path: Path, fingerprint: str, imatrix_key: str, options_key: 
     """Whether ``path`` is a finished output of this same source and imatrix."""
     if not path.exists():
         return False
-    from quant.jobs.dequantize import read_gguf
+    from quant.gguf.header import read_gguf_header
 
     try:
-        info = read_gguf(path)
+        info = read_gguf_header(path)
     except QuantError:
         return False
     return bool(

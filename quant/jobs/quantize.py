@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from quant.atomic import atomic_output
 from quant.errors import QuantError
-from quant.gguf.types import GGMLType, LlamaFileType
-from quant.jobs.dequantize import GgufFile, read_gguf
+from quant.gguf.header import GGUFHeader, read_gguf_header
+from quant.gguf.types import GGMLType, GGUFValueType, LlamaFileType
 from quant.native.llama_log import LineCollector, observe
 from quant.native.llama_session import physical_cores
 from quant.progress import CancelToken, EtaEstimator, Progress, ProgressCallback, check_cancel
@@ -201,7 +201,7 @@ class _TensorLines:
     """
 
     def __init__(
-        self, stage: str, on_progress: ProgressCallback | None, label: str, info: GgufFile
+        self, stage: str, on_progress: ProgressCallback | None, label: str, info: GGUFHeader
     ) -> None:
         self.stage = stage
         self.on_progress = on_progress
@@ -242,12 +242,10 @@ class _TensorLines:
             )
 
 
-def _check_source(src: Path, info: GgufFile, options: QuantizeOptions) -> bool:
+def _check_source(src: Path, info: GGUFHeader, options: QuantizeOptions) -> bool:
     """Validate the input; return whether llama.cpp must be allowed to requantize."""
     quantized = {
-        t.type_name
-        for t in info.tensors
-        if t.type not in {int(x) for x in _NEAR_LOSSLESS} and len(t.shape) > 1
+        t.type.name for t in info.tensors if t.type not in _NEAR_LOSSLESS and len(t.shape) > 1
     }
     has_q8 = any(t.type == GGMLType.Q8_0 for t in info.tensors)
     if quantized and not options.allow_requantize:
@@ -268,15 +266,19 @@ def _pad(n: int, align: int = GGUF_ALIGNMENT) -> int:
 
 
 def _kv_size(key: str, value: str | int | float | bool) -> int:
-    # key: u64 length + bytes; type: u32; value: see gguf_type sizes.
+    """Bytes of an override's key/value record: key (u64 length + bytes), type (u32), value."""
     base = 8 + len(key.encode()) + 4
     if isinstance(value, bool):
-        return base + 1
-    if isinstance(value, int):
-        return base + 4  # llama.cpp writes integer overrides as UINT32
-    if isinstance(value, float):
-        return base + 4
-    return base + 8 + len(_clip(value).encode())
+        vtype = GGUFValueType.BOOL
+    elif isinstance(value, int):
+        vtype = GGUFValueType.UINT32  # llama.cpp writes integer overrides as UINT32
+    elif isinstance(value, float):
+        vtype = GGUFValueType.FLOAT32
+    else:
+        return base + 8 + len(_clip(value).encode())
+    size = vtype.size
+    assert size is not None
+    return base + size
 
 
 def _clip(text: str, limit: int = 127) -> str:
@@ -388,6 +390,19 @@ def _run(src: Path, dst: Path, params: _NativeParams, lines: _TensorLines) -> in
         )
 
 
+def _prepare(
+    src: Path, options: QuantizeOptions, imatrix: ImatrixData | None, *, dry_run: bool
+) -> tuple[GGUFHeader, dict[str, str | int | float | bool], _NativeParams]:
+    """The source's header (checked), the metadata to write and llama.cpp's parameters."""
+    info = read_gguf_header(src)
+    requant = _check_source(src, info, options)
+    metadata: dict[str, str | int | float | bool] = dict(options.metadata)
+    if imatrix is not None:
+        metadata.update(imatrix_metadata(imatrix, imatrix.source_name))
+    params = _NativeParams(options, imatrix, metadata, dry_run=dry_run, allow_requantize=requant)
+    return info, metadata, params
+
+
 def plan_quantization(
     src: Path | str,
     options: QuantizeOptions,
@@ -399,12 +414,7 @@ def plan_quantization(
     """llama.cpp's dry run for ``options``: the exact output size and per-tensor types."""
     src = Path(src)
     check_cancel(cancel)
-    info = read_gguf(src)
-    requant = _check_source(src, info, options)
-    metadata: dict[str, str | int | float | bool] = dict(options.metadata)
-    if imatrix is not None:
-        metadata.update(imatrix_metadata(imatrix, imatrix.source_name))
-    params = _NativeParams(options, imatrix, metadata, dry_run=True, allow_requantize=requant)
+    info, metadata, params = _prepare(src, options, imatrix, dry_run=True)
     lines = _TensorLines("plan", on_progress, options.file_type.name, info)
     rc = _run(src, src.with_name(src.name + ".dry-run"), params, lines)
     if rc != 0:
@@ -435,12 +445,9 @@ def plan_quantization(
 _SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 
 
-def _output_header_size(info: GgufFile, overrides: Mapping[str, str | int | float | bool]) -> int:
+def _output_header_size(info: GGUFHeader, overrides: Mapping[str, str | int | float | bool]) -> int:
     """Bytes of llama.cpp's output header before alignment padding (src/llama-quant.cpp)."""
-    kv: dict[str, int] = {}
-    for key, v in info.metadata.items():
-        if key not in _SPLIT_KEYS:
-            kv[key] = 8 + len(key.encode()) + 4 + _value_size(v.type, v.value, v.sub_type)
+    kv = {key: n for key, n in info.kv_bytes.items() if key not in _SPLIT_KEYS}
     for key in ("general.quantization_version", "general.file_type"):
         kv[key] = _kv_size(key, 0)
     for key, value in overrides.items():
@@ -449,24 +456,6 @@ def _output_header_size(info: GgufFile, overrides: Mapping[str, str | int | floa
     for t in info.tensors:
         size += 8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8
     return size
-
-
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def _value_size(vtype: int, value: Any, sub_type: int | None = None) -> int:
-    if vtype in _SCALAR_SIZES:
-        return _SCALAR_SIZES[vtype]
-    if vtype == 8:
-        return 8 + len(value.encode() if isinstance(value, str) else value)
-    if vtype == 9 and sub_type is not None:
-        size = 4 + 8
-        if sub_type in _SCALAR_SIZES:
-            return size + _SCALAR_SIZES[sub_type] * len(value)
-        if sub_type == 9:
-            return size + sum(_value_size(9, items, sub) for sub, items in value)
-        return size + sum(_value_size(sub_type, item) for item in value)
-    raise QuantError(f"unknown GGUF value type {vtype}.")
 
 
 def quantize(
@@ -490,12 +479,7 @@ def quantize(
         raise ImatrixRequiredError(imatrix_refusal(options.file_type))
     if src.resolve() == dst.resolve():
         raise QuantError(f"{src.name}: input and output are the same file; choose another output.")
-    info = read_gguf(src)
-    requant = _check_source(src, info, options)
-    metadata: dict[str, str | int | float | bool] = dict(options.metadata)
-    if imatrix is not None:
-        metadata.update(imatrix_metadata(imatrix, imatrix.source_name))
-    params = _NativeParams(options, imatrix, metadata, dry_run=False, allow_requantize=requant)
+    info, _, params = _prepare(src, options, imatrix, dry_run=False)
     lines = _TensorLines("quantize", on_progress, options.file_type.name, info)
     started = time.monotonic()
     with atomic_output(dst) as tmp:

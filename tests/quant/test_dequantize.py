@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from quant.errors import Cancelled, ModelFormatError
+from quant.gguf.header import read_gguf_header
 from quant.gguf.types import GGMLType, LlamaFileType
-from quant.jobs.dequantize import dequantize_gguf, read_gguf
+from quant.jobs.dequantize import dequantize_gguf
 from quant.progress import CancelToken, Progress
 
 
 def test_header_reader_reads_the_starter_model(starter_model: Path) -> None:
-    info = read_gguf(starter_model)
+    info = read_gguf_header(starter_model)
     assert info.architecture == "gemma3"
     assert info.file_type is LlamaFileType.Q4_K_M
     assert len(info.tensors) == 236
@@ -27,7 +28,7 @@ def test_header_reader_reads_the_starter_model(starter_model: Path) -> None:
 
 
 def test_f16_copy_keeps_every_tensor_and_key(starter_model: Path, f16_model: Path) -> None:
-    src, out = read_gguf(starter_model), read_gguf(f16_model)
+    src, out = read_gguf_header(starter_model), read_gguf_header(f16_model)
     assert out.file_type is LlamaFileType.F16
     assert [t.name for t in out.tensors] == [t.name for t in src.tensors]
     assert [t.shape for t in out.tensors] == [t.shape for t in src.tensors]
@@ -43,7 +44,7 @@ def test_not_a_gguf_is_refused_with_its_magic(tmp_path: Path) -> None:
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b"PK\x03\x04" + b"\0" * 100)
     with pytest.raises(ModelFormatError, match=r"model.gguf: not a GGUF file \(magic b'PK"):
-        read_gguf(bad)
+        read_gguf_header(bad)
 
 
 def test_cancel_leaves_no_file(starter_model: Path, tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_a_cut_download_is_refused_before_any_tensor_is_mapped(
     with starter_model.open("rb") as src:
         cut.write_bytes(src.read(100_000_000))
     with pytest.raises(ModelFormatError, match=r"cut\.gguf: truncated — tensor .* ends at byte"):
-        read_gguf(cut)
+        read_gguf_header(cut)
     with pytest.raises(ModelFormatError, match="truncated"):
         dequantize_gguf(cut, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from quant.gguf.header import read_gguf_header
 from quant.gguf.types import LlamaFileType
 from quant.jobs.calibration import CalibrationKind, CalibrationSet, Document, default_mix
-from quant.jobs.dequantize import read_gguf
 from quant.jobs.imatrix import (
     ImatrixCollector,
     ImatrixData,
@@ -75,7 +77,7 @@ def _sample_data() -> ImatrixData:
 def test_gguf_imatrix_has_llama_cpp_layout_and_round_trips(tmp_path: Path) -> None:
     data = _sample_data()
     path = data.save(tmp_path / "m.imatrix.gguf")
-    info = read_gguf(path)
+    info = read_gguf_header(path)
     assert info.get("general.type") == "imatrix"
     assert info.get("imatrix.datasets") == ["my-text.txt"]
     assert info.get("imatrix.chunk_count") == 3
@@ -91,6 +93,14 @@ def test_gguf_imatrix_has_llama_cpp_layout_and_round_trips(tmp_path: Path) -> No
     assert back.entries["blk.0.ffn_up_exps.weight"].means()[4:8].tolist() == [1.0] * 4
 
 
+def test_a_matrix_without_datasets_round_trips(tmp_path: Path) -> None:
+    data = _sample_data()
+    bare = ImatrixData(data.entries, (), chunk_count=3, chunk_size=512)
+    back = load_imatrix(bare.save(tmp_path / "bare.imatrix.gguf"))
+    assert back.datasets == () and (back.chunk_count, back.chunk_size) == (3, 512)
+    assert set(back.entries) == set(data.entries)
+
+
 def test_legacy_dat_round_trips_to_the_same_means(tmp_path: Path) -> None:
     data = _sample_data()
     path = data.save(tmp_path / "m.dat")
@@ -100,6 +110,18 @@ def test_legacy_dat_round_trips_to_the_same_means(tmp_path: Path) -> None:
     assert back.datasets == ("my-text.txt",)
     for name, e in data.entries.items():
         np.testing.assert_allclose(back.entries[name].means(), e.means(), rtol=1e-5)
+
+
+def test_reading_a_matrix_leaves_no_file_open(tmp_path: Path) -> None:
+    """Telling the two formats apart by their first bytes closes the file again."""
+    data = _sample_data()
+    paths = [data.save(tmp_path / "m.imatrix.gguf"), data.save(tmp_path / "m.dat")]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        for path in paths:
+            load_imatrix(path)
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
 
 
 def test_garbage_is_not_an_imatrix(tmp_path: Path) -> None:
@@ -155,7 +177,7 @@ def test_our_file_read_back_is_accepted_by_llama_cpp_quantize(
     out = tmp_path / "gemma-Q4_0.gguf"
     result = quantize(f16_model, out, QuantizeOptions(LlamaFileType.Q4_0), imatrix=loaded)
     assert result.imatrix_entries == 126
-    info = read_gguf(out)
+    info = read_gguf_header(out)
     assert info.get("quantize.imatrix.file") == "gemma.imatrix.gguf"
     assert info.get("quantize.imatrix.dataset") == "quantdesk-default-mix-v1"
     assert info.get("quantize.imatrix.entries_count") == 126

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,9 @@ import pytest
 
 from quant.errors import InsufficientResourcesError, QuantError
 from quant.facts import SourceKind, detect_source
+from quant.gguf.header import read_gguf_header
 from quant.gguf.types import GGMLType, LlamaFileType
 from quant.jobs import pipeline
-from quant.jobs.dequantize import read_gguf
 from quant.jobs.pipeline import JobSpec, plan_stages, run_pipeline
 from quant.jobs.quantize import ImatrixRequiredError
 from tests.quant.conftest import CHUNK
@@ -82,6 +84,22 @@ def test_sources_are_told_apart(tmp_path: Path, f16_model: Path) -> None:
         detect_source(str(tmp_path / "nothing.gguf"), need_weights=True)
     with pytest.raises(QuantError, match="not a hub repo id"):
         detect_source(str(tmp_path / "no-such-folder"), need_weights=True)
+
+
+def test_a_gguf_without_its_suffix_is_recognised_by_its_magic(
+    tmp_path: Path, f16_model: Path
+) -> None:
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(f16_model.read_bytes()[:4096])
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        assert detect_source(str(renamed), need_weights=True) is SourceKind.GGUF
+        with pytest.raises(QuantError, match=r"notes\.txt: not a GGUF file"):
+            detect_source(str(other), need_weights=True)
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
 
 
 def test_no_imatrix_with_a_type_that_needs_one_fails_before_any_work(
@@ -230,6 +248,23 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ckpt.build_llama(tmp_path_factory.mktemp("hub") / "tiny-llama", tok).path
 
 
+def test_hub_failures_of_the_download_are_sentences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's download tells hub failures in the same words as every other hub call."""
+    import huggingface_hub.constants
+
+    from quant.errors import HubError
+    from tests.fakehub import serve_fake_hub
+
+    with serve_fake_hub(monkeypatch, tmp_path / "hf-cache"):
+        with pytest.raises(HubError, match="acme/nope: no such model on the Hugging Face hub"):
+            pipeline._download("acme/nope", None)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        with pytest.raises(HubError, match="acme/x: cannot download acme/x in offline mode"):
+            pipeline._download("acme/x", None)
+
+
 def test_a_hub_repo_is_downloaded_converted_and_quantized(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,7 +294,7 @@ def test_a_hub_repo_is_downloaded_converted_and_quantized(
     assert all(Path(o.path).is_file() for o in report.outputs)
     assert report.outputs[1].imatrix and not report.outputs[0].imatrix
     assert all(o.evaluation is not None for o in report.outputs)
-    info = read_gguf(report.outputs[1].path)
+    info = read_gguf_header(report.outputs[1].path)
     assert info.get("general.architecture") == "llama"
     assert report.imatrix is not None
     assert info.get(pipeline.KEY_IMATRIX) == report.imatrix["key"]
@@ -303,6 +338,6 @@ def test_a_quantized_source_is_refused_unless_requantizing_is_allowed(
     report = run_pipeline(allowed)
     made = Path(report.outputs[0].path)
     assert made.exists()
-    assert read_gguf(made).file_type is LlamaFileType.Q8_0
+    assert read_gguf_header(made).file_type is LlamaFileType.Q8_0
     # The expansion is cached beside the other intermediates and reused on a rerun.
     assert len(list((cache / "f16").glob("*-F16.gguf"))) == 1

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from quant.errors import Cancelled, QuantError
+from quant.gguf.header import read_gguf_header
 from quant.gguf.types import GGMLType, LlamaFileType
-from quant.jobs.dequantize import read_gguf
 from quant.jobs.quantize import (
     ImatrixRequiredError,
     QuantizeOptions,
@@ -54,7 +54,7 @@ def test_dry_run_predicts_the_exact_size_and_progress_covers_every_tensor(
     assert [p.done for p in seen] == list(range(1, 237))
     assert {p.total for p in seen} == {236}
     assert 8.5 < result.bits_per_weight < 8.8  # token_embd dominates this small model
-    info = read_gguf(out)
+    info = read_gguf_header(out)
     assert info.file_type is LlamaFileType.Q8_0
     assert info.get("quantdesk.test") == "hello"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma-Q8_0.gguf"]

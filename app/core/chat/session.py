@@ -639,9 +639,20 @@ def _require_gguf_source(source: Path | str, path: Path) -> None:
 def _refuse_if_it_crashes(path: Path, on_progress: ProgressCallback | None) -> None:
     """Load a file not seen before in a throwaway process first (app.core.chat.probe)."""
     from app.core.chat.probe import known_verdict, probe
+    from quant.gguf.header import read_gguf_header
+    from quant.gguf.validate import validate_for_llama
 
     verdict = known_verdict(path)
     if verdict is None:
+        try:
+            # The whole vocabulary too (repeated or overlong tokens abort llama.cpp); the
+            # rest of the file was checked with the model's facts.
+            validate_for_llama(read_gguf_header(path), complete=False, vocabulary=True)
+        except ModelFormatError as exc:
+            raise ChatLoadError(
+                f"{str(exc).rstrip('. ')}; download or convert the model again",
+                failure=LoadFailure.CORRUPT,
+            ) from exc
         if on_progress is not None:
             on_progress(Progress("load", 0, 100, f"Checking {path.name} in a test load…"))
         verdict = probe(path)
