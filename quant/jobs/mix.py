@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quant.atomic import atomic_write_text
+from quant.atomic import atomic_output
 from quant.errors import QuantError
 from quant.gguf.header import GGUFHeader, GGUFTensor, read_gguf_header
 from quant.gguf.types import GGMLType
@@ -142,6 +142,8 @@ class Sensitivity:
     group_of: Mapping[str, str]
     baseline_kld: float = 0.0
     seconds: float = 0.0
+    # Measurements taken from the cache of an earlier, stopped search.
+    resumed: int = 0
 
     def cost(self, name: str, type_name: str) -> float:
         """Predicted KL divergence that ``name`` at ``type_name`` adds."""
@@ -277,6 +279,7 @@ class _Cache:
     key: str
     data: dict[str, Any] = field(default_factory=dict)
     on_write: Callable[[Path], Any] | None = None
+    loaded: int = 0
 
     def load(self) -> dict[str, Any]:
         if self.path is None or not self.path.exists():
@@ -290,18 +293,22 @@ class _Cache:
             return {}
         items = raw.get("items")
         self.data = dict(items) if isinstance(items, dict) else {}
-        return self.data
+        self.loaded = len(self.data)
+        return dict(self.data)
 
     def put(self, name: str, value: Any) -> None:
         self.data[name] = value
         if self.path is None:
             return
         text = json.dumps({"key": self.key, "items": self.data})
+        # A fixed temporary name, announced while written, so a job killed half way
+        # leaves nothing behind (quant.jobs.pipeline.remove_partials).
         if self.on_write is not None:
-            with self.on_write(self.path):
-                atomic_write_text(self.path, text)
+            with self.on_write(self.path), atomic_output(self.path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
         else:
-            atomic_write_text(self.path, text)
+            with atomic_output(self.path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
 
 
 def quantizable(header: GGUFHeader) -> list[GGUFTensor]:
@@ -655,6 +662,7 @@ def measure(
     errors = tensor_errors(
         header, imatrix, settings, cache=err_cache, on_progress=on_progress, cancel=cancel
     )
+    resumed = err_cache.loaded
     group_of = {n: group_name(n) for n in errors}
     groups: dict[str, GroupMeasure] = {}
     baseline = 0.0
@@ -664,6 +672,7 @@ def measure(
             f"{cache_key}|{settings.groups_key()}|{reference.model_fingerprint}|{reference.n_scored}",
             on_write=on_write,
         )
+        resumed += len(grp_cache.load())
         groups, baseline = group_sensitivity(
             base,
             header,
@@ -675,7 +684,7 @@ def measure(
             on_progress=on_progress,
             cancel=cancel,
         )
-    return Sensitivity(errors, groups, group_of, baseline, time.monotonic() - started)
+    return Sensitivity(errors, groups, group_of, baseline, time.monotonic() - started, resumed)
 
 
 def search_mix(
@@ -812,6 +821,36 @@ def mix_options(plan: MixPlan, *, threads: int | None = None) -> Any:
 def recipe_of(path: Path | str) -> Recipe | None:
     """The recipe a mix file keeps in its metadata; None for any other GGUF."""
     return Recipe.from_metadata(read_gguf_header(path).get)
+
+
+def plan_of(path: Path | str) -> MixPlan:
+    """The plan a mix file was made from, read back from its metadata.
+
+    Quantizing the same base model with the same importance matrix by this plan
+    (:func:`build_mix`) makes the same file again, byte for byte. Raises
+    :class:`~quant.plan.mix.BudgetError` for a GGUF that is not a Quantdesk mix.
+    """
+    header = read_gguf_header(path)
+    recipe = Recipe.from_metadata(header.get)
+    if recipe is None:
+        raise BudgetError(f"{Path(path).name} is not a Quantdesk mix: it keeps no recipe.")
+    # The keys Quantdesk wrote, in the order they were written.
+    meta: dict[str, str | int | float | bool] = {}
+    for key, value in header.metadata.items():
+        if key.startswith("quantdesk.") and isinstance(value, str | int | float | bool):
+            meta[key] = value
+    ft = header.file_type
+    budget = meta.get(KEY_BUDGET)
+    predicted = meta.get(KEY_PREDICTED)
+    return MixPlan(
+        recipe=recipe,
+        budget_bytes=int(budget) if isinstance(budget, str) and budget.isdigit() else 0,
+        size_bytes=header.file_size,
+        predicted_kld=float(predicted) if isinstance(predicted, float) else math.nan,
+        file_type=ft.name if ft is not None else "Q8_0",
+        metadata=meta,
+        n_parameters=header.n_parameters,
+    )
 
 
 def peak_rss_bytes() -> int:

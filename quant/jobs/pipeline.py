@@ -906,8 +906,6 @@ def _make_mix(
     cancel: CancelToken | None,
 ) -> tuple[dict[str, Any], TypeReport]:
     """The search and quantize-mix stages: (the mix's report section, its output row)."""
-    import hashlib
-
     from quant.jobs.evaluate import (
         DEFAULT_MAX_BYTES,
         DEFAULT_TOP_K,
@@ -966,7 +964,11 @@ def _make_mix(
         repacked = frozenset(GGMLType[t] for t in spec.budget_repacked)
     except KeyError as exc:
         raise QuantError(f"unknown tensor type {exc} in the budget's repacked types.") from None
-    meta: dict[str, str | int | float | bool] = {KEY_SOURCE: fingerprint, KEY_IMATRIX: imatrix_key}
+    meta: dict[str, str | int | float | bool] = {
+        KEY_SOURCE: fingerprint,
+        KEY_IMATRIX: imatrix_key,
+        KEY_OPTIONS: spec.options_key,
+    }
     if imatrix is not None and calibration is not None:
         meta[KEY_CALIBRATION] = calibration.name
     try:
@@ -975,9 +977,6 @@ def _make_mix(
         )
     except BudgetError as exc:
         raise BudgetError(f"{name}: {exc}") from None
-    recipe_hash = hashlib.sha256(";".join(plan.recipe.entries()).encode()).hexdigest()[:16]
-    options_key = f"{spec.options_key},mix={recipe_hash}"
-    plan = replace(plan, metadata={**plan.metadata, KEY_OPTIONS: options_key})
     seconds = time.monotonic() - started
     search = {
         **plan.search,
@@ -997,6 +996,7 @@ def _make_mix(
         predicted_kld=plan.predicted_kld,
         size_bytes=plan.size_bytes,
         budget_bytes=budget_bytes,
+        resumed=sensitivity.resumed,
     )
 
     st = _Stage("quantize mix", on_progress, on_event)
@@ -1004,7 +1004,8 @@ def _make_mix(
     dst = out_dir / f"{name}-mix-{plan.bits_per_weight:.2f}bpw.gguf"
     use_im = imatrix
     key = imatrix_key if use_im is not None else "none"
-    if _is_our_output(dst, fingerprint, key, options_key) and recipe_of(dst) == plan.recipe:
+    # The same source, importance matrix and recipe make the same file: reuse it.
+    if _is_our_output(dst, fingerprint, key, spec.options_key) and recipe_of(dst) == plan.recipe:
         size = dst.stat().st_size
         row = TypeReport(
             MIX, str(dst), size, 8.0 * size / plan.n_parameters, use_im is not None, True, 0.0
