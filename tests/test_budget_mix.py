@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from quant.gguf.types import GGMLType
+from quant.gguf.types import GGMLType, LlamaFileType
 from quant.plan.mix import (
     Budget,
     BudgetError,
@@ -148,3 +148,76 @@ def test_a_recipe_survives_its_metadata_and_becomes_exact_overrides() -> None:
 def test_choices_report_padded_bytes() -> None:
     c = tensor_choice((640, 3), GGMLType.Q4_0, 0.0)
     assert c == Choice(GGMLType.Q4_0, 1088, 0.0, 1088)  # 3 rows × 360 bytes, padded to 32
+
+
+# -- 'fit': the largest file that runs on a machine ---------------------------------------
+
+GIB = 1024**3
+LAPTOP = {
+    "cpu": {"brand": "Intel Core i7-1260P", "arch": "x86_64", "physical_cores": 4,
+            "logical_cores": 16, "features": ["avx2", "fma", "f16c"]},
+    "memory": {"total_bytes": 16 * GIB, "available_bytes": 12 * GIB},
+}  # fmt: skip
+LLAMA_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_fit_is_the_largest_file_the_memory_model_lets_run_and_the_advisor_offers_it() -> None:
+    from dataclasses import replace
+
+    from quant.facts.config_params import facts_from_config
+    from quant.facts.model import SourceKind
+    from quant.hardware.profile import HardwareProfile
+    from quant.plan.advisor import recommend
+    from quant.plan.memory import (
+        allows_quantization,
+        estimate_memory,
+        fits_memory,
+        plan_tensors,
+        weights_bytes,
+    )
+    from quant.plan.mix import fit_budget
+
+    facts = facts_from_config(LLAMA_8B, source="llama", kind=SourceKind.CONFIG, name="llama-8b")
+    laptop = HardwareProfile.from_dict(LAPTOP, source="laptop")
+    budget = fit_budget(facts, laptop, ctx=4096)
+    f16 = weights_bytes(plan_tensors(facts, None))
+    q8 = weights_bytes(plan_tensors(facts, LlamaFileType.Q8_0))
+    assert q8 < budget < f16  # 12 GiB free: more than Q8_0, less than F16
+
+    def runs(n_bytes: int) -> bool:
+        source = plan_tensors(facts, None)
+        quant = sum(t.n_bytes for t in source if allows_quantization(t.name, len(t.shape)))
+        scale = (n_bytes - (weights_bytes(source) - quant)) / quant
+        plan = tuple(
+            replace(t, n_bytes=int(t.n_bytes * scale))
+            if allows_quantization(t.name, len(t.shape))
+            else t
+            for t in source
+        )
+        est = estimate_memory(facts, ctx=4096, profile=laptop, plan=plan)
+        return fits_memory(est, laptop.memory.available_bytes, ())
+
+    assert runs(budget) and not runs(int(budget * 1.01))
+    # A longer context leaves less for the weights.
+    assert fit_budget(facts, laptop, ctx=32768) < budget
+
+    rec = recommend(facts, laptop, ctx=4096)
+    offer = rec.mix_offer
+    assert offer is not None and offer.budget_bytes == budget
+    assert offer.stock == "Q8_0" and "leaves" in offer.text
+    assert rec.to_dict()["mix_offer"]["budget_bytes"] == budget
+    big = HardwareProfile.from_dict(
+        {**LAPTOP, "memory": {"total_bytes": 64 * GIB, "available_bytes": 60 * GIB}}, source="big"
+    )
+    assert recommend(facts, big, ctx=4096).mix_offer is None  # F16 fits: nothing to gain
