@@ -605,12 +605,6 @@ def run_pipeline(
         from quant.plan.mix import parse_budget
 
         budget_bytes = parse_budget(spec.budget).resolve(info.n_parameters)
-        st.note(f"finding the stock types around {human_bytes(budget_bytes)}")
-        bracket = _bracket(base, spec, budget_bytes, plans, cancel)
-        extra = tuple(t for t in bracket if t is not None and t not in types)
-        types += extra
-        if extra and on_event is not None:
-            on_event("stages", {"stages": plan_stages(spec, extra)})
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {t: out_dir / f"{name}-{t.name}.gguf" for t in types}
     pending = sum(plans[t].size_bytes for t in types if not outputs[t].exists()) + budget_bytes
@@ -669,13 +663,53 @@ def run_pipeline(
                     **imatrix.summary(),
                 )
 
+    def stock_meta(
+        t: LlamaFileType,
+    ) -> tuple[ImatrixData | None, dict[str, str | int | float | bool]]:
+        """The importance matrix a stock type is made with, and the keys written into it."""
+        use_im = imatrix if t not in _NO_IMATRIX_TYPES else None
+        meta: dict[str, str | int | float | bool] = {
+            KEY_SOURCE: fingerprint,
+            KEY_IMATRIX: imatrix_key if use_im is not None else "none",
+            KEY_OPTIONS: spec.options_key,
+        }
+        if use_im is not None and calibration is not None:
+            meta[KEY_CALIBRATION] = calibration.name
+        return use_im, meta
+
+    if spec.budget:
+        # The stock types either side of the budget, by the exact size of their files:
+        # llama.cpp's dry run with the importance matrix and keys they are made with.
+        st = _Stage("quantize", on_progress, on_event)
+        st.note(f"finding the stock types either side of {human_bytes(budget_bytes)}")
+
+        def stock_size(t: LlamaFileType) -> int:
+            check_cancel(cancel)
+            use_im, meta = stock_meta(t)
+            plan = plan_quantization(base, spec.quantize_options(t, meta), imatrix=use_im)
+            plans[t] = plan
+            return plan.size_bytes
+
+        bracket = _bracket(spec, budget_bytes, stock_size)
+        extra = tuple(t for t in bracket if t is not None and t not in types)
+        if extra:
+            types += extra
+            outputs.update({t: out_dir / f"{name}-{t.name}.gguf" for t in extra})
+            _check_disk(
+                out_dir,
+                sum(plans[t].size_bytes for t in extra if not outputs[t].exists()),
+                f"writing {len(extra)} more file(s)",
+            )
+            if on_event is not None:
+                on_event("stages", {"stages": plan_stages(spec, extra)})
+
     # 3. quantize ----------------------------------------------------------------
     results: dict[LlamaFileType, TypeReport] = {}
     for t in types:
         st = _Stage(f"quantize {t.name}", on_progress, on_event)
         check_cancel(cancel)
-        use_im = imatrix if t not in _NO_IMATRIX_TYPES else None
-        key = imatrix_key if use_im is not None else "none"
+        use_im, meta = stock_meta(t)
+        key = str(meta[KEY_IMATRIX])
         dst = outputs[t]
         if _is_our_output(dst, fingerprint, key, spec.options_key):
             size = dst.stat().st_size
@@ -690,13 +724,6 @@ def run_pipeline(
             )
             st.done(f"reused {dst.name}", path=str(dst), reused=True)
             continue
-        meta: dict[str, str | int | float | bool] = {
-            KEY_SOURCE: fingerprint,
-            KEY_IMATRIX: key,
-            KEY_OPTIONS: spec.options_key,
-        }
-        if use_im is not None and calibration is not None:
-            meta[KEY_CALIBRATION] = calibration.name
         options = spec.quantize_options(t, meta)
         with _producing(_partial_of(dst), on_event):
             r = quantize(base, dst, options, imatrix=use_im, on_progress=st.progress, cancel=cancel)
@@ -844,45 +871,24 @@ def run_pipeline(
 
 
 def _bracket(
-    base: Path,
-    spec: JobSpec,
-    budget_bytes: int,
-    plans: dict[LlamaFileType, Any],
-    cancel: CancelToken | None,
+    spec: JobSpec, budget_bytes: int, stock_size: Callable[[LlamaFileType], int]
 ) -> tuple[LlamaFileType | None, LlamaFileType | None]:
-    """The largest stock type whose file fits ``budget_bytes`` and the smallest that does not.
+    """The largest stock type whose file fits the budget and the smallest that does not.
 
-    Sizes come from llama.cpp's dry run (added to ``plans``); the memory model's
-    predictions pick which types to dry-run. Types that need an importance matrix
-    are left out of a job without one.
+    ``stock_size`` gives a type's exact file size (llama.cpp's dry run). Types
+    that need an importance matrix are left out of a job without one.
     """
-    from quant.facts import inspect_model
-    from quant.jobs.quantize import plan_quantization, requires_imatrix
-    from quant.plan.memory import plan_tensors, weights_bytes
+    from quant.jobs.quantize import requires_imatrix
     from quant.plan.mix import STOCK_TYPES
 
-    facts = inspect_model(str(base), offline=True)
-    header = base.stat().st_size - sum(t.n_bytes for t in facts.tensors)
     usable = [
         t
         for t in STOCK_TYPES
         if spec.imatrix_mode is not ImatrixMode.NONE or not requires_imatrix(t)
     ]
-    predicted = {t: weights_bytes(plan_tensors(facts, t)) + header for t in usable}
-    below = sorted(
-        (t for t in usable if predicted[t] <= budget_bytes * 1.02), key=lambda t: predicted[t]
-    )
-    above = sorted(
-        (t for t in usable if predicted[t] > budget_bytes * 0.98), key=lambda t: predicted[t]
-    )
-    candidates = below[-2:] + above[:2]
-    for t in candidates:
-        if t not in plans:
-            check_cancel(cancel)
-            plans[t] = plan_quantization(base, spec.quantize_options(t))
-    size = {t: plans[t].size_bytes for t in candidates}
-    fit = [t for t in candidates if size[t] <= budget_bytes]
-    over = [t for t in candidates if size[t] > budget_bytes]
+    size = {t: stock_size(t) for t in usable}
+    fit = [t for t in size if size[t] <= budget_bytes]
+    over = [t for t in size if size[t] > budget_bytes]
     return (
         max(fit, key=size.__getitem__) if fit else None,
         min(over, key=size.__getitem__) if over else None,

@@ -841,6 +841,11 @@ class ConvertPage(QWidget):
             job.item.setText(f"{job.title} — {state}")
 
     def _reset_stages(self, names: list[str]) -> None:
+        # A budget job names its stock types once it knows their sizes: stages that
+        # already finished keep their state.
+        finished = {
+            name: row.status.text() for name, row in self._stage_rows.items() if row.finished
+        }
         for row in self._stage_rows.values():
             for w in row.widgets():
                 self.stage_grid.removeWidget(w)
@@ -848,6 +853,8 @@ class ConvertPage(QWidget):
         self._stage_rows = {}
         for i, name in enumerate(names):
             self._stage_rows[name] = StageRow(self.stage_grid, i, name)
+            if name in finished:
+                self._stage_rows[name].complete(finished[name])
 
     def _row(self, stage: str) -> StageRow | None:
         return self._stage_rows.get(stage)
