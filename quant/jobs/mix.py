@@ -483,10 +483,10 @@ class Injector:
 
     def _apply(self, p: Any, node: Any, target: _Replacement, lookup: bool) -> None:
         g = self._g
-        result = g.read(p, np.float32)
+        result = g.read_f32(p)
         if result.shape[0] != 1 or result.shape[1] != 1:
             raise QuantError(f"{target.src.name}: a batched product cannot be rewritten.")
-        out = np.array(result[0, 0], dtype=np.float32)  # (tokens, n_out)
+        out = result[0, 0]  # (tokens, n_out), written back whole below
         if lookup:
             ids = np.asarray(g.read(node.src[1], np.int32)).reshape(-1)
             out += target.error_at(ids)
@@ -499,7 +499,7 @@ class Injector:
             for r0 in range(0, n_out, _ROW_BLOCK):
                 r1 = min(n_out, r0 + _ROW_BLOCK)
                 out[:, r0:r1] += x2 @ target.error_range(r0, r1).T
-        g.write(p, out)
+        g.write(p, result)
         target.hits += 1
 
     def check(self) -> None:

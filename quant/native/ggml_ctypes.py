@@ -304,6 +304,23 @@ class Ggml:
             writeable=False,
         )
 
+    def read_f32(self, ptr: ctypes._Pointer[GgmlTensor]) -> np.ndarray:
+        """A writable copy of a contiguous F32 tensor, shape ``(ne3, ne2, ne1, ne0)``.
+
+        One copy only (a large result, such as an output layer's logits, is not
+        duplicated); give it back with :meth:`write`.
+        """
+        t = ptr.contents
+        ne = [int(v) for v in t.ne]
+        if t.type != GGML_TYPE_F32 or int(t.nb[0]) != 4 or int(t.nb[1]) != 4 * ne[0]:
+            raise GgmlLayoutError(
+                f"tensor {t.name.decode(errors='replace')}: not a contiguous F32 tensor."
+            )
+        out = np.empty((ne[3], ne[2], ne[1], ne[0]), dtype=np.float32)
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        self._lib.ggml_backend_tensor_get(addr, out.ctypes.data, 0, out.nbytes)
+        return out
+
     def write(self, ptr: ctypes._Pointer[GgmlTensor], values: np.ndarray) -> None:
         """Overwrite a contiguous F32 graph tensor with ``values`` (same number of elements).
 
