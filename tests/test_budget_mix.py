@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -221,3 +223,46 @@ def test_fit_is_the_largest_file_the_memory_model_lets_run_and_the_advisor_offer
         {**LAPTOP, "memory": {"total_bytes": 64 * GIB, "available_bytes": 60 * GIB}}, source="big"
     )
     assert recommend(facts, big, ctx=4096).mix_offer is None  # F16 fits: nothing to gain
+
+
+def test_the_convert_command_takes_a_budget_in_any_form(tmp_path: Path) -> None:
+    import argparse
+
+    from app.core.commands import convert
+    from quant.hardware.profile import HardwareProfile
+    from tests.ggufs import write_tiny_gguf
+
+    parser = argparse.ArgumentParser()
+    convert.register(parser.add_subparsers())
+    gguf = str(write_tiny_gguf(tmp_path / "tiny-F32.gguf"))
+
+    def spec(*extra: str) -> Any:
+        return convert.spec_from_args(parser.parse_args(["convert", gguf, *extra]))
+
+    assert spec().types == (LlamaFileType.Q4_K_M,) and spec().budget is None
+    only_mix = spec("--budget", "4.25bpw")
+    assert only_mix.budget == "4.25bpw" and only_mix.types == ()
+    both = spec("--budget", "3.2GB", "--to", "IQ4_XS")
+    assert both.budget == "3.2GB" and both.types == (LlamaFileType.IQ4_XS,)
+    with pytest.raises(BudgetError, match="not a size"):
+        spec("--budget", "roomy")
+
+    # 'fit' on a saved machine without a GPU: a number of bytes, repacked types twice.
+    profile = tmp_path / "laptop.json"
+    profile.write_text(HardwareProfile.from_dict(LAPTOP, source="laptop").to_json())
+    fit = spec("--budget", "fit", "--hardware", str(profile), "--ctx", "512")
+    assert fit.budget is not None and fit.budget.isdigit()
+    # 12 GiB holds this tiny model whole: the budget is its F16 file, the largest mix.
+    from quant.facts import inspect_model
+    from quant.plan.memory import allows_quantization, tensor_bytes
+
+    facts = inspect_model(gguf)
+    f16 = sum(
+        tensor_bytes(GGMLType.F16, t.shape)
+        if allows_quantization(t.name, len(t.shape))
+        else t.n_bytes
+        for t in facts.tensors
+    )
+    header = facts.file_size_bytes - sum(t.n_bytes for t in facts.tensors)
+    assert int(fit.budget) == header + f16
+    assert "Q4_0" in fit.budget_repacked

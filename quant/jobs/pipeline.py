@@ -1174,14 +1174,24 @@ def model_card(report: JobReport) -> str:
     for o in report.outputs:
         ev = o.evaluation or {}
         top1 = ev.get("top1_agreement")
+        label = "Quantdesk mix" if o.type == MIX else o.type
         lines.append(
-            f"| {o.type} | {human_bytes(o.size_bytes)} | {o.bits_per_weight:.2f} | "
+            f"| {label} | {human_bytes(o.size_bytes)} | {o.bits_per_weight:.2f} | "
             f"{'yes' if o.imatrix else 'no'} | {_fmt(ev.get('kld_mean'))} | "
             f"{_fmt(ev.get('kld_p99'))} | {_fmt(ev.get('perplexity'), 3)} | "
             f"{_fmt(ev.get('delta_perplexity'), 3)} | "
             f"{'—' if top1 is None else f'{100 * top1:.1f}%'} |"
         )
     lines.append("")
+    mix = report.mix
+    if mix is not None:
+        counts = ", ".join(f"{n} × {t}" for t, n in mix.get("types", {}).items())
+        lines += [
+            f"Quantdesk mix for {human_bytes(mix['budget_bytes'])}: one type per tensor, chosen "
+            f"by measured sensitivity ({counts}); predicted KLD {mix['predicted_kld']:.4f}. "
+            + str(mix.get("verdict", "")),
+            "",
+        ]
     if report.imatrix is not None:
         cal = report.calibration
         lines.append(

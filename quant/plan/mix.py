@@ -200,8 +200,10 @@ def fit_budget(
     the answer respects which tensors stay on the CPU (token embeddings) and the
     per-layer split across devices. The weights are stored as they are: a mix's
     repacked copies on the CPU (:func:`quant.plan.memory.repacked_types`) are
-    counted by the search itself. Raises :class:`BudgetError` when even a
-    one-bit model would not fit.
+    counted by the search itself. The result is a file size: for a GGUF source
+    its header (metadata, vocabulary) is added, which the memory model counts
+    with the runtime rather than the weights. Raises :class:`BudgetError` when
+    even a one-bit model would not fit.
     """
     source = _quantizable_plan(facts)
     if not source:
@@ -264,7 +266,9 @@ def fit_budget(
                 hi = mid
             if hi - lo < 1e-3:
                 break
-    return sum(t.n_bytes for t in plan_at(lo))
+    tensor_bytes = sum(t.n_bytes for t in facts.tensors)
+    header = max(0, facts.file_size_bytes - tensor_bytes) if tensor_bytes else 0
+    return header + sum(t.n_bytes for t in plan_at(lo))
 
 
 # -- what a tensor may take -----------------------------------------------------------
