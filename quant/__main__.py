@@ -11,25 +11,20 @@ With ``--json-progress`` a job writes the JSON-lines protocol of
 :mod:`quant.protocol` on stdout and nothing else: progress, its stages, events,
 log records, and last its result or its error (``"cancelled": true`` when stopped).
 
-SIGTERM stops a job as a cancellation. Jobs of pure Python code unwind (their
-partial outputs are removed by ``quant.atomic``); jobs blocked in llama.cpp
-cannot unwind, so the handler removes the files they were writing
-(:func:`quant.jobs.pipeline.remove_partials`) and exits at once.
+SIGTERM (the GUI's Cancel) and Ctrl-C stop a job at once, even inside llama.cpp:
+the files it was writing are removed and it exits with status 130
+(:mod:`quant.stopping`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from quant.native import import_llama_first
@@ -39,7 +34,8 @@ from quant.native import import_llama_first
 import_llama_first()
 
 from quant.errors import Cancelled, QuantError  # noqa: E402
-from quant.protocol import CANCELLED_LINE, EXIT_CANCELLED, JsonLines, write_json  # noqa: E402
+from quant.protocol import EXIT_CANCELLED, JsonLines, write_json  # noqa: E402
+from quant.stopping import stop_on_signals  # noqa: E402
 from quant.untrusted import terminal_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -53,29 +49,6 @@ COMMANDS: dict[str, str] = {
     "dequantize": "quant.__main__:DequantizeJob",
     "probe-load": "quant.native.probe",
 }
-
-
-class _State:
-    # Set by jobs that spend their time inside llama.cpp: SIGTERM then exits at once,
-    # after calling this (it removes the files the job was writing).
-    native_cleanup: Callable[[], None] | None = None
-
-
-_state = _State()
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    cleanup = _state.native_cleanup
-    if cleanup is not None:
-        # This runs on the main thread, which may be inside a JSON-line write holding its
-        # lock or inside llama.cpp: take no lock, import nothing, and leave at once. The
-        # leading newline ends any line the interrupted write left half done.
-        cleanup()
-        with contextlib.suppress(OSError):
-            os.write(1, b"\n")
-            os.write(1, CANCELLED_LINE)
-        os._exit(EXIT_CANCELLED)
-    raise Cancelled("stopped by the parent process")
 
 
 def _resolve(target: str) -> Any:
@@ -101,9 +74,6 @@ def _add_json_flags(parser: argparse.ArgumentParser) -> None:
 
 def _run_native(args: argparse.Namespace, fn: Any) -> int:
     """Run ``fn(on_progress, on_event) -> dict`` with the JSON protocol or plain output."""
-    from quant.jobs.pipeline import remove_partials
-
-    _state.native_cleanup = lambda: remove_partials(from_signal=True)
     import llama_cpp  # noqa: F401  - before gguf (CUDA builds: see app/core/runtime.py)
 
     from quant.progress import Progress
@@ -174,9 +144,10 @@ class QuantizeJob:
         im = load_imatrix(args.imatrix) if args.imatrix else None
 
         def job(p: Any, e: Any) -> dict[str, Any]:
-            from quant.jobs.pipeline import _partial_of, _producing
+            from quant.atomic import partial_of
+            from quant.jobs.pipeline import _producing
 
-            with _producing(_partial_of(Path(args.dst)), e):
+            with _producing(partial_of(Path(args.dst)), e):
                 return quantize(args.src, args.dst, options, imatrix=im, on_progress=p).as_dict()
 
         return _run_native(args, job)
@@ -205,7 +176,8 @@ class ImatrixJob:
         from quant.jobs.imatrix import collect_imatrix
 
         def job(p: Any, e: Any) -> dict[str, Any]:
-            from quant.jobs.pipeline import _partial_of, _producing
+            from quant.atomic import partial_of
+            from quant.jobs.pipeline import _producing
 
             cal = resolve(args.calibration)
             if cal is None:
@@ -219,7 +191,7 @@ class ImatrixJob:
                 on_progress=p,
             )
             out = Path(args.out)
-            with _producing(_partial_of(out), e):
+            with _producing(partial_of(out), e):
                 data.save(out)
             return {**data.with_source(out.name).summary(), "path": str(out)}
 
@@ -265,9 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        rc: int = args.run(args)
+        with stop_on_signals(json_lines=bool(getattr(args, "json_progress", False))):
+            rc: int = args.run(args)
         return rc
     except Cancelled:
         print("cancelled", file=sys.stderr)

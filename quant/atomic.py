@@ -1,32 +1,92 @@
-"""Files that appear whole or not at all: temp file beside the target, fsync, rename."""
+"""Files that appear whole or not at all: temp file beside the target, fsync, rename.
+
+Every temporary file or folder being written is registered while it is in flight
+(:func:`writing`; :func:`atomic_write` and :func:`atomic_output` do it
+themselves), so that a job told to stop — a SIGTERM from the GUI's Cancel, a
+Ctrl-C — can remove all of them at once (:func:`remove_in_flight`, used by
+:mod:`quant.stopping`) even when it is stopped inside native code that cannot
+unwind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+logger = logging.getLogger(__name__)
+
+_in_flight_lock = threading.Lock()
+_in_flight: set[Path] = set()
+
+
+@contextlib.contextmanager
+def writing(partial: Path) -> Iterator[Path]:
+    """Register ``partial`` (a temp file or folder) as half-written while the block runs."""
+    with _in_flight_lock:
+        _in_flight.add(partial)
+    try:
+        yield partial
+    finally:
+        with _in_flight_lock:
+            _in_flight.discard(partial)
+
+
+def in_flight() -> list[Path]:
+    """The half-written files and folders of this process, now."""
+    with _in_flight_lock:
+        return sorted(_in_flight)
+
+
+def remove_in_flight(*, from_signal: bool = False) -> None:
+    """Delete every half-written file and folder of this process.
+
+    ``from_signal``: called from a signal handler, which may have interrupted this
+    thread while it held the lock, so take no lock and log nothing.
+    """
+    if from_signal:
+        try:
+            paths = list(_in_flight)
+        except RuntimeError:  # changed while copying; a second try sees it settled
+            paths = list(_in_flight)
+    else:
+        paths = in_flight()
+    for p in paths:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError as exc:
+            if not from_signal:
+                logger.warning("could not remove partial output %s: %s", p, exc)
 
 
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[str]]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-            # mkstemp makes the file private (0600); give it the mode an ordinary
-            # write would: the old file's, else private in a private folder, else
-            # 0644 less the process umask.
-            os.fchmod(fh.fileno(), _target_mode(path))
-        Path(tmp).replace(path)
+        with writing(tmp):
+            with os.fdopen(fd, mode, encoding=encoding) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+                # mkstemp makes the file private (0600); give it the mode an ordinary
+                # write would: the old file's, else private in a private folder, else
+                # 0644 less the process umask.
+                os.fchmod(fh.fileno(), _target_mode(path))
+            tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            Path(tmp).unlink()
+            tmp.unlink()
         raise
 
 
@@ -59,6 +119,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def partial_of(path: Path) -> Path:
+    """The temp name :func:`atomic_output` writes ``path`` under until it is complete."""
+    return path.with_name(f".{path.name}.partial")
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temp path in ``path``'s folder; rename it to ``path`` only on success.
@@ -67,15 +132,16 @@ def atomic_output(path: Path) -> Iterator[Path]:
     exception, cancellation included, the temp file is removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_of(path)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
-        yield tmp
-        if tmp.exists():
-            with tmp.open("rb+") as fh:
-                os.fsync(fh.fileno())
-        tmp.replace(path)
+        with writing(tmp):
+            yield tmp
+            if tmp.exists():
+                with tmp.open("rb+") as fh:
+                    os.fsync(fh.fileno())
+            tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -18,6 +18,7 @@ def write_tiny_gguf(
     rms_eps: float = 1e-5,
     empty_tokens: bool = False,
     rope_freq_base: float | None = None,
+    architecture: str = "llama",
 ) -> Path:
     """A small but complete llama-architecture GGUF (F32 weights, a 32-token vocabulary).
 
@@ -41,7 +42,7 @@ def write_tiny_gguf(
         tokens = [""] * len(tokens)
     vocab = len(tokens)
     head_dim = emb // heads
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), architecture)
     w.add_name(name)
     w.add_context_length(context)
     w.add_embedding_length(emb)

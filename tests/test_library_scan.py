@@ -652,3 +652,21 @@ def test_default_roots_on_macos_use_application_support(
     assert (ModelSource.LM_STUDIO, tmp_path / ".lmstudio" / "models") in roots
     # The Linux service folder of Ollama is not a Mac location.
     assert not any("/usr/share/ollama" in str(p) for _, p in roots)
+
+
+def test_a_scan_bound_is_said_in_the_listing_not_dropped_silently(tmp_path: Path) -> None:
+    from app.core.library import MAX_SCAN_DEPTH, ModelLibrary
+    from app.core.library_listing import list_library
+    from app.core.settings import Settings
+    from tests.ggufs import write_tiny_gguf
+
+    root = tmp_path / "mine"
+    deep = root.joinpath(*[f"d{i}" for i in range(MAX_SCAN_DEPTH + 2)])
+    write_tiny_gguf(deep / "deep.gguf")
+    write_tiny_gguf(root / "near.gguf")
+    library = ModelLibrary(Settings(tmp_path / "settings.json"), external_roots=())
+    library.add_folder(root)
+    listing = list_library(library, None)
+    names = {r.entry.path.name for r in listing.rows}
+    assert "near.gguf" in names and "deep.gguf" not in names
+    assert any("levels deep" in n and "mine" in n for n in listing.notes)

@@ -320,19 +320,21 @@ class _Reporter:
         self._last = 0.0
         self._done = 0
 
-    def note(self, message: str, done: int = 0) -> None:
+    def note(self, message: str, done: int | None = None) -> None:
+        """A message; the bytes on disk stay what they are (a note never shows "0 B")."""
         if self._emit is not None:
             total = self.total
-            self._emit(Progress(STAGE, done, total, message, done, total))
+            have = self._done if done is None else done
+            self._emit(Progress(STAGE, have, total, message, have, total))
 
     def checking(self, hashed: int, have: int) -> None:
-        """Progress of reading back the bytes an earlier attempt left."""
+        """Progress of reading back the bytes an earlier attempt left (``have`` are on disk)."""
         now = time.monotonic()
         if self._emit is None or (now - self._last < PROGRESS_EVERY_S and hashed < have):
             return
         self._last = now
         message = f"Checking the {human_bytes(have)} downloaded earlier…"
-        self._emit(Progress(STAGE, hashed, self.total, message, hashed, self.total))
+        self._emit(Progress(STAGE, hashed, have, message, have, self.total))
 
     def start(self, already: int) -> None:
         """Bytes from now on count toward the rate; ``already`` were on disk before."""

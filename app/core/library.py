@@ -62,6 +62,7 @@ from quant.errors import ModelFormatError
 from quant.gguf.header import check_magic
 from quant.gguf.split import is_first_or_whole, is_projector
 from quant.progress import CancelToken, Progress, check_cancel
+from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -275,16 +276,22 @@ class _Walked:
 
 
 def _walk_gguf(
-    root: Path, *, max_depth: int = MAX_SCAN_DEPTH, cancel: CancelToken | None = None
+    root: Path,
+    *,
+    max_depth: int = MAX_SCAN_DEPTH,
+    cancel: CancelToken | None = None,
+    bounded: list[str] | None = None,
 ) -> Iterator[_Walked]:
     """GGUF files under ``root``, breadth first, bounded in depth and visits.
 
     Symlinked files are followed (the Hugging Face cache is made of them); symlinked
-    folders are not, so a link loop cannot keep the scan going.
+    folders are not, so a link loop cannot keep the scan going. When a bound leaves
+    part of ``root`` unsearched, a sentence saying so is added to ``bounded``.
     """
     queue: list[tuple[Path, int]] = [(root, 0)]
     visits = 0
     found = 0
+    too_deep = 0
     while queue:
         folder, depth = queue.pop(0)
         try:
@@ -296,13 +303,26 @@ def _walk_gguf(
             visits += 1
             if visits > MAX_SCAN_VISITS or found >= MAX_RESULTS_PER_ROOT:
                 logger.info("library scan of %s stopped at its bound", root)
+                if bounded is not None:
+                    what = (
+                        f"{MAX_RESULTS_PER_ROOT:,} models"
+                        if found >= MAX_RESULTS_PER_ROOT
+                        else f"{MAX_SCAN_VISITS:,} files and folders"
+                    )
+                    bounded.append(
+                        f"the scan of {terminal_text(root, 200)} stopped after {what}, so some "
+                        "models in it may be missing; add its subfolders as folders of their own"
+                    )
                 return
             if visits % 256 == 0:
                 check_cancel(cancel)
             try:
                 if item.is_dir(follow_symlinks=False):
-                    if depth < max_depth and not item.name.startswith("."):
-                        queue.append((Path(item.path), depth + 1))
+                    if not item.name.startswith("."):
+                        if depth < max_depth:
+                            queue.append((Path(item.path), depth + 1))
+                        else:
+                            too_deep += 1
                     continue
                 if not _is_listed_gguf(item.name):
                     continue
@@ -315,6 +335,12 @@ def _walk_gguf(
                 yield _Walked(path, st, link)
             except OSError:
                 continue
+    if too_deep and bounded is not None:
+        bounded.append(
+            f"{too_deep} folder{'s' if too_deep != 1 else ''} in {terminal_text(root, 200)} "
+            f"lie more than {max_depth} levels deep and were not searched; add a deeper "
+            "folder as a folder of its own to list its models"
+        )
 
 
 # --------------------------------------------------------------------------- other apps
@@ -442,9 +468,10 @@ def _scan_files(
     cancel: CancelToken | None,
     *,
     named_by_folder: bool = False,
+    bounded: list[str] | None = None,
 ) -> list[LibraryEntry]:
     out = []
-    for w in _walk_gguf(root, cancel=cancel):
+    for w in _walk_gguf(root, cancel=cancel, bounded=bounded):
         name = _display_name(w.path)
         if named_by_folder:
             rel = w.path.parent.relative_to(root).as_posix()
@@ -454,14 +481,18 @@ def _scan_files(
     return out
 
 
-def _scan_root(root: ExternalRoot, cancel: CancelToken | None) -> list[LibraryEntry]:
+def _scan_root(
+    root: ExternalRoot, cancel: CancelToken | None, bounded: list[str] | None = None
+) -> list[LibraryEntry]:
     if not root.path.is_dir():
         return []
     if root.source is ModelSource.HUGGINGFACE:
         return _scan_hf_cache(root.path, cancel)
     if root.source is ModelSource.OLLAMA:
         return _scan_ollama(root.path, cancel)
-    return _scan_files(root.path, root.source, cancel, named_by_folder=root.named_by_folder)
+    return _scan_files(
+        root.path, root.source, cancel, named_by_folder=root.named_by_folder, bounded=bounded
+    )
 
 
 def _hf_repos(cache: Path) -> list[Path]:
@@ -772,6 +803,8 @@ class ModelLibrary:
         self._models_dir = models_dir
         self._assembler = starter_assembler
         self._starter_target = starter_target
+        # Folders the last scan could not search whole, as sentences (see _found).
+        self.scan_notes: list[str] = []
 
     # ------------------------------------------------------------------ settings state
     def _section(self) -> dict[str, Any]:
@@ -1017,7 +1050,13 @@ class ModelLibrary:
     def _found(
         self, starter: StarterModel | None, cancel: CancelToken | None
     ) -> list[LibraryEntry]:
-        """Every entry every source yields, in precedence order, duplicates included."""
+        """Every entry every source yields, in precedence order, duplicates included.
+
+        Sentences about folders a scan bound left partly unsearched are kept in
+        :attr:`scan_notes` until the next scan.
+        """
+        bounded: list[str] = []
+        self.scan_notes = bounded
         found: list[LibraryEntry] = []
         if starter is not None:
             found.append(
@@ -1059,13 +1098,15 @@ class ModelLibrary:
             if not folder.is_dir():
                 logger.info("chosen folder %s is missing; nothing listed from it", folder)
                 continue
-            found.extend(_scan_files(folder, ModelSource.FOLDER, cancel))
+            found.extend(_scan_files(folder, ModelSource.FOLDER, cancel, bounded=bounded))
         if self.models_dir.is_dir():
-            found.extend(_scan_files(self.models_dir, ModelSource.QUANTDESK, cancel))
+            found.extend(
+                _scan_files(self.models_dir, ModelSource.QUANTDESK, cancel, bounded=bounded)
+            )
         for root in self.external_roots():
             check_cancel(cancel)
             try:
-                found.extend(_scan_root(root, cancel))
+                found.extend(_scan_root(root, cancel, bounded))
             except OSError as exc:  # one unreadable app folder must not hide the rest
                 logger.warning("skipping %s models in %s: %s", root.source.value, root.path, exc)
         return found

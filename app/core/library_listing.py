@@ -36,6 +36,8 @@ class LibraryListing:
     starter: StarterModel | None
     #: Why the starter model is unavailable (the rest of the library is still listed).
     starter_problem: QuantError | AppError | None
+    #: Folders the scan could not search whole (a depth or size bound), as sentences.
+    notes: tuple[str, ...] = ()
 
     @property
     def entries(self) -> list[LibraryEntry]:
@@ -76,7 +78,7 @@ def list_library(
         cancel=cancel,
         on_progress=on_progress,
     )
-    return LibraryListing(rows, starter, problem)
+    return LibraryListing(rows, starter, problem, tuple(library.scan_notes))
 
 
 def remember_starter(library: ModelLibrary, listing: LibraryListing) -> None:

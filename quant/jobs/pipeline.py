@@ -40,7 +40,6 @@ import logging
 import math
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -48,7 +47,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant.atomic import atomic_write_text
+from quant.atomic import atomic_write_text, partial_of, writing
 from quant.errors import HubError, InsufficientResourcesError, QuantError
 from quant.facts import SourceKind, detect_source
 from quant.gguf.types import GGMLType, LlamaFileType
@@ -301,56 +300,15 @@ class JobReport:
 
 # -- in-flight files (removed if the process is told to stop) -------------------
 
-_inflight_lock = threading.Lock()
-_inflight: set[Path] = set()
-
-
-def inflight_partials() -> list[Path]:
-    with _inflight_lock:
-        return sorted(_inflight)
-
-
-def remove_partials(paths: list[Path] | None = None, *, from_signal: bool = False) -> None:
-    """Delete half-written outputs (default: every one this process has in flight).
-
-    ``from_signal``: called from a signal handler, which may have interrupted this
-    thread while it held a lock, so take no lock and log nothing.
-    """
-    if paths is None:
-        if from_signal:
-            try:
-                paths = list(_inflight)
-            except RuntimeError:  # changed while copying; a second try sees it settled
-                paths = list(_inflight)
-        else:
-            paths = inflight_partials()
-    for p in paths:
-        try:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        except OSError as exc:
-            if not from_signal:
-                logger.warning("could not remove partial output %s: %s", p, exc)
-
 
 @contextlib.contextmanager
 def _producing(partial: Path, on_event: EventCallback | None) -> Iterator[None]:
-    with _inflight_lock:
-        _inflight.add(partial)
-    if on_event is not None:
-        on_event("writing", {"path": str(partial)})
-    try:
+    """Register ``partial`` as half-written (:func:`quant.atomic.writing`) and tell the
+    parent process, which removes it if the job has to be killed."""
+    with writing(partial):
+        if on_event is not None:
+            on_event("writing", {"path": str(partial)})
         yield
-    finally:
-        with _inflight_lock:
-            _inflight.discard(partial)
-
-
-def _partial_of(path: Path) -> Path:
-    # The temp name quant.atomic.atomic_output uses.
-    return path.with_name(f".{path.name}.partial")
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -567,7 +525,7 @@ def run_pipeline(
         base = cache_dir / "f16" / f"{name}-{key}-F16.gguf"
         if not base.exists():
             st.note(f"converting {folder.name} to F16 GGUF")
-            with _producing(_partial_of(base), on_event):
+            with _producing(partial_of(base), on_event):
                 _convert(folder, base, st.progress, cancel)
     info = read_gguf_header(base)
     odd = _quantized_types(info)
@@ -578,7 +536,7 @@ def run_pipeline(
 
             st.note(f"expanding {base.name} ({', '.join(odd)}) to F16")
             _check_disk(cache_dir, 2 * info.n_parameters, "the F16 expansion")
-            with _producing(_partial_of(expanded), on_event):
+            with _producing(partial_of(expanded), on_event):
                 dequantize_gguf(base, expanded, on_progress=st.progress, cancel=cancel)
         base = expanded
         info = read_gguf_header(base)
@@ -653,7 +611,7 @@ def run_pipeline(
                     on_progress=st.progress,
                     cancel=cancel,
                 )
-                with _producing(_partial_of(im_path), on_event):
+                with _producing(partial_of(im_path), on_event):
                     imatrix.save(im_path)
                 imatrix = imatrix.with_source(im_path.name)
                 st.done(
@@ -725,7 +683,7 @@ def run_pipeline(
             st.done(f"reused {dst.name}", path=str(dst), reused=True)
             continue
         options = spec.quantize_options(t, meta)
-        with _producing(_partial_of(dst), on_event):
+        with _producing(partial_of(dst), on_event):
             r = quantize(base, dst, options, imatrix=use_im, on_progress=st.progress, cancel=cancel)
         results[t] = TypeReport(
             t.name, str(dst), r.size_bytes, r.bits_per_weight, use_im is not None, False, r.seconds

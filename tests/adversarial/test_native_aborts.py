@@ -35,10 +35,13 @@ def test_a_file_that_aborts_llama_cpp_is_refused_in_one_sentence(name: str, tmp_
         ChatSession.load(path, LoadPlan(n_ctx=256), check_fit=False)
     message = str(info.value)
     assert info.value.failure is LoadFailure.CORRUPT
-    assert "cannot run this file" in message
     assert "\n" not in message and len(message) < 600
-    verdict = known_verdict(path)
-    assert verdict is not None and not verdict.ok
+    # What the header check knows llama.cpp aborts on is refused before any load; the
+    # rest is caught by the test load in a throwaway process, whose verdict is kept.
+    assert "cannot run this file" in message
+    if name == "no byte tokens":
+        verdict = known_verdict(path)
+        assert verdict is not None and not verdict.ok
 
 
 def test_the_verdict_is_remembered_until_the_file_changes(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from quant.jobs.dequantize import read_gguf
+from quant.gguf.header import read_gguf_header
 from tests.convert.checkpoints import make_weights, save_safetensors, write_weights
 
 SPM_SPACE = "\u2581"
@@ -139,8 +139,8 @@ def sentencepiece_proto(
 
 def tokenizer_metadata(path: Path) -> dict[str, Any]:
     """Every ``tokenizer.*`` key of a GGUF with its value."""
-    info = read_gguf(path)
-    return {k: v.value for k, v in info.metadata.items() if k.startswith("tokenizer.")}
+    info = read_gguf_header(path)
+    return {k: info.get(k) for k in info.metadata if k.startswith("tokenizer.")}
 
 
 # --- Gemma 3 from the starter GGUF -----------------------------------------------------
@@ -304,8 +304,8 @@ def rebuild_gemma3(original: Path, f16: Path, folder: Path) -> Path:
     ``f16`` is ``original`` with every tensor expanded to F16 (norms F32); its
     weights are stored as they are, norms less the one Gemma's RMSNorm adds.
     """
-    info = read_gguf(original)
-    meta = {k: v.value for k, v in info.metadata.items()}
+    info = read_gguf_header(original)
+    meta = {k: info.get(k) for k in info.metadata}
     arch = meta["general.architecture"]
     if arch != "gemma3":
         raise ValueError(f"{original.name} is a {arch} model, not gemma3")
@@ -361,7 +361,7 @@ def rebuild_gemma3(original: Path, f16: Path, folder: Path) -> Path:
     }
     (folder / "config.json").write_text(json.dumps(config, indent=1))
 
-    weights = read_gguf(f16)
+    weights = read_gguf_header(f16)
     entries: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
     for t in weights.tensors:
         shape = tuple(reversed(t.shape))

@@ -34,6 +34,7 @@ from quant.plan.advisor import Task
 from quant.plan.memory import KvType
 from quant.progress import Progress
 from quant.protocol import JsonLines
+from quant.stopping import stop_on_signals
 from quant.units import human_bytes
 from quant.untrusted import terminal_text
 
@@ -235,9 +236,16 @@ def run(args: argparse.Namespace) -> int:
     from app.core.runtime import import_llama_first
 
     import_llama_first()
+    spec = spec_from_args(args)
+    # Ctrl-C or SIGTERM stop it at once, even inside llama.cpp, and remove what it was
+    # writing; finished stages are reused by the next run.
+    with stop_on_signals(json_lines=args.json_progress):
+        return _run(args, spec)
+
+
+def _run(args: argparse.Namespace, spec: Any) -> int:
     from quant.jobs.pipeline import run_pipeline
 
-    spec = spec_from_args(args)
     if args.json_progress:
         lines = JsonLines()
         try:

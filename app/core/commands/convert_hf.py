@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from quant.convert import cli
+from quant.stopping import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -30,4 +31,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return cli.run(args)
+    # Ctrl-C or SIGTERM stop it at once and remove the half-written output.
+    with stop_on_signals(json_lines=args.json_progress):
+        return cli.run(args)

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print_json([r.to_dict() for r in listing.rows])
     else:
         print(render(listing.rows))
+    for note in listing.notes:
+        print(f"quantdesk: note: {terminal_text(note, TEXT_LIMIT)}", file=sys.stderr)
     if listing.starter_problem is not None:
         # The rest of the library is still worth listing.
         text = terminal_text(listing.starter_problem, TEXT_LIMIT)

@@ -836,13 +836,12 @@ class ModelsPage(QWidget):
             remember_starter(self.library, result)
         except OSError as exc:
             logger.warning("could not remember the starter model: %s", exc)
-        if result.starter_problem is not None:
-            self.problem_label.setText(
-                f"The starter model is unavailable: {result.starter_problem}"
-            )
-            self.problem_label.setVisible(True)
-        else:
-            self.problem_label.setVisible(False)
+        problems = [f"The starter model is unavailable: {result.starter_problem}"] * (
+            result.starter_problem is not None
+        )
+        problems += [n[:1].upper() + n[1:] + "." for n in result.notes]
+        self.problem_label.setText("\n".join(problems))
+        self.problem_label.setVisible(bool(problems))
         self._set_rows(result.rows)
         self.status_message.emit("Library up to date")
         self._watch()
