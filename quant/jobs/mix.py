@@ -301,8 +301,9 @@ class _Cache:
         if self.path is None:
             return
         text = json.dumps({"key": self.key, "items": self.data})
-        # A fixed temporary name, announced while written, so a job killed half way
-        # leaves nothing behind (quant.jobs.pipeline.remove_partials).
+        # Written under atomic_output's fixed temporary name, which a job told to stop
+        # removes (quant.atomic.remove_in_flight); ``on_write`` also announces it to a
+        # parent process, which removes it if the job is killed outright.
         if self.on_write is not None:
             with self.on_write(self.path), atomic_output(self.path) as tmp:
                 tmp.write_text(text, encoding="utf-8")

@@ -911,7 +911,7 @@ def _make_mix(
             )
 
     def writing(path: Path) -> contextlib.AbstractContextManager[None]:
-        return _producing(_partial_of(path), on_event)
+        return _producing(partial_of(path), on_event)
 
     sensitivity = measure(
         base,
@@ -976,7 +976,7 @@ def _make_mix(
         )
         st.done(f"reused {dst.name}", path=str(dst), reused=True)
     else:
-        with _producing(_partial_of(dst), on_event):
+        with _producing(partial_of(dst), on_event):
             r = build_mix(
                 base,
                 dst,
