@@ -17,8 +17,8 @@ from app.ui.theme import current_theme
 from quant.units import human_bytes
 
 _PAD_X = 14.0
-_TRACK_Y = 46.0
-_LABEL_ROWS = 3
+_TRACK_Y = 58.0
+_LABEL_ROWS = 4
 
 
 class BudgetAxisWidget(QWidget):
@@ -31,7 +31,7 @@ class BudgetAxisWidget(QWidget):
         self.setObjectName("budgetAxis")
         self._axis: BudgetAxis | None = None
         self._budget = 0
-        self.setMinimumHeight(96)
+        self.setMinimumHeight(108)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(False)
@@ -60,7 +60,7 @@ class BudgetAxisWidget(QWidget):
         return self._budget
 
     def sizeHint(self) -> QSize:
-        return QSize(520, 96)
+        return QSize(520, 108)
 
     # -- geometry ------------------------------------------------------------------------
 
@@ -136,10 +136,15 @@ class BudgetAxisWidget(QWidget):
             filled = QRectF(track.x(), track.y(), self._x(self._budget) - track.x(), track.height())
             p.setBrush(QColor(t.accent_soft))
             p.drawRoundedRect(filled, 3, 3)
-        # Stock types: a tick on the track, the name above on one of a few rows so that
-        # neighbours do not overwrite each other.
-        ends = [-1e9] * _LABEL_ROWS
-        for mark in sorted(a.marks, key=lambda m: m.size_bytes):
+        # Stock types: a tick on the track and the name above, on one of a few rows so
+        # that neighbours do not overwrite each other. The two either side of the budget
+        # are named first; a name with no room left keeps only its tick.
+        marks = sorted(a.marks, key=lambda m: m.size_bytes)
+        below = [m for m in marks if m.size_bytes <= self._budget]
+        above = [m for m in marks if m.size_bytes > self._budget]
+        sides = {m.name for m in (below[-1:] + above[:1])}
+        taken: list[list[tuple[float, float]]] = [[] for _ in range(_LABEL_ROWS)]
+        for mark in sorted(marks, key=lambda m: m.name not in sides):
             x = self._x(mark.size_bytes)
             fits = mark.size_bytes <= self._budget
             color = QColor(t.text if fits else t.text_muted)
@@ -147,10 +152,17 @@ class BudgetAxisWidget(QWidget):
             p.drawLine(QPointF(x, _TRACK_Y - 7), QPointF(x, _TRACK_Y + 7))
             w = fm.horizontalAdvance(mark.name)
             left = min(max(0.0, x - w / 2), self.width() - w)
-            row = next((r for r in range(_LABEL_ROWS) if ends[r] < left - 3), None)
+            row = next(
+                (
+                    r
+                    for r in range(_LABEL_ROWS)
+                    if all(left + w + 3 < a0 or left > a1 + 3 for a0, a1 in taken[r])
+                ),
+                None,
+            )
             if row is None:
-                row = min(range(_LABEL_ROWS), key=lambda r: ends[r])
-            ends[row] = left + w
+                continue
+            taken[row].append((left, left + w))
             y = _TRACK_Y - 10 - row * (fm.height() - 1)
             p.setPen(color)
             p.drawText(QPointF(left, y), mark.name)
