@@ -660,14 +660,22 @@ def measure(
         f"{cache_key}|{settings.errors_key()}",
         on_write=on_write,
     )
+    calibrate = settings.calibrate and reference is not None
+    eta = EtaEstimator()
     errors = tensor_errors(
-        header, imatrix, settings, cache=err_cache, on_progress=on_progress, cancel=cancel
+        header,
+        imatrix,
+        settings,
+        cache=err_cache,
+        on_progress=_share(on_progress, 0.0, 0.5 if calibrate else 1.0, eta),
+        cancel=cancel,
     )
     resumed = err_cache.loaded
     group_of = {n: group_name(n) for n in errors}
     groups: dict[str, GroupMeasure] = {}
     baseline = 0.0
-    if settings.calibrate and reference is not None:
+    if calibrate:
+        assert reference is not None
         grp_cache = _Cache(
             folder / f"groups-{reference.text_sha256[:12]}.json" if folder else None,
             f"{cache_key}|{settings.groups_key()}|{reference.model_fingerprint}|{reference.n_scored}",
@@ -682,10 +690,31 @@ def measure(
             reference=reference,
             settings=settings,
             cache=grp_cache,
-            on_progress=on_progress,
+            on_progress=_share(on_progress, 0.5, 1.0, eta),
             cancel=cancel,
         )
     return Sensitivity(errors, groups, group_of, baseline, time.monotonic() - started, resumed)
+
+
+_SCALE = 1000
+
+
+def _share(
+    on_progress: ProgressCallback | None, lo: float, hi: float, eta: EtaEstimator
+) -> ProgressCallback | None:
+    """Report a part of the search as its share ``lo``..``hi`` of one bar, with one ETA."""
+    if on_progress is None:
+        return None
+    report = on_progress
+
+    def forward(p: Progress) -> None:
+        frac = p.done / p.total if p.total else 0.0
+        done = max(1, round(_SCALE * (lo + (hi - lo) * min(1.0, frac))))
+        report(
+            Progress(p.stage, done, _SCALE, p.message, eta_s=eta.eta(done, _SCALE)),
+        )
+
+    return forward
 
 
 def search_mix(
