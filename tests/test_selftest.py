@@ -44,7 +44,7 @@ def test_self_test_passes_and_reports_every_step(tmp_path: Path) -> None:
         assert any(line.startswith(f"  ok  {name} ") for line in lines), name
     # even with QT_QPA_PLATFORM set otherwise, the window is built offscreen
     assert "platform offscreen (installed: " in done.stdout
-    assert "5 pages built" in done.stdout
+    assert "6 pages built" in done.stdout  # Machine, Models, Advisor, Chat, Convert, Server
     assert "llama-cpp-python" in done.stdout
     assert "gemma-3-270m-q4_k_m.gguf" in done.stdout
     assert lines[-1].startswith("self-test passed in ")
