@@ -221,6 +221,9 @@ class Recommendation:
     nothing_fits: bool
     suggestions: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # A Quantdesk mix for the memory this machine has, when the stock types leave
+    # much of it unused or none of them fits (see mix_offer).
+    mix_offer: MixOffer | None = None
 
     @property
     def top(self) -> Option | None:
@@ -240,7 +243,85 @@ class Recommendation:
             "notes": list(self.notes),
             "top": self.top.key if self.top else None,
             "options": [o.to_dict() for o in self.options],
+            "mix_offer": self.mix_offer.to_dict() if self.mix_offer else None,
         }
+
+
+@dataclass(frozen=True)
+class MixOffer:
+    """ "A Quantdesk mix for your budget": the largest file that runs here, searched per tensor."""
+
+    budget_bytes: int
+    bits_per_weight: float
+    # The largest stock type that fits (None when none does) and the bytes it leaves.
+    stock: str | None
+    stock_bytes: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget_bytes": self.budget_bytes,
+            "bits_per_weight": round(self.bits_per_weight, 3),
+            "stock": self.stock,
+            "stock_bytes": self.stock_bytes,
+            "text": self.text,
+        }
+
+
+# A mix is offered when the largest stock type that fits leaves this share unused.
+MIX_UNUSED_SHARE = 0.05
+
+
+def mix_offer(c: _Ctx, options: Sequence[Option]) -> MixOffer | None:
+    """Offer a mix when the best stock GGUF leaves memory unused or none fits.
+
+    The budget is the largest file the memory model lets run at the planned
+    context with its KV cache (:func:`quant.plan.mix.fit_budget`).
+    """
+    from quant.plan.mix import BudgetError, fit_budget
+
+    try:
+        budget = fit_budget(
+            c.facts,
+            c.profile,
+            ctx=c.ctx,
+            kv_type=c.kv_type,
+            options=c.options,
+            margin_bytes=c.margin_bytes,
+        )
+    except BudgetError:
+        return None
+    stock = [
+        o
+        for o in options
+        if o.family is FormatFamily.GGUF and o.source is OptionSource.PLANNED and o.fits
+    ]
+    n_params = max(1, c.facts.parameters)
+    bpw = 8.0 * budget / n_params
+    if bpw < 2.0:
+        return None
+    if not stock:
+        return MixOffer(
+            budget,
+            bpw,
+            None,
+            0,
+            f"No stock type fits, but a Quantdesk mix of {human_bytes(budget)} ({bpw:.2f} bits "
+            "per weight) would: each tensor gets the type that costs this model least.",
+        )
+    best = max(stock, key=lambda o: o.weights_bytes)
+    unused = budget - best.weights_bytes
+    if best.precision_bits >= 16 or unused < MIX_UNUSED_SHARE * budget:
+        return None
+    return MixOffer(
+        budget,
+        bpw,
+        best.file_type,
+        best.weights_bytes,
+        f"The largest stock type that fits, {best.label}, leaves {human_bytes(unused)} unused: "
+        f"a Quantdesk mix of {human_bytes(budget)} ({bpw:.2f} bits per weight) uses it, each "
+        "tensor at the type that costs this model least.",
+    )
 
 
 # ----------------------------------------------------------------------------------
@@ -1050,6 +1131,7 @@ def recommend(
         nothing_fits=nothing,
         suggestions=tuple(suggestions),
         notes=tuple(notes),
+        mix_offer=mix_offer(c, final),
     )
 
 

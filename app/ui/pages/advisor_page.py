@@ -177,6 +177,8 @@ class AdvisorPage(QWidget):
     status_message = Signal(str)
     #: The user wants to make this file: (source model, [llama.cpp file type names]).
     convert_requested = Signal(str, list)
+    #: The user wants the offered Quantdesk mix: (source model, budget in bytes).
+    mix_requested = Signal(str, int)
     #: A new recommendation is on screen.
     advice_shown = Signal(object)
     #: A hub file was downloaded and added to the library (its LibraryEntry).
@@ -343,6 +345,9 @@ class AdvisorPage(QWidget):
         self.download_button.setEnabled(False)
         self.serving_button = QPushButton(icon("open"), "Find on the hub")
         self.serving_button.setVisible(False)
+        self.mix_button = QPushButton(icon("convert"), "Make a Quantdesk mix")
+        self.mix_button.setObjectName("mixButton")
+        self.mix_button.setVisible(False)
         self.serving_label = QLabel("")
         self.serving_label.setObjectName("servingRepos")
         self.serving_label.setWordWrap(True)
@@ -396,6 +401,7 @@ class AdvisorPage(QWidget):
         actions.addWidget(self.download_button)
         actions.addWidget(self.serving_button)
         actions.addWidget(self.connect_button)
+        actions.addWidget(self.mix_button)
         actions.addStretch(1)
         self.reasons_card.body.addLayout(actions)
         ll.addWidget(chart_card, 0, 0)
@@ -422,6 +428,7 @@ class AdvisorPage(QWidget):
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.chart.option_clicked.connect(self.select_option)
         self.convert_button.clicked.connect(self._convert_selected)
+        self.mix_button.clicked.connect(self._request_mix)
         self.serving_button.clicked.connect(self.find_serving_repos)
         self.serving_combo.currentIndexChanged.connect(self._show_serving_command)
         self.connect_button.clicked.connect(self._connect_serving)
@@ -635,6 +642,9 @@ class AdvisorPage(QWidget):
             text = f"Planning for {advice.profile_name} ({rec.hardware}). {text}"
         if rec.suggestions:
             text += "\n" + "\n".join(f"• {s}" for s in rec.suggestions)
+        if rec.mix_offer is not None:
+            text += f"\n• A Quantdesk mix for your budget: {rec.mix_offer.text}"
+        self.mix_button.setVisible(rec.mix_offer is not None)
         self.summary_label.setText(text)
         self._fill_table(rec)
         top = rec.top
@@ -888,6 +898,13 @@ class AdvisorPage(QWidget):
             return ""
         repos = [self.serving_combo.itemText(i) for i in range(self.serving_combo.count())]
         return "\n".join([self.serving_label.text(), *repos, self.serving_command_text()])
+
+    def _request_mix(self) -> None:
+        rec = self._advice.recommendation if self._advice else None
+        if rec is None or rec.mix_offer is None or self._advice is None:
+            return
+        source = self._advice.facts.source or self.current_source()
+        self.mix_requested.emit(source, rec.mix_offer.budget_bytes)
 
     def _convert_selected(self) -> None:
         o = self.selected_option()
