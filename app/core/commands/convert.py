@@ -17,6 +17,7 @@ from typing import Any
 
 from app.core.commands.common import NAME_LIMIT, print_json, resolve_model_arg
 from app.core.paths import app_paths
+from app.core.quality import keep_report
 from quant.errors import Cancelled, QuantError
 from quant.progress import Progress
 from quant.protocol import JsonLines
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         except (QuantError, Cancelled) as exc:
             lines.failure(exc)
             raise
+        keep_report(report.as_dict())
         lines.result(report.as_dict())
         return 0
 
@@ -191,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     report = run_pipeline(spec, on_progress=show)
+    keep_report(report.as_dict())
     if tty:
         sys.stderr.write("\n")
     if args.json:

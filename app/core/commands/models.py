@@ -18,13 +18,17 @@ from app.core.commands.common import (
 from app.core.library import ModelLibrary
 from app.core.library_index import ModelRow
 from app.core.library_listing import list_library, remember_starter
+from app.core.quality import measured_column
 from quant.progress import Progress
 from quant.units import format_last_used, format_params
 from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("NAME", "SOURCE", "ARCH", "PARAMS", "TYPE", "CTX", "SIZE", "FIT", "LAST USED", "PATH")
+COLUMNS = (
+    "NAME", "SOURCE", "ARCH", "PARAMS", "TYPE", "CTX", "SIZE", "FIT", "QUALITY", "LAST USED",
+    "PATH",
+)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,6 +171,7 @@ def _cells(r: ModelRow) -> tuple[str, ...]:
         _ctx(r.context_length),
         human_bytes(e.size_bytes),
         fit,
+        measured_column(r.measured_quality),
         format_last_used(e.last_used),
         terminal_text(e.path, TEXT_LIMIT),
     )
