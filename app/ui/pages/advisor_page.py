@@ -8,7 +8,14 @@ another machine.
 
 For a hub repo, the GGUF files it already has are options too: "Download this
 file" fetches the selected one into the Hugging Face cache (resumable, with
-progress and Cancel), adds it to the library, and offers "Chat with this".
+progress and Cancel), adds it to the library, and offers "Chat with this"; a
+file already on this machine is offered for chat instead.
+
+On a datacenter NVIDIA GPU every option says which engine runs it — *here*
+(llama.cpp in Quantdesk's chat) or *a serving engine* (vLLM, SGLang, with the
+command that serves it) — and the summary names both the overall pick and the
+best option to chat with here. Quality numbers say where they come from
+(measured, calibrated, or a prior shown as a range).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Option, OptionSource, Recommendation, Task
 from quant.plan.formats import FormatFamily, GpuFormat
 from quant.plan.memory import KvType
+from quant.plan.quality import quality_cell
 from quant.progress import Progress
 from quant.units import format_rate, human_bytes
 
@@ -85,6 +93,7 @@ COLUMNS = (
     "Prompt",
     "Quality loss",
     "Same top token",
+    "Runs",
 )
 THIS_MACHINE = "__this_machine__"
 LOAD_PROFILE = "__load_profile__"
@@ -119,12 +128,8 @@ def layers_text(o: Option) -> str:
 
 
 def quality_text(o: Option) -> str:
-    q = o.quality
-    if q.kld is None:
-        return "—"
-    if q.kld < 5e-4:
-        return "none"
-    return f"KLD {q.kld:.3g}"
+    """The Quality column: mean KLD and where it comes from (a prior is a range)."""
+    return quality_cell(o.quality)
 
 
 def option_label(o: Option) -> str:
@@ -346,6 +351,13 @@ class AdvisorPage(QWidget):
         self.serving_label.setTextFormat(Qt.TextFormat.PlainText)
         self.serving_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.serving_label.setVisible(False)
+        # The command that serves the selected option, when one can be written here.
+        self.command_label = QLabel("")
+        self.command_label.setObjectName("servingCommandLine")
+        self.command_label.setWordWrap(True)
+        self.command_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.command_label.setVisible(False)
         self.reasons_card.body.addWidget(self.pick_title)
         self.reasons_card.body.addWidget(self.pick_chips)
         # The reasons scroll when the card is short, so the buttons stay in view.
@@ -356,6 +368,7 @@ class AdvisorPage(QWidget):
         text_layout.setSpacing(8)
         # Ready-made serving repos, when asked for, come first: the answer to the click.
         text_layout.addWidget(self.serving_label)
+        text_layout.addWidget(self.command_label)
         text_layout.addWidget(self.reasons_label)
         text_layout.addWidget(self.extra_label)
         text_layout.addStretch(1)
@@ -648,6 +661,7 @@ class AdvisorPage(QWidget):
                 speed_text(s.prompt_low, s.prompt, s.prompt_high),
                 quality_text(o),
                 same,
+                o.engine.short,
             ]
             for c, value in enumerate(cells):
                 item = QTableWidgetItem(value)
@@ -672,7 +686,9 @@ class AdvisorPage(QWidget):
                         f"bound by {s.prompt_bound.value}"
                     )
                 if c == 7:
-                    item.setToolTip(q.basis)
+                    item.setToolTip(f"{q.provenance.label}: {q.basis}")
+                if c == 9:
+                    item.setToolTip(f"Runs {o.engine.label}")
                 if c == 1 and o.filename:
                     item.setToolTip(
                         f"{o.filename} — a file the hub repo has; download it below"
@@ -703,6 +719,7 @@ class AdvisorPage(QWidget):
             self.pick_chips.set_chips([])
             self.reasons_label.setText("")
             self.extra_label.setText("")
+            self.command_label.setVisible(False)
             self.convert_button.setEnabled(False)
             self._update_serving(None)
             self._update_download_button()
@@ -713,6 +730,9 @@ class AdvisorPage(QWidget):
         title.setText("Why this pick" if is_top else f"Why option {o.rank}")
         self.pick_title.setText(option_label(o))
         chips = [chip(o.fit.label, fit_chip_kind(o.fit))]
+        if rec.two_lanes or o.family is FormatFamily.GPU:
+            chips.append(chip(f"runs {o.engine.short}", tooltip=f"Runs {o.engine.label}"))
+        chips.append(chip(o.quality.provenance.label, tooltip=o.quality.basis))
         if o.meets_task:
             chips.append(chip(f"good for {rec.task.value}", "good"))
         if o.imatrix.value == "required":
@@ -721,6 +741,9 @@ class AdvisorPage(QWidget):
         self.pick_chips.set_chips(chips)
         self.reasons_label.setText("\n".join(f"• {r}" for r in o.reasons))
         self.extra_label.setText("\n".join(rec.notes))
+        command = self._advice.serving_command(o) if self._advice else None
+        self.command_label.setText(f"Serve it with:\n{command}" if command else "")
+        self.command_label.setVisible(bool(command))
         self.chart.set_options(
             self._options, top_key=rec.top.key if rec.top else None, selected_key=o.key
         )
@@ -834,10 +857,17 @@ class AdvisorPage(QWidget):
         return self._download is not None
 
     def local_copy(self, target: HubTarget) -> Path | None:
-        """A complete copy of ``target`` this page knows about (downloaded, or in the library)."""
+        """A complete copy of ``target`` on this machine: downloaded here, in the library, or
+        in the Hugging Face cache when the advice was made."""
         done = self._downloaded.get(target.key)
         if done is not None:
             return done
+        if self._advice is not None:
+            for o in self._options:
+                if o.filename == target.filename and o.source is OptionSource.HUB_FILE:
+                    cached = self._advice.local_file(o)
+                    if cached is not None:
+                        return cached
         folder = "models--" + target.repo_id.replace("/", "--")
         tail = Path(target.filename).parts
         for e in self._entries:
