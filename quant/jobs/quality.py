@@ -210,7 +210,7 @@ def find_reference(
     are skipped, and so is the F16 expansion of ``file`` itself. Original weights
     rank before expansions of quantized files, then the most bits per weight.
     """
-    from quant.plan.quality import model_key
+    from quant.plan.quality import article, model_key
 
     file = Path(file)
     facts = _facts(file)
@@ -265,11 +265,11 @@ def find_reference(
                     bpw,
                     base_type=base_type,
                     base_path=base[0] if base else None,
-                    why=f"the F16 expansion of a {base_type} file of this model",
+                    why=f"the F16 expansion of {article(base_type)} file of this model",
                 )
             )
             continue
-        choices.append(ReferenceChoice(p, ftype, bpw, why=f"a {ftype} file of this model"))
+        choices.append(ReferenceChoice(p, ftype, bpw, why=f"{article(ftype)} file of this model"))
     if not choices and named:
         names = ", ".join(p.name for p in paths) or "nothing"
         raise NoReferenceError(

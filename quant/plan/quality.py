@@ -58,6 +58,11 @@ _OWN_GRID = QuantType.Q8_0
 _ORDER = {Provenance.MEASURED: 0, Provenance.CALIBRATED: 1, Provenance.PRIOR: 2}
 
 
+def article(type_name: str) -> str:
+    """``type_name`` with "a" or "an" as it is read aloud ("an F16", "a Q4_K_M")."""
+    return ("an " if type_name[:1].upper() in "AEFHILMNORSX" else "a ") + type_name
+
+
 def model_key(facts: ModelFacts) -> str:
     """The identity of a model across its files: architecture and its matrices' names and shapes.
 
@@ -113,7 +118,7 @@ class QualityMeasurement:
     def against(self) -> str:
         """What the numbers are measured against, in words."""
         if self.base_type:
-            return f"the F16 expansion of a {self.base_type} file ({self.reference})"
+            return f"the F16 expansion of {article(self.base_type)} file ({self.reference})"
         return f"{self.reference} ({self.reference_type})"
 
     def to_dict(self) -> dict[str, Any]:

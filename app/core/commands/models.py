@@ -18,17 +18,14 @@ from app.core.commands.common import (
 from app.core.library import ModelLibrary
 from app.core.library_index import ModelRow
 from app.core.library_listing import list_library, remember_starter
-from app.core.quality import measured_column
+from app.core.quality import summarize
 from quant.progress import Progress
 from quant.units import format_last_used, format_params
 from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "NAME", "SOURCE", "ARCH", "PARAMS", "TYPE", "CTX", "SIZE", "FIT", "QUALITY", "LAST USED",
-    "PATH",
-)  # fmt: skip
+COLUMNS = ("NAME", "SOURCE", "ARCH", "PARAMS", "TYPE", "CTX", "SIZE", "FIT", "LAST USED", "PATH")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -171,7 +168,6 @@ def _cells(r: ModelRow) -> tuple[str, ...]:
         _ctx(r.context_length),
         human_bytes(e.size_bytes),
         fit,
-        measured_column(r.measured_quality),
         format_last_used(e.last_used),
         terminal_text(e.path, TEXT_LIMIT),
     )
@@ -199,6 +195,9 @@ def render(rows: Sequence[ModelRow]) -> str:
             lines.append(
                 "    also at: " + ", ".join(terminal_text(p, TEXT_LIMIT) for p in e.also_at)
             )
+        m = rows[i - 1].measured_quality
+        if m is not None:
+            lines.append(f"    quality: {terminal_text(summarize(m), TEXT_LIMIT)}")
     broken = sum(1 for r in rows if r.broken)
     if broken:
         lines.append(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.core.commands.common import NAME_LIMIT, TEXT_LIMIT, print_json, resolve_model_arg
 from app.core.quality import ReportCard, measure_file
+from quant.plan.quality import article
 from quant.progress import Progress
 from quant.untrusted import terminal_text
 
@@ -104,7 +105,7 @@ def render(card: ReportCard) -> str:
     ]
     if m.base_type:
         lines.append(
-            f"The reference holds the weights of a {m.base_type} file, so these numbers are "
+            f"The reference holds the weights of {article(m.base_type)} file, so these numbers are "
             f"the loss added on top of that {m.base_type} file's own loss against the original "
             "weights."
         )

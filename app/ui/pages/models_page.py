@@ -1215,7 +1215,6 @@ class ModelsPage(QWidget):
             ("Chat with this", self._chat_selected, usable),
             ("Advise…", self._advise_selected, usable),
             ("Convert…", self._convert_selected, usable),
-            ("Measure quality", self.measure_selected, usable and not self.is_measuring()),
             ("Show in folder", self._show_selected_in_folder, entry is not None),
             ("Remove from library", self.remove_selected, entry is not None),
         ]
