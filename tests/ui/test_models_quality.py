@@ -116,3 +116,38 @@ def test_the_most_precise_file_has_nothing_to_be_measured_against(
     assert page.quality_title.text() == f"No measurement of {f32.name}"
     assert "no more precise file of this model" in page.quality_status.text()
     assert page.quality_button.isEnabled()
+
+
+def test_with_no_reference_here_the_hub_repo_s_file_is_one_click_away(
+    qtbot: Any,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.core import hub
+    from app.core.hub import HubFile, HubFilePart, HubRepo
+    from app.ui.pages.hub_tab import HubTab
+
+    snap = tmp_path / "hf" / "models--someone--tiny-GGUF" / "snapshots" / "abc"
+    only = write_tiny_gguf(snap / "tiny-F32.gguf", byte_tokens=True)
+
+    def files(repo_id: str, *, revision: str | None = None) -> HubRepo:
+        big = HubFile("tiny-F32-big.gguf", 10**6, "F32", (HubFilePart("tiny-F32-big.gguf", 10**6),))
+        return HubRepo(repo_id, "abc", None, (big,))
+
+    opened: list[str] = []
+    monkeypatch.setattr(hub, "repo_files", files)
+    monkeypatch.setattr(HubTab, "open_repo", lambda self, repo_id: opened.append(repo_id))
+    library = ModelLibrary(settings, external_roots=())
+    library.add(only)
+    page = ModelsPage(settings, library)
+    qtbot.addWidget(page)
+    page.show()
+    page.reload()
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=20_000)
+    page.select_path(only)
+    page.measure_selected()
+    qtbot.waitUntil(page.quality_get.isVisible, timeout=60_000)
+    assert "tiny-F32-big.gguf (F32)" in page.quality_status.text()
+    qtbot.mouseClick(page.quality_get, Qt.MouseButton.LeftButton)
+    assert opened == ["someone/tiny-GGUF"]

@@ -796,10 +796,16 @@ class ModelsPage(QWidget):
         self.quality_cancel.clicked.connect(self.cancel_quality)
         self.quality_dismiss = QPushButton("Dismiss")
         self.quality_dismiss.clicked.connect(lambda: panel.setVisible(False))
+        # When nothing here can be the reference: the hub repo's file, one click away.
+        self.quality_get = QPushButton(icon("open"), "Get it on the Hub")
+        self.quality_get.setVisible(False)
+        self.quality_get.clicked.connect(self._open_suggested_repo)
+        self._suggested_repo: str | None = None
         row.addWidget(self.quality_title)
         row.addWidget(self.quality_bar, 2)
         row.addWidget(self.quality_status, 3)
         row.addWidget(self.quality_cancel)
+        row.addWidget(self.quality_get)
         row.addWidget(self.quality_dismiss)
         panel.setVisible(False)
         self.quality_panel = panel
@@ -823,6 +829,7 @@ class ModelsPage(QWidget):
         self.quality_cancel.setVisible(True)
         self.quality_cancel.setEnabled(True)
         self.quality_dismiss.setVisible(False)
+        self.quality_get.setVisible(False)
         self._update_buttons()
         self.status_message.emit(f"Measuring the quality of {entry.name}…")
         start_task(
@@ -924,6 +931,13 @@ class ModelsPage(QWidget):
             f"{self.quality_status.text()} Its hub repo has {hint.filename} ({hint.file_type}): "
             f"get it on the Hub tab ({hint.repo_id}), then measure again."
         )
+        self._suggested_repo = str(hint.repo_id)
+        self.quality_get.setToolTip(f"Open {hint.repo_id} on the Hub tab")
+        self.quality_get.setVisible(True)
+
+    def _open_suggested_repo(self) -> None:
+        if self._suggested_repo:
+            self.show_hub().open_repo(self._suggested_repo)
 
     def _on_quality_cancelled(self) -> None:
         path = self._quality_ended()
