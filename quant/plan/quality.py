@@ -17,11 +17,14 @@ Every quality number the advisor shows says where it comes from
 type made from a quantized file S loses S's own loss plus what the new type
 adds. The added part is what a measurement against S's F16 expansion sees (the
 convert pipeline measures exactly that when it requantizes). Its prior follows
-from how rounding works: rounding S's weights onto another type's grid costs
-about what rounding the original weights costs (that type's scoreboard KLD);
-rounding them onto S's own grid changes nothing, and what remains is the 8-bit
-rounding of activations that llama.cpp's quantized kernels do, which the
-scoreboard puts at about Q8_0's loss (``_OWN_GRID``). 16-bit types add nothing.
+from how rounding works, tensor by tensor: rounding a tensor of S onto another
+type's grid costs about what rounding the original weights costs (that type's
+scoreboard KLD); rounding it onto the type it already has changes nothing, and
+what remains is the 8-bit rounding of activations that llama.cpp's quantized
+kernels do, which the scoreboard puts at about Q8_0's loss (``_OWN_GRID``). A
+type's added loss weights the two by the share of S's quantized weights whose
+type llama.cpp's mix for it changes (:func:`changed_share`, from the memory
+model's per-tensor plan). 16-bit types add nothing.
 The calibration factor is fitted on the same footing, so a measurement of one
 type made from S corrects the prediction of every other.
 """
@@ -35,6 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from quant.errors import QuantError
 from quant.facts.model import ModelFacts
 from quant.plan.formats import (
     FormatSpec,
@@ -48,7 +52,7 @@ from quant.plan.formats import (
     size_factor,
     spec_for_key,
 )
-from quant.plan.memory import source_tensors
+from quant.plan.memory import plan_tensors, source_tensors
 
 MEASUREMENT_SCHEMA = 1
 # Models of one architecture whose sizes differ by less than this ratio are one family size.
@@ -172,16 +176,65 @@ class Calibration:
         )
 
 
-def added_prior(spec: FormatSpec, source_type: str | None, *, imatrix: bool = True) -> float | None:
+def changed_share(facts: ModelFacts, spec: FormatSpec, source_type: str | None) -> float:
+    """The share of the file's quantized weights whose type making ``spec`` changes.
+
+    From the memory model's per-tensor plan of llama.cpp's mix for ``spec``
+    against the file's own tensors (a GGUF's header). Without a per-tensor view
+    (no GGUF tensors, a format llama.cpp does not make): all of them, or none
+    when ``spec`` is the file's own type.
+    """
+    same = source_type is not None and spec.label.upper() == source_type.upper()
+    try:
+        target = QuantType(spec.label)
+    except ValueError:
+        return 0.0 if same else 1.0
+    if source_type is None or not facts.tensors or facts.file_type != source_type:
+        return 0.0 if same else 1.0
+    try:
+        own = {t.name: t.type for t in plan_tensors(facts)}
+        planned = plan_tensors(facts, target)
+    except QuantError:
+        return 0.0 if same else 1.0
+    total = changed = 0
+    for t in planned:
+        before = own.get(t.name)
+        if len(t.shape) < 2 or before is None or before.name in ("F32", "F16", "BF16"):
+            continue
+        total += t.n_elements
+        if t.type != before:
+            changed += t.n_elements
+    if not total:
+        return 0.0 if same else 1.0
+    return changed / total
+
+
+def added_prior(
+    spec: FormatSpec,
+    source_type: str | None,
+    *,
+    imatrix: bool = True,
+    changed: float | None = None,
+) -> float | None:
     """The reference model's loss for making ``spec`` from a file of ``source_type`` (unscaled).
 
     ``source_type`` None: from the original weights (the scoreboard value).
+    ``changed``: the share of the file's weights whose type changes
+    (:func:`changed_share`); by default all, or none for the file's own type.
     """
     if spec.precision_bits >= 16:
         return 0.0
-    if source_type is not None and spec.label.upper() == source_type.upper():
-        return scoreboard_kld(_OWN_GRID.spec)
-    return scoreboard_kld(spec, imatrix=imatrix)
+    if source_type is None:
+        return scoreboard_kld(spec, imatrix=imatrix)
+    if changed is None:
+        changed = 0.0 if spec.label.upper() == source_type.upper() else 1.0
+    own = scoreboard_kld(_OWN_GRID.spec) or 0.0
+    if changed <= 0.0:
+        return own
+    rounded = scoreboard_kld(spec, imatrix=imatrix)
+    if rounded is None:
+        return None
+    return changed * rounded + (1.0 - changed) * own
 
 
 def _spec(name: str) -> FormatSpec | None:
@@ -229,7 +282,8 @@ def _fit_points(ms: Sequence[QualityMeasurement], facts: ModelFacts) -> list[flo
         spec = _spec(m.file_type)
         if spec is None or spec.precision_bits >= 16 or m.kld_mean <= 0:
             continue
-        p = added_prior(spec, m.base_type, imatrix=m.imatrix is not False)
+        changed = changed_share(facts, spec, m.base_type) if m.base_type else None
+        p = added_prior(spec, m.base_type, imatrix=m.imatrix is not False, changed=changed)
         if p:
             out.append(m.kld_mean / (p * s))
     return out
@@ -323,7 +377,8 @@ def added_loss(
             Provenance.MEASURED,
             f"measured on this model: {measured.origin}, {measured.tokens:,} tokens",
         )
-    unscaled = added_prior(spec, source_type) or 0.0
+    changed = changed_share(facts, spec, source_type)
+    unscaled = added_prior(spec, source_type, changed=changed) or 0.0
     prior = predict_quality(
         spec,
         parameters=facts.parameters or 1,
@@ -337,11 +392,15 @@ def added_loss(
     # The prior's range for the type, relative to its point, applies to the added part too.
     lo = point * (prior.low or 0.0) / prior.kld if prior.kld else point
     hi = point * (prior.high or 0.0) / prior.kld if prior.kld else point
-    what = (
-        "its own grid: only activation rounding, about Q8_0's loss"
-        if spec.label.upper() == source_type.upper()
-        else f"{spec.label}'s own rounding"
-    )
+    if changed <= 0.0:
+        what = "its own grid: only activation rounding, about Q8_0's loss"
+    elif changed >= 1.0:
+        what = f"{spec.label}'s own rounding"
+    else:
+        what = (
+            f"{spec.label}'s own rounding on the {changed:.0%} of the weights whose type "
+            "changes, activation rounding on the rest"
+        )
     return AddedLoss(
         point,
         lo,
