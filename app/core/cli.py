@@ -29,6 +29,7 @@ COMMANDS = (
     "recommend",
     "convert",
     "convert_hf",
+    "quality",
     "chat",
     "models",
     "search",

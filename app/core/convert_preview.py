@@ -2,7 +2,9 @@
 
 The source in one line (what it is, and whether it is converted or expanded
 first) with its facts, and for each target type the size llama.cpp's
-per-tensor mix would give and the quality the format table predicts. Reading
+per-tensor mix would give and the quality the advisor predicts for it
+(:func:`quant.plan.quality.predict_made`: measured, calibrated or a prior range,
+and carrying the source's own loss when the source is already quantized). Reading
 headers and planning every tensor for a dozen types takes a moment on a large
 model: call :func:`preview_conversion` off the GUI thread.
 
@@ -23,9 +25,10 @@ from quant.errors import QuantError
 from quant.facts.model import ModelFacts
 from quant.gguf.types import GGMLType
 from quant.plan.advisor import Task
-from quant.plan.formats import QuantType, predict_quality
+from quant.plan.formats import QualityEstimate, QuantType
 from quant.plan.memory import KvType, plan_tensors, repacked_types, weights_bytes
 from quant.plan.mix import STOCK_TYPES, candidate_types, fit_budget, parse_budget
+from quant.plan.quality import QualityEvidence, predict_made
 from quant.units import format_params
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class TypePreview:
     size_bytes: float | None = None
     kld: float | None = None
     same_top_token: float | None = None
+    quality: QualityEstimate | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,16 @@ def describe_source(text: str) -> SourceInfo:
     return SourceInfo(text, note, facts)
 
 
-def preview_type(name: str, facts: ModelFacts | None, *, imatrix: bool) -> TypePreview | None:
-    """``name``'s preview for a source with ``facts``; None for a name llama.cpp does not know."""
+def preview_type(
+    name: str,
+    facts: ModelFacts | None,
+    *,
+    imatrix: bool,
+    evidence: QualityEvidence | None = None,
+) -> TypePreview | None:
+    """``name``'s preview for a source with ``facts``; None for a name llama.cpp does not know.
+
+    ``evidence``: measurements of the model, which replace the prior."""
     try:
         qtype = QuantType.from_name(name)
     except ValueError:
@@ -116,7 +128,7 @@ def preview_type(name: str, facts: ModelFacts | None, *, imatrix: bool) -> TypeP
     )
     if facts is None or not facts.parameters:
         return preview
-    q = predict_quality(spec, parameters=int(facts.parameters), imatrix=imatrix)
+    q = predict_made(spec, facts, imatrix=imatrix, evidence=evidence)
     return TypePreview(
         preview.name,
         preview.bits_per_weight,
@@ -125,6 +137,7 @@ def preview_type(name: str, facts: ModelFacts | None, *, imatrix: bool) -> TypeP
         size_bytes=_predicted_size(facts, qtype),
         kld=q.kld,
         same_top_token=q.same_top_token,
+        quality=q,
     )
 
 
@@ -147,7 +160,17 @@ def preview_conversion(
     """The form's preview: the source described (``known`` when it was already) and each of
     ``types`` (names llama.cpp does not know are left out)."""
     info = known if known is not None else describe_source(source)
-    previews = [preview_type(name, info.facts, imatrix=imatrix) for name in types]
+    evidence = None
+    if info.facts is not None:
+        from app.core.quality import evidence_for
+
+        try:
+            evidence = evidence_for(info.facts, path=source)
+        except OSError as exc:
+            logger.info("no quality measurements for the preview: %s", exc)
+    previews = [
+        preview_type(name, info.facts, imatrix=imatrix, evidence=evidence) for name in types
+    ]
     axis = None
     if info.facts is not None and info.facts.parameters:
         try:

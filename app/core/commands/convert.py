@@ -29,6 +29,7 @@ from app.core.commands.common import (
     resolve_model_arg,
 )
 from app.core.paths import app_paths
+from app.core.quality import keep_report
 from quant.errors import Cancelled, QuantError
 from quant.plan.advisor import Task
 from quant.plan.memory import KvType
@@ -253,6 +254,7 @@ def _run(args: argparse.Namespace, spec: Any) -> int:
         except (QuantError, Cancelled) as exc:
             lines.failure(exc)
             raise
+        keep_report(report.as_dict())
         lines.result(report.as_dict())
         return 0
 
@@ -272,6 +274,7 @@ def _run(args: argparse.Namespace, spec: Any) -> int:
             sys.stderr.flush()
 
     report = run_pipeline(spec, on_progress=show)
+    keep_report(report.as_dict())
     if tty:
         sys.stderr.write("\n")
     if args.json:

@@ -58,15 +58,17 @@ from app.core.convert_preview import (
     resolve_budget,
 )
 from app.core.paths import app_paths
+from app.core.quality import keep_report
 from app.core.settings import Settings
 from app.ui.errors import show_error
 from app.ui.widgets.budget_axis import BudgetAxisWidget
 from app.ui.widgets.cards import Card, muted
 from app.workers.failure import Failure
 from app.workers.process_job import ProcessJob
-from app.workers.tasks import Call, LatestTask
+from app.workers.tasks import Call, LatestTask, start_task
 from quant.errors import QuantError
 from quant.plan.mix import parse_budget
+from quant.plan.quality import kld_text
 from quant.progress import Progress
 from quant.units import human_bytes
 
@@ -898,6 +900,8 @@ class ConvertPage(QWidget):
             job.report = report
             self._set_item(job, "done")
         self.show_report(report)
+        # Its measurements become the made files' report cards (Models page, Advisor).
+        start_task(Call(keep_report, report), parent=self, on_failed=lambda _f: None)
         QTimer.singleShot(
             0, self, lambda: self._scroll.ensureWidgetVisible(self._report_card, 0, 0)
         )
@@ -1138,7 +1142,10 @@ def _type_text(p: TypePreview) -> str:
     parts = [p.name, f"{p.bits_per_weight:.2f} bpw"]
     if p.size_bytes is not None:
         parts.append(f"≈ {human_bytes(p.size_bytes)}")
-        if p.kld is not None:
+        if p.quality is not None and p.quality.kld is not None:
+            q = p.quality
+            parts.append(f"KLD ≈ {kld_text(q)} ({q.provenance.label})")
+        elif p.kld is not None:
             parts.append(f"KLD ≈ {p.kld:.3f}")
             if p.same_top_token is not None:
                 parts.append(f"same top token ≈ {100 * p.same_top_token:.0f}%")
