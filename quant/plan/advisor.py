@@ -4,7 +4,7 @@
 model, the GGUF files a hub repo already has, the file itself for a GGUF, and
 NVIDIA serving formats on NVIDIA machines — with the memory each takes where,
 its predicted speed and quality loss, whether and how it fits, and ranks them
-by the rules in ``../shared/reference/formats.md``:
+by the rules in ``docs/advice-rules.md``:
 
 1. Highest precision that fits, with room for the KV cache at the asked context
    (rule 1). A full GPU fit beats a partial offload when both are fast enough.
@@ -110,7 +110,7 @@ class Task(StrEnum):
 
     @property
     def sensitive(self) -> bool:
-        """Multi-step reasoning, code and long documents (formats.md rule 6)."""
+        """Multi-step reasoning, code and long documents (docs/advice-rules.md#rule-6)."""
         return self in (Task.MATH, Task.CODE, Task.LONG_CONTEXT)
 
     @property

@@ -6,7 +6,7 @@ prior (mean KL divergence, perplexity increase, same-top-token rate) measured on
 the reference model, Llama-3-8B. :func:`predict_quality` scales the prior to a
 given model (see "Scaling the quality prior" below).
 
-Sources (copied into ``../shared/reference/formats.md``):
+Sources (summarised with their numbers in ``docs/advice-rules.md#quant-types``):
 
 - effective bpw: llama.cpp ``tools/quantize/README.md`` (whole-file bits per
   weight of Llama-3.1-8B);
@@ -15,7 +15,7 @@ Sources (copied into ``../shared/reference/formats.md``):
 - imatrix gains at each bit width: llama.cpp PR #4930 (Mistral-7B);
 - GPU formats and their compute capability: the vendors' kernel requirements
   (FP8 tensor cores from Ada/Hopper, INT8 tensor cores from Turing, FP4 from
-  Blackwell) as summarised in formats.md.
+  Blackwell), see ``docs/advice-rules.md#gpu-formats``.
 
 Scaling the quality prior
 -------------------------
@@ -23,7 +23,7 @@ The scoreboard measures one model. Two effects move the loss of another model:
 
 1. *Size.* Quantization error is absorbed by redundancy: 70B models lose about a
    third of what 8B models lose at 4 bits, and 1B models several times more
-   (formats.md rule 7; the seed articles give 2–3 vs 4–8 perplexity points for
+   (``docs/advice-rules.md#rule-7``; published int4 results give 2–3 vs 4–8 perplexity points for
    70B vs 7B at int4, a ratio of 0.3–0.6). We use
    ``size_factor = (8e9 / params) ** 0.4``, bounded to [0.35, 4]: 70B → 0.42,
    32B → 0.57, 1B → 2.3, 270M → 3.9. The exponent sits in the middle of the
@@ -279,7 +279,7 @@ _GgufRow = tuple[
 ]  # fmt: skip
 
 # Effective bpw: llama.cpp tools/quantize/README.md (Llama-3.1-8B, whole file; the
-# bundled README gives 3.996 for Q3_K_M where formats.md rounds to ≈3.9). Q4_0 is not
+# bundled README gives 3.996 for Q3_K_M where docs/advice-rules.md rounds to ≈3.9). Q4_0 is not
 # listed there; 4.64 is what this project's type-mix planner (quant.plan.memory) gives for
 # Llama-3.1-8B without an imatrix (Q4_0 body, Q6_K output).
 # KLD / ΔPPL / top-1: the scoreboard; where it gives only one of the with/without
@@ -337,7 +337,7 @@ _GpuRow = tuple[GpuFormat, str, int, float, int, tuple[int, int], float, float, 
 
 # GPU formats: no KLD scoreboard exists for them. Their priors are placed against
 # the llama.cpp types of similar precision, from the qualitative facts in
-# formats.md ("near-lossless" for FP8/INT8; "~1% MMLU loss on 70B" for AWQ and
+# docs/advice-rules.md#gpu-formats ("near-lossless" for FP8/INT8; "~1% MMLU loss on 70B" for AWQ and
 # "1–3%" for GPTQ), and every source string says "estimated".
 # Effective bpw: group-128 INT4 stores a 16-bit scale and a 4-bit zero point per
 # 128 weights (4 + 20/128 ≈ 4.16); NVFP4 one 8-bit scale per 16 weights (4.5).
@@ -350,22 +350,22 @@ _GPU_ROWS: tuple[_GpuRow, ...] = (
     ),
     (
         GpuFormat.FP8, "FP8 W8A8", 8, 8.0, 8, (8, 9), 0.0020, 0.005,
-        _EST + "near-lossless (formats.md), placed just above Q8_0",
+        _EST + "near-lossless, placed just above Q8_0",
         "FP8 (E4M3) weights and activations on Ada, Hopper and Blackwell tensor cores",
     ),
     (
         GpuFormat.INT8, "INT8 W8A8", 8, 8.0, 8, (7, 5), 0.0030, 0.008,
-        _EST + "near-lossless for most tasks (formats.md, SmoothQuant)",
+        _EST + "near-lossless for most tasks (SmoothQuant)",
         "INT8 weights and activations (SmoothQuant) on INT8 tensor cores",
     ),
     (
         GpuFormat.AWQ, "AWQ INT4", 4, 4.16, 16, (7, 5), 0.0282, 0.158,
-        _EST + "~1% MMLU loss on 70B (formats.md); placed at Q4_K_M with imatrix",
+        _EST + "~1% MMLU loss on 70B; placed at Q4_K_M with imatrix",
         "activation-aware 4-bit weights, group size 128; robust out of domain",
     ),
     (
         GpuFormat.GPTQ, "GPTQ INT4", 4, 4.16, 16, (7, 5), 0.0431, 0.269,
-        _EST + "1–3% MMLU loss (formats.md); placed at Q4_K_S without imatrix",
+        _EST + "1–3% MMLU loss; placed at Q4_K_S without imatrix",
         "Hessian-based 4-bit weights, group size 128; the widest existing zoo",
     ),
     (

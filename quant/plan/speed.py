@@ -71,7 +71,7 @@ class Resource(StrEnum):
 # (low, typical, high) share of the peak llama.cpp reaches. CPU generation: 0.55 of
 # numpy-measured bandwidth on this project's 2-core test machine (starter model),
 # 0.4–0.75 across the laptops and desktops llama.cpp users report. GPU generation:
-# 0.31 of peak for a 1.2B F16 model on an H100 (llama-cpp-notes.md), where kernel
+# 0.31 of peak for a 1.2B F16 model on an H100 (docs/llama-cpp.md#measured), where kernel
 # launches weigh (modelled separately below), up to ~0.85 for large models.
 DEFAULT_EFFICIENCY: dict[Resource, tuple[float, float, float]] = {
     Resource.CPU_MEMORY: (0.40, 0.55, 0.75),
@@ -85,7 +85,7 @@ CALIBRATED_SPREAD = 0.15
 # on an H100 through llama-cpp-python: the starter model (18 layers, Q4_K_M) fully
 # offloaded generates 750–805 tokens/s while its bytes alone would allow ~40,000,
 # i.e. ~65 µs per offloaded layer (benchmarks/gpu/offload_check.py); consistent with
-# the 1.2B F16 model's 458 tokens/s in llama-cpp-notes.md.
+# the 1.2B F16 model's 458 tokens/s in docs/llama-cpp.md#measured.
 GPU_LAYER_OVERHEAD_S = 65e-6
 # Prompt processing on a GPU runs each batch of up to n_ubatch tokens through every
 # offloaded layer once: a fixed cost per layer and batch (kernel launches, the graph),
