@@ -136,7 +136,8 @@ def test_with_no_reference_here_the_hub_repo_s_file_is_named(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from app.core import hub
-    from app.core.hub import HubFile, HubFilePart, HubRepo
+    from app.core.hub import HubFile, HubRepo
+    from quant.hub.listing import RepoFile
 
     snap = tmp_path / "hf" / "models--someone--gemma-270m-GGUF" / "snapshots" / "abc"
     snap.mkdir(parents=True)
@@ -146,7 +147,7 @@ def test_with_no_reference_here_the_hub_repo_s_file_is_named(
     def files(repo_id: str, *, revision: str | None = None) -> HubRepo:
         assert repo_id == "someone/gemma-270m-GGUF"
         parts = [
-            HubFile(n, s, t, (HubFilePart(n, s),))
+            HubFile(n, s, t, (RepoFile(n, s),))
             for n, s, t in (
                 ("gemma-270m-Q4_K_M.gguf", 253_000_000, "Q4_K_M"),
                 ("gemma-270m-F16.gguf", 543_000_000, "F16"),

@@ -125,14 +125,15 @@ def test_with_no_reference_here_the_hub_repo_s_file_is_one_click_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from app.core import hub
-    from app.core.hub import HubFile, HubFilePart, HubRepo
+    from app.core.hub import HubFile, HubRepo
     from app.ui.pages.hub_tab import HubTab
+    from quant.hub.listing import RepoFile
 
     snap = tmp_path / "hf" / "models--someone--tiny-GGUF" / "snapshots" / "abc"
     only = write_tiny_gguf(snap / "tiny-F32.gguf", byte_tokens=True)
 
     def files(repo_id: str, *, revision: str | None = None) -> HubRepo:
-        big = HubFile("tiny-F32-big.gguf", 10**6, "F32", (HubFilePart("tiny-F32-big.gguf", 10**6),))
+        big = HubFile("tiny-F32-big.gguf", 10**6, "F32", (RepoFile("tiny-F32-big.gguf", 10**6),))
         return HubRepo(repo_id, "abc", None, (big,))
 
     opened: list[str] = []
