@@ -167,6 +167,19 @@ def test_a_connection_that_drops_once_is_resumed_within_the_call(hub: FakeHub) -
     assert path.read_bytes() == hub.repos[REPO][NAME]
 
 
+def test_progress_never_falls_back_to_zero_when_a_dropped_connection_resumes(
+    hub: FakeHub,
+) -> None:
+    """A stall or a drop mid-file: what the user sees keeps the bytes already on disk."""
+    hub.drop_at, hub.drop_times = 700_000, 1
+    seen: list[Progress] = []
+    download_hub_file(REPO, NAME, on_progress=seen.append)
+    done = [p.bytes_done for p in seen if p.bytes_total]
+    assert done and done[-1] == SIZE
+    assert done == sorted(done)  # never backwards, so never "0 B" after the first bytes
+    assert all("0 B of" not in p.message for p in seen if p.bytes_done)
+
+
 def test_a_damaged_partial_is_caught_and_replaced(hub: FakeHub, cache: Path) -> None:
     hub.drop_at = SIZE // 3
     with pytest.raises(HubError):
