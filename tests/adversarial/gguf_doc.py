@@ -16,7 +16,7 @@ is never copied.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +147,6 @@ class Doc:
     data_len: int
     little: bool = True
     magic: bytes = b"GGUF"
-    extra_padding: int = 0  # bytes added after the header's padding (shifts the data)
-    notes: tuple[str, ...] = field(default=())
 
     # -- reading values -------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -206,12 +204,11 @@ class Doc:
         w.num("I", self.version, "version")
         w.num("Q", len(self.tensors), "n_tensors")
         w.num("Q", len(self.kvs), "n_kv")
-        for i, kv in enumerate(self.kvs):
+        for kv in self.kvs:
             label = f"kv[{kv.key.decode('utf-8', 'replace')}]"
             w.string(kv.key, f"{label}.key")
             w.num("I", kv.vtype, f"{label}.type")
             w.value(kv.vtype, kv.value, label)
-            del i
         for t in self.tensors:
             label = f"tensor[{t.name.decode('utf-8', 'replace')}]"
             w.string(t.name, f"{label}.name")
@@ -221,7 +218,7 @@ class Doc:
             w.num("I", t.ttype, f"{label}.type")
             w.num("Q", t.offset, f"{label}.offset")
         pad = -len(w.buf) % self.alignment if self.tensors else 0
-        w.raw(b"\0" * (pad + self.extra_padding))
+        w.raw(b"\0" * pad)
         return Image(bytes(w.buf), self.data, self.data_len, tuple(w.fields))
 
 

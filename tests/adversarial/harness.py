@@ -81,7 +81,8 @@ _DEBUGGER_NOISE = re.compile(
 _TRACEBACK_MARKS = ("Traceback (most recent call last)", "--- Logging error ---")
 # A Python warning printed on stderr ("…/file.py:552: RuntimeWarning: divide by zero").
 _PY_WARNING = re.compile(r"^\S+\.py:\d+: \w*Warning: .*$", re.MULTILINE)
-_LEFTOVER = re.compile(r"(\.partial|\.tmp|\.incomplete)(\.|$)|^\.tmp|\.partial")
+# Half-written files: quant.atomic's ".NAME.partial" and ".NAME.XXXX.tmp", HF's ".incomplete".
+_LEFTOVER = re.compile(r"\.partial|\.tmp$|\.incomplete$")
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -180,6 +181,7 @@ class Result:
     case: Case
     outcome: Outcome
     seconds: float
+    folder: Path | None = None  # the case's folder, when kept
 
 
 # --------------------------------------------------------------------------- subprocesses
@@ -705,7 +707,7 @@ class Runner:
             self._make_sentinel()
         if not self.keep:
             shutil.rmtree(folder, ignore_errors=True)
-        return Result(case, outcome, seconds)
+        return Result(case, outcome, seconds, folder if self.keep else None)
 
     def run(
         self, cases: Sequence[Case], on_result: Callable[[Result], None] | None = None
@@ -805,6 +807,8 @@ def failure_lines(r: Result) -> str:
     text = f"[{r.case.family}] {r.case.name}: {o.reason}\n    input/command: {r.case.repro}"
     if o.observed:
         text += f"\n    observed: {visible(o.observed, 600)}"
+    if r.folder is not None:
+        text += f"\n    kept in: {r.folder}"
     return text
 
 
