@@ -115,7 +115,14 @@ class Assets:
         self._memo: dict[str, Any] = {}
         self._lock = threading.RLock()
 
+    def memo(self, key: str, make: Callable[[], T]) -> T:
+        """``make()`` once per run (for inputs that are slow to build)."""
+        return self._once(f"memo:{key}", make)
+
     def _once(self, key: str, make: Callable[[], T]) -> T:
+        if key in self._memo:  # made already: no need to wait behind a slow build
+            done: T = self._memo[key]
+            return done
         with self._lock:
             if key not in self._memo:
                 self._memo[key] = make()

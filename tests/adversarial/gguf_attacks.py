@@ -30,7 +30,7 @@ from tests.adversarial.harness import (
     expect_cli,
     expect_terminal_text,
     in_process,
-    strict_json_value,
+    strict_json,
 )
 
 FAMILY = "gguf"
@@ -51,11 +51,28 @@ class Mutation:
     filename: str = "model.gguf"
     # Worth loading in llama.cpp (the header reader accepts it, or it probes the loader).
     native: bool = True
+    # Slow to build and to read (a million tensor infos): the bytes are made once per run,
+    # and each case gets ``heavy_deadline_s``.
+    heavy: bool = False
+
+
+HEAVY_DEADLINE_S = 180.0
 
 
 # --------------------------------------------------------------------------- targets
 
 Target = Callable[[CaseContext, Path, Assets], None]
+
+
+def expect_json_document(data: object, what: str) -> None:
+    """``data`` written the way the CLI writes ``--json`` (app.core.commands.common.print_json
+    is quant.protocol.write_json to stdout) is strict JSON."""
+    from quant.protocol import write_json
+
+    out = io.StringIO()
+    _, ok = in_process(lambda: write_json(data, out))
+    if ok:
+        strict_json(out.getvalue(), what)
 
 
 def target_facts(ctx: CaseContext, path: Path, assets: Assets) -> None:
@@ -65,7 +82,7 @@ def target_facts(ctx: CaseContext, path: Path, assets: Assets) -> None:
     facts, ok = in_process(lambda: inspect_model(path))
     if not ok:
         return
-    strict_json_value(facts.to_dict(with_tensors=True), "the facts (inspect --json)")
+    expect_json_document(facts.to_dict(with_tensors=True), "the facts as inspect --json")
     out = io.StringIO()
     _, ok = in_process(lambda: write_summary(facts, out, with_tensors=True))
     if ok:
@@ -86,8 +103,7 @@ def target_library(ctx: CaseContext, path: Path, assets: Assets) -> None:
     rows, ok = in_process(lambda: index.describe([entry], profile))
     if not ok:
         return
-    for row in rows:
-        strict_json_value(row.to_dict(), "the library row (models --json)")
+    expect_json_document([r.to_dict() for r in rows], "the library rows as models --json")
     text, ok = in_process(lambda: render(rows))
     if ok:
         expect_terminal_text(text, "the library listing")
@@ -145,7 +161,12 @@ def make_case(assets: Assets, base: str, m: Mutation, target: str, *, family: st
     fn, isolated, command = TARGETS[target]
 
     def run(ctx: CaseContext) -> None:
-        image = m.make(assets.doc(base), assets.image(base))
+        if m.heavy:
+            image = assets.memo(
+                f"{base}:{m.name}", lambda: m.make(assets.doc(base), assets.image(base))
+            )
+        else:
+            image = m.make(assets.doc(base), assets.image(base))
         path = image.write(ctx.folder / "in" / m.filename)
         fn(ctx, path, assets)
 
@@ -155,7 +176,7 @@ def make_case(assets: Assets, base: str, m: Mutation, target: str, *, family: st
         run=run,
         repro=f"{BASES[base]}, with {m.what}; {command}",
         isolated=isolated,
-        deadline_s=120.0 if target == "chat" else 60.0,
+        deadline_s=HEAVY_DEADLINE_S if m.heavy else 120.0 if target == "chat" else 60.0,
     )
 
 
@@ -693,6 +714,7 @@ def targeted(base: str, doc: Doc, image: Image) -> list[Mutation]:
                 "a header that lists 1,000,000 one-row F32 tensors",
                 _many_tensors(1_000_000),
                 native=False,
+                heavy=True,
             )
         )
     return m

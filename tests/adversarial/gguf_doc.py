@@ -39,6 +39,8 @@ SCALAR_FORMATS = {
 }
 # Array elements whose positions are recorded as fields (the first few and the last).
 _FIELDS_PER_ARRAY = 4
+# Tensors whose info fields are recorded (the first ones and the last).
+_FIELDS_PER_TENSORS = 64
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,13 @@ class Image:
     data: bytes | None
     data_len: int
     fields: tuple[Field, ...]
+    # Zero bytes between the header and the data that are not kept in memory (the padding
+    # an absurd general.alignment asks for); written as a sparse hole.
+    gap: int = 0
 
     @property
     def size(self) -> int:
-        return len(self.head) + self.data_len
+        return len(self.head) + self.gap + self.data_len
 
     def field(self, label: str) -> Field:
         for f in self.fields:
@@ -109,18 +114,20 @@ class Image:
         """The first ``size`` bytes of the file."""
         if size <= len(self.head):
             return Image(self.head[:size], b"", 0, self.fields)
-        keep = size - len(self.head)
+        if size <= len(self.head) + self.gap:
+            return Image(self.head, b"", 0, self.fields, size - len(self.head))
+        keep = size - len(self.head) - self.gap
         data = self.data[:keep] if self.data is not None else None
-        return Image(self.head, data, keep, self.fields)
+        return Image(self.head, data, keep, self.fields, self.gap)
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
             fh.write(self.head)
+            fh.seek(len(self.head) + self.gap)
             if self.data is not None:
                 fh.write(self.data)
-            if self.data is None or len(self.data) < self.data_len:
-                fh.truncate(self.size)  # a sparse hole: zeros that take no disk
+            fh.truncate(self.size)  # holes (gap, missing data) are sparse: zeros taking no disk
         return path
 
 
@@ -209,17 +216,24 @@ class Doc:
             w.string(kv.key, f"{label}.key")
             w.num("I", kv.vtype, f"{label}.type")
             w.value(kv.vtype, kv.value, label)
-        for t in self.tensors:
-            label = f"tensor[{t.name.decode('utf-8', 'replace')}]"
-            w.string(t.name, f"{label}.name")
-            w.num("I", len(t.dims), f"{label}.n_dims")
+        last = len(self.tensors) - 1
+        for i, t in enumerate(self.tensors):
+            # Fields of the first tensors and the last (a million tensors need no million).
+            label: str | None = (
+                f"tensor[{t.name.decode('utf-8', 'replace')}]"
+                if i < _FIELDS_PER_TENSORS or i == last
+                else None
+            )
+            w.string(t.name, f"{label}.name" if label else None)
+            w.num("I", len(t.dims), f"{label}.n_dims" if label else None)
             for d, n in enumerate(t.dims):
-                w.num("q", n, f"{label}.dim{d}")
-            w.num("I", t.ttype, f"{label}.type")
-            w.num("Q", t.offset, f"{label}.offset")
+                w.num("q", n, f"{label}.dim{d}" if label else None)
+            w.num("I", t.ttype, f"{label}.type" if label else None)
+            w.num("Q", t.offset, f"{label}.offset" if label else None)
         pad = -len(w.buf) % self.alignment if self.tensors else 0
-        w.raw(b"\0" * pad)
-        return Image(bytes(w.buf), self.data, self.data_len, tuple(w.fields))
+        kept = pad if pad <= 1 << 16 else 0
+        w.raw(b"\0" * kept)
+        return Image(bytes(w.buf), self.data, self.data_len, tuple(w.fields), pad - kept)
 
 
 class _Writer:

@@ -371,16 +371,6 @@ def strict_json(text: str, what: str) -> Any:
         raise CaseFailure(f"{what} is not strict JSON ({visible(str(exc), 160)})") from None
 
 
-def strict_json_value(value: Any, what: str) -> None:
-    """``value`` (a to_dict() result) can be written as strict JSON."""
-    try:
-        json.dumps(value, allow_nan=False, default=str)
-    except ValueError as exc:
-        raise CaseFailure(f"{what} cannot be written as strict JSON ({exc})") from None
-    except (TypeError, RecursionError) as exc:
-        raise CaseFailure(f"{what} cannot be written as JSON ({type(exc).__name__})") from None
-
-
 def expect_cli(
     ran: Ran,
     *,

@@ -348,7 +348,12 @@ def _rerun(ctx: CaseContext, argv: list[str], job: Job) -> None:
 
 def cases(assets: Assets, rng: random.Random, long: bool) -> list[Case]:
     sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
-    all_jobs = jobs(long and assets.starter_path is not None)
+    with_starter = long and assets.starter_path is not None
+    all_jobs = jobs(with_starter)
+    # Made before any case runs, so no case waits for them inside its deadline.
+    _ = assets.medium_gguf, assets.medium_hf
+    if with_starter:
+        _ = assets.starter_f16
     if long:
         return [signal_case(assets, j, st, s) for j in all_jobs for st in j.stages for s in sigs]
     by = {(j.name, j.model): j for j in all_jobs}
