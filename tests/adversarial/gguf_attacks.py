@@ -214,6 +214,17 @@ def _shrink(key: str, n: int) -> Callable[[Doc], Doc]:
     return change
 
 
+def _respell(old: bytes, new: bytes) -> Callable[[Doc], Doc]:
+    """The token ``old`` renamed ``new`` (the vocabulary keeps its length)."""
+
+    def change(d: Doc) -> Doc:
+        tokens = _tokens(d)
+        items = tuple(new if t == old else t for t in tokens.items)
+        return d.with_kv("tokenizer.ggml.tokens", g.ARRAY, Arr(tokens.item_type, items))
+
+    return change
+
+
 def _first_tensor_with(d: Doc, part: str) -> Tensor:
     for t in d.tensors:
         if part in t.name.decode():
@@ -446,6 +457,11 @@ def targeted(base: str, doc: Doc, image: Image) -> list[Mutation]:
             _kv(
                 "tokenizer.ggml.tokens", g.ARRAY, Arr(g.STRING, (b"\xff\xfe",) * len(tokens.items))
             ),
+        ),
+        Mutation(
+            "byte token <0x70> misspelled",
+            "the byte token '<0x70>' (the letter p) spelled '<0xZZ>'",
+            _doc(_respell(b"<0x70>", b"<0xZZ>")),
         ),
         Mutation(
             "bos=1e9",
@@ -800,6 +816,7 @@ FAST_CORE = (
     ("rms_eps=Inf", "facts"),
     ("vocab of empty strings", "chat"),
     ("head_count=0", "chat"),
+    ("byte token <0x70> misspelled", "chat"),
     ("block_count=1e6", "library"),
 )
 
