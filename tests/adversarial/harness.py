@@ -796,7 +796,7 @@ def failure_lines(r: Result) -> str:
     o = r.outcome
     text = f"[{r.case.family}] {r.case.name}: {o.reason}\n    input/command: {r.case.repro}"
     if o.observed:
-        text += f"\n    observed: {visible(o.observed, 600)}"
+        text += f"\n    observed: {visible(o.observed.replace(chr(10), ' | '), 600)}"
     if r.folder is not None:
         text += f"\n    kept in: {r.folder}"
     return text
