@@ -314,12 +314,34 @@ def _step_generate(ctx: _Context) -> str:
     return f"{n} tokens{speed}: {text[:60]!r}"
 
 
+def _step_server(_ctx: _Context) -> str:
+    """The local server's web stack (imported dynamically, so a bundle may miss it) answers."""
+    import json
+    import urllib.request
+
+    from app.core.serve.server import LocalServer, ServerConfig
+
+    server = LocalServer(ServerConfig(port=0))
+    try:
+        url = server.start()
+        with urllib.request.urlopen(f"{url}/models", timeout=30) as answer:
+            body = json.loads(answer.read())
+    except Exception as exc:
+        raise SelfTestError(
+            f"the local server did not answer ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        server.stop()
+    return f"{url} answered /models with {len(body.get('data', []))} models"
+
+
 STEPS: tuple[tuple[str, Callable[[_Context], str]], ...] = (
     ("qt", _step_qt),
     ("resources", _step_resources),
     ("hardware", _step_hardware),
     ("runtime", _step_runtime),
     ("engine job", _step_engine_job),
+    ("server", _step_server),
     ("model", _step_model),
     ("generate", _step_generate),
 )

@@ -15,6 +15,7 @@ def write_tiny_gguf(
     seed: int = 0,
     chat_template: str | None = None,
     byte_tokens: bool = False,
+    pooling_type: int | None = None,
     rms_eps: float = 1e-5,
     empty_tokens: bool = False,
     rope_freq_base: float | None = None,
@@ -26,7 +27,8 @@ def write_tiny_gguf(
     ``rope_freq_base`` are stored when given.
     ``byte_tokens`` gives the vocabulary an unknown token and SentencePiece's 256 byte
     tokens, so llama.cpp can tokenize any text with it (without them its tokenizer
-    aborts on the first character it cannot spell).
+    aborts on the first character it cannot spell). ``pooling_type`` (llama.cpp's
+    enum: 1 mean, 2 CLS, 3 last) marks it as an embedding model.
     """
     import gguf
     import numpy as np
@@ -63,6 +65,8 @@ def write_tiny_gguf(
     w.add_eos_token_id(2)
     if chat_template is not None:
         w.add_chat_template(chat_template)
+    if pooling_type is not None:
+        w.add_pooling_type(gguf.PoolingType(pooling_type))
     if rope_freq_base is not None:
         w.add_rope_freq_base(rope_freq_base)
     rng = np.random.default_rng(seed)

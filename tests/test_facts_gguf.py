@@ -11,7 +11,7 @@ from typing import Any
 
 from app.core.runtime import import_llama_first
 
-# llama_cpp before gguf (which may import sentencepiece): see DESIGN.md.
+# llama_cpp before gguf (which may import sentencepiece): docs/llama-cpp.md#import-order.
 import_llama_first()
 
 import gguf  # noqa: E402

@@ -633,6 +633,9 @@ def test_serving_command_quotes_and_bf16() -> None:
         "vllm serve a/M --dtype bfloat16 --max-model-len 4096"
     )
     assert serving_command("a/M x", GpuFormat.AWQ) == "vllm serve 'a/M x'"
+    assert serving_command("a/M", GpuFormat.FP8, ctx=8192, tensor_parallel=4) == (
+        "vllm serve a/M --max-model-len 8192 --tensor-parallel-size 4"
+    )
 
 
 # --------------------------------------------------------------------------- local copies

@@ -6,7 +6,7 @@ GGUF models written here, and against the starter model's real Q4_K_M file.
 
 from __future__ import annotations
 
-# llama_cpp before gguf: the order CUDA builds need (see DESIGN.md).
+# llama_cpp before gguf: the order CUDA builds need (see docs/llama-cpp.md#import-order).
 import llama_cpp
 
 # isort: split

@@ -14,7 +14,16 @@ from app import selftest
 from app.selftest import SelfTestError, StepResult, run_self_test
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_NAMES = ["qt", "resources", "hardware", "runtime", "engine job", "model", "generate"]
+STEP_NAMES = [
+    "qt",
+    "resources",
+    "hardware",
+    "runtime",
+    "engine job",
+    "server",
+    "model",
+    "generate",
+]
 
 
 def run_entry(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -44,7 +53,7 @@ def test_self_test_passes_and_reports_every_step(tmp_path: Path) -> None:
         assert any(line.startswith(f"  ok  {name} ") for line in lines), name
     # even with QT_QPA_PLATFORM set otherwise, the window is built offscreen
     assert "platform offscreen (installed: " in done.stdout
-    assert "5 pages built" in done.stdout
+    assert "6 pages built" in done.stdout  # Machine, Models, Advisor, Chat, Convert, Server
     assert "llama-cpp-python" in done.stdout
     assert "gemma-3-270m-q4_k_m.gguf" in done.stdout
     assert lines[-1].startswith("self-test passed in ")
@@ -72,7 +81,7 @@ def test_self_test_fails_with_one_sentence_for_a_missing_model(tmp_path: Path) -
     assert str(missing) in err[0]
     assert err[0].endswith(".")
     # the steps before the model ran and passed
-    for name in STEP_NAMES[:5]:
+    for name in STEP_NAMES[: STEP_NAMES.index("model")]:
         assert f"  ok  {name} " in done.stdout
     assert "  ok  generate" not in done.stdout
 

@@ -33,6 +33,8 @@ COMMANDS = (
     "models",
     "search",
     "pull",
+    "serve",
+    "remote",
 )
 
 

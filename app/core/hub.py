@@ -929,18 +929,23 @@ def _named_after(base_name: str, repo_id: str) -> bool:
     )
 
 
-def serving_command(repo_id: str, fmt: GpuFormat, *, ctx: int | None = None) -> str:
+def serving_command(
+    repo_id: str, fmt: GpuFormat, *, ctx: int | None = None, tensor_parallel: int = 1
+) -> str:
     """A ``vllm serve`` command line for a repo in ``fmt``.
 
     vLLM reads a pre-quantized checkpoint's scheme (FP8, AWQ, GPTQ, NVFP4,
     INT8) from its config and picks its kernels itself, so no ``--quantization``
-    flag is given; a 16-bit checkpoint is served in BF16.
+    flag is given; a 16-bit checkpoint is served in BF16. ``tensor_parallel``
+    above 1 splits the model over that many GPUs of the machine.
     """
     args = ["vllm", "serve", repo_id]
     if fmt is GpuFormat.BF16:
         args += ["--dtype", "bfloat16"]
     if ctx:
         args += ["--max-model-len", str(ctx)]
+    if tensor_parallel > 1:
+        args += ["--tensor-parallel-size", str(tensor_parallel)]
     return shlex.join(args)
 
 
@@ -981,6 +986,7 @@ def find_serving_repos(
     *,
     limit: int = 20,
     ctx: int | None = None,
+    tensor_parallel: int = 1,
     cancel: CancelToken | None = None,
 ) -> list[ServingRepo]:
     """Pre-quantized repos of ``base_repo_id`` for NVIDIA serving engines, most downloaded first.
@@ -989,7 +995,8 @@ def find_serving_repos(
     it) and by naming (``<base name>-FP8``, ``…-AWQ``, ``…-GPTQ-Int4``,
     ``…-NVFP4``, ``…-W8A8``). ``fmt`` keeps one format; GGUF repos are left out
     (:func:`repo_files` covers those). Each comes with its safetensors size and a
-    ``vllm serve`` command (with ``--max-model-len ctx`` when ``ctx`` is given).
+    ``vllm serve`` command (with ``--max-model-len ctx`` when ``ctx`` is given, and
+    ``--tensor-parallel-size`` when ``tensor_parallel`` GPUs share the model).
     """
     _check_repo_id(base_repo_id)
     if not 1 <= limit <= MAX_SEARCH_LIMIT:
@@ -1039,7 +1046,9 @@ def find_serving_repos(
                 format=detected,
                 size_bytes=size,
                 found_by=how,
-                command=serving_command(repo_id, detected, ctx=ctx),
+                command=serving_command(
+                    repo_id, detected, ctx=ctx, tensor_parallel=tensor_parallel
+                ),
                 quant_method=method,
                 downloads=_int(getattr(info, "downloads", None)),
                 likes=_int(getattr(info, "likes", None)),

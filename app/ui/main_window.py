@@ -69,6 +69,12 @@ PAGES = (
     PageSpec("advisor", "Advisor", "advisor", "Which format to run a model in, and why"),
     PageSpec("chat", "Chat", "chat", "Chat offline with a model"),
     PageSpec("convert", "Convert", "convert", "Turn a Hugging Face model into GGUF files"),
+    PageSpec(
+        "server",
+        "Server",
+        "server",
+        "Serve your models over an OpenAI-compatible API; chat with models served elsewhere",
+    ),
 )
 
 
@@ -240,6 +246,7 @@ class MainWindow(QMainWindow):
             adv.convert_requested.connect(self.open_convert)
             adv.chat_requested.connect(self.open_chat)
             adv.model_downloaded.connect(lambda _entry: self.models_page.reload())
+            adv.remote_requested.connect(self.open_remote)
             if self._machine_profile is not None:
                 adv.set_machine_profile(self._machine_profile)
             adv.set_entries(self.models_page.entries())
@@ -248,6 +255,14 @@ class MainWindow(QMainWindow):
             return self._make_chat_page()
         if key == "convert":
             return self._make_convert_page()
+        if key == "server":
+            from app.ui.pages.server_page import ServerPage
+
+            server = ServerPage(self.settings)
+            reload_chat = getattr(self._pages.get("chat"), "reload_models", None)
+            if reload_chat is not None:
+                server.remotes_changed.connect(reload_chat)
+            return server
         raise KeyError(key)
 
     def _make_chat_page(self) -> QWidget:
@@ -340,6 +355,13 @@ class MainWindow(QMainWindow):
             opener(Path(path))
         else:
             self.show_status("Chat is unavailable; see the Chat page for why")
+
+    def open_remote(self, url: str, name: str) -> None:
+        """The Server page's dialog to add a remote server, filled in."""
+        page = self.switch_to("server")
+        ask: Callable[..., Any] | None = getattr(page, "ask_remote", None)
+        if ask is not None:
+            ask(url=url, name=name)
 
     def open_advisor(self, path: Path) -> None:
         """The advisor's plan for a library model on this machine."""

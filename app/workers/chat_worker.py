@@ -34,6 +34,7 @@ from app.core.chat.settings import LoadPlan, SamplingSettings
 from app.core.chat.templates import ChatMessage, PromptMode
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
+from app.core.remote import RemoteSession, RemoteStore
 from app.workers.failure import Failure
 from quant.errors import Cancelled, QuantError
 from quant.progress import CancelToken
@@ -85,7 +86,7 @@ class ChatWorker(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self._session: ChatSession | None = None
+        self._session: ChatSession | RemoteSession | None = None
         self._history: History | None = None
         self._history_path: Path | None = None
 
@@ -94,13 +95,18 @@ class ChatWorker(QObject):
     def do_load(self, req: LoadRequest) -> None:
         self._close_session()
         try:
-            session = ChatSession.load(
-                req.path,
-                req.plan,
-                mode=req.mode,
-                on_progress=self.load_progress.emit,
-                cancel=req.cancel,
-            )
+            ref = RemoteStore().parse_ref(str(req.path))
+            session: ChatSession | RemoteSession
+            if ref is not None:  # NAME:MODEL, a model served elsewhere
+                session = RemoteSession.open(ref)
+            else:
+                session = ChatSession.load(
+                    req.path,
+                    req.plan,
+                    mode=req.mode,
+                    on_progress=self.load_progress.emit,
+                    cancel=req.cancel,
+                )
         except Cancelled:
             self.load_cancelled.emit()
             return

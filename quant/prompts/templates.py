@@ -17,6 +17,7 @@ built-in family template and says so in :attr:`ChatTemplate.note`.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -419,3 +420,142 @@ def _with_note(template: ChatTemplate, note: str) -> ChatTemplate:
 
 def builtin_families() -> tuple[str, ...]:
     return tuple(_FAMILIES)
+
+
+# ----------------------------------------------------------------------------- API requests
+
+
+def message_text(content: Any) -> str:
+    """The text of an OpenAI message's ``content``: a string, or a list of parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        texts = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, str):
+                texts.append(part)
+        return "".join(texts)
+    return str(content)
+
+
+def _arguments_value(arguments: Any) -> Any:
+    # Hugging Face templates expect a call's arguments as a mapping (apply_chat_template's
+    # convention); OpenAI sends them as JSON text.
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
+
+def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-shaped messages as a Hugging Face chat template reads them.
+
+    Content parts become one string, tool calls keep OpenAI's shape with their
+    arguments parsed from JSON, tool results keep ``tool_call_id`` and ``name``.
+    """
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = str(m.get("role", "user"))
+        if role == "developer":  # OpenAI's newer name for the system role
+            role = "system"
+        msg: dict[str, Any] = {"role": role, "content": message_text(m.get("content"))}
+        calls = m.get("tool_calls")
+        if role == "assistant" and calls:
+            msg["tool_calls"] = [
+                {
+                    "id": c.get("id", ""),
+                    "type": c.get("type", "function"),
+                    "function": {
+                        "name": c.get("function", {}).get("name", ""),
+                        "arguments": _arguments_value(c.get("function", {}).get("arguments", {})),
+                    },
+                }
+                for c in calls
+                if isinstance(c, Mapping)
+            ]
+        if role == "tool":
+            if m.get("tool_call_id") is not None:
+                msg["tool_call_id"] = str(m["tool_call_id"])
+            if m.get("name") is not None:
+                msg["name"] = str(m["name"])
+        for key in ("reasoning_content",):
+            if isinstance(m.get(key), str):
+                msg[key] = m[key]
+        out.append(msg)
+    return out
+
+
+def _flattened(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None,
+) -> list[ChatMessage]:
+    """Messages for a template that knows only system, user and assistant turns.
+
+    Tools are described in the system message, earlier calls are written in the
+    Hermes format the description teaches, and tool results become user turns.
+    """
+    from quant.prompts.tools import ToolFormat, format_call, format_result, tools_system_text
+
+    out: list[ChatMessage] = []
+    for m in template_messages(messages):
+        role, text = m["role"], m["content"]
+        if role == "system":
+            out.append(ChatMessage(Role.SYSTEM, text))
+        elif role == "assistant":
+            calls = [
+                format_call(ToolFormat.HERMES, c["function"]["name"], c["function"]["arguments"])
+                for c in m.get("tool_calls", ())
+            ]
+            out.append(ChatMessage(Role.ASSISTANT, "\n".join(x for x in (text, *calls) if x)))
+        elif role == "tool":
+            out.append(ChatMessage(Role.USER, format_result(text)))
+        else:
+            out.append(ChatMessage(Role.USER, text))
+    if tools:
+        out.insert(0, ChatMessage(Role.SYSTEM, tools_system_text(tools)))
+    return out
+
+
+def render_request(
+    template: ChatTemplate,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
+    **extra: Any,
+) -> str:
+    """The prompt for an OpenAI-style request: ``messages`` (roles system, developer,
+    user, assistant with ``tool_calls``, tool; content as text or parts) and ``tools``.
+
+    A model's own template that knows tools gets them as ``apply_chat_template``
+    passes them (the ``tools`` variable, calls and results in the messages), so
+    a model trained on a native tool format sees exactly that format; ``extra``
+    reaches it too (``enable_thinking`` …). Built-in templates, in-context
+    examples and file templates without tools get the tools described in the
+    system message and tool turns written as text. Raises
+    :class:`ChatTemplateError` when the template refuses the conversation.
+    """
+    from quant.prompts.tools import template_handles_tools
+
+    native = template.source is TemplateSource.GGUF and (
+        not tools or template_handles_tools(template.text)
+    )
+    has_tool_turns = any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+    if native and (not has_tool_turns or template_handles_tools(template.text)):
+        return render_jinja(
+            template.text,
+            template_messages(messages),
+            bos_token=template.bos_token,
+            eos_token=template.eos_token,
+            add_generation_prompt=add_generation_prompt,
+            template_name=f"{template.name} chat template",
+            **({"tools": list(tools)} if tools else {}),
+            **extra,
+        )
+    return template.render(_flattened(messages, tools), add_generation_prompt=add_generation_prompt)

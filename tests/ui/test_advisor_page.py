@@ -374,3 +374,49 @@ def test_a_serving_format_finds_ready_made_repos_with_a_command(
         page.select_option(gguf.key)
         assert not page.serving_button.isVisibleTo(page)
         assert not message_boxes()
+
+
+def test_serving_on_several_gpus_splits_the_model_and_connects_as_a_remote(
+    qtbot: Any,
+    settings: Settings,
+    library: ModelLibrary,
+    hf_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With two NVIDIA GPUs the command uses tensor parallelism; Connect asks to add the
+    server it starts as a remote."""
+    from tests.test_facts_config import tiny
+    from tests.test_facts_hub import safetensors_repo
+
+    base = "acme/Base-1B"
+    with serve_fake_hub(monkeypatch, hf_cache) as fake:
+        fake.repos[base] = safetensors_repo(tiny("llama"))
+        for name in ("someone/Base-1B-FP8-Dynamic", "other/Base-1B-FP8"):
+            fake.repos[name] = {
+                "config.json": b'{"quantization_config": {"quant_method": "fp8"}}',
+                "model.safetensors": b"\0" * 4096,
+            }
+            fake.info[name] = {
+                "tags": [f"base_model:quantized:{base}"],
+                "cardData": {"base_model": base},
+                "config": {"quantization_config": {"quant_method": "fp8"}},
+                "downloads": 500 if name.startswith("someone") else 100,
+            }
+        page = AdvisorPage(settings, library)
+        qtbot.addWidget(page)
+        page.resize(1200, 850)
+        page.set_machine_profile(make_profile(gpus=(H100, H100)))
+        page.set_source(base)
+        _run(qtbot, page)
+        fp8 = next(o for o in page.options() if o.file_type == "FP8")
+        page.select_option(fp8.key)
+        page.serving_button.click()
+        qtbot.waitUntil(lambda: "vllm serve" in page.serving_text(), timeout=10_000)
+        assert page.serving_gpus() == 2
+        assert "vllm serve someone/Base-1B-FP8-Dynamic" in page.serving_command_text()
+        assert "--tensor-parallel-size 2" in page.serving_command_text()
+        page.serving_combo.setCurrentIndex(1)
+        assert "vllm serve other/Base-1B-FP8" in page.serving_command_text()
+        with qtbot.waitSignal(page.remote_requested) as asked:
+            page.connect_button.click()
+        assert asked.args == ["http://localhost:8000/v1", "Base-1B-FP8"]

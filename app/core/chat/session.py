@@ -196,6 +196,37 @@ class Answer:
     text: str
     stats: AnswerStats
     notice: str = ""
+    # One entry per generated token when log probabilities were asked for.
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log probability, and the most likely alternatives.
+
+    Log probabilities are of the model's own distribution (a log-softmax of the
+    logits), before sampling settings and grammars reshape it, as OpenAI's API
+    reports them. ``top`` holds (token text, log probability, UTF-8 bytes).
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A GBNF grammar the answer must follow (structured output, tool calls).
+
+    With ``triggers`` (regular expressions) the grammar is lazy: text is free
+    until a trigger matches, and from the match on it must follow the grammar
+    (a tool call inside an otherwise free answer).
+    """
+
+    gbnf: str
+    root: str = "root"
+    triggers: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- fit check
@@ -1011,7 +1042,12 @@ class ChatSession:
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lib.llama_sampler_chain_add
         n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
-        add(chain, lib.llama_sampler_init_penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
+        add(
+            chain,
+            lib.llama_sampler_init_penalties(
+                n_vocab, 64, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+            ),
+        )
         if s.temperature <= 0:
             add(chain, lib.llama_sampler_init_greedy())
             return chain
@@ -1025,6 +1061,26 @@ class ChatSession:
         seed = lib.LLAMA_DEFAULT_SEED if s.seed < 0 else s.seed
         add(chain, lib.llama_sampler_init_dist(seed))
         return chain
+
+    def _make_grammar(self, constraint: Constraint) -> Any:
+        """llama.cpp's grammar sampler for ``constraint``; GenerationError when it is invalid."""
+        lib = self._lib
+        gbnf = constraint.gbnf.encode("utf-8")
+        root = constraint.root.encode("utf-8")
+        if constraint.triggers:
+            patterns = (ctypes.c_char_p * len(constraint.triggers))(
+                *(t.encode("utf-8") for t in constraint.triggers)
+            )
+            sampler = lib.llama_sampler_init_grammar_lazy_patterns(
+                self._vocab, gbnf, root, patterns, len(constraint.triggers), None, 0
+            )
+        else:
+            sampler = lib.llama_sampler_init_grammar(self._vocab, gbnf, root)
+        if not sampler:
+            raise GenerationError(
+                "llama.cpp could not parse the grammar for this request; check the JSON schema"
+            )
+        return sampler
 
     def _piece(self, token: int, special: bool = False) -> bytes:
         buf = self._piece_buf
@@ -1053,7 +1109,7 @@ class ChatSession:
         conversation outgrows the context, the oldest turns are left out of the
         prompt and :attr:`Answer.notice` says so.
         """
-        llm = self._require()
+        self._require()
         s = (sampling or SamplingSettings()).validated()
         n_ctx = self.n_ctx
         quarter = max(16, n_ctx // 4)
@@ -1066,11 +1122,84 @@ class ChatSession:
                 f"{'s' if prepared.dropped_messages != 1 else ''} no longer fit in the "
                 f"{n_ctx:,}-token context and were left out of the prompt."
             )
-        tokens = list(prepared.tokens)
-        stops = self.template.stop_strings
+        return self._answer(
+            list(prepared.tokens),
+            s,
+            stops=self.template.stop_strings,
+            dropped_messages=prepared.dropped_messages,
+            notice=notice,
+            on_token=on_token,
+            on_sample=on_sample,
+            cancel=cancel,
+        )
+
+    def complete(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        sampling: SamplingSettings | None = None,
+        stop: Sequence[str] = (),
+        constraint: Constraint | None = None,
+        logprobs: int | None = None,
+        on_token: TokenCallback | None = None,
+        on_logprob: Callable[[TokenLogprob], None] | None = None,
+        on_sample: SampleCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Answer:
+        """Continue ``prompt`` (rendered text, or tokens) as it is: no template, no trimming.
+
+        This is what the local server calls after rendering a request itself.
+        ``stop`` adds stop strings to the template's; ``constraint`` makes the
+        answer follow a grammar; ``logprobs`` (0-20) fills :attr:`Answer.logprobs`
+        with that many alternatives per token (and ``on_logprob`` gets each as it
+        is sampled, before its text reaches ``on_token``). Raises :class:`ContextOverflowError`
+        when the prompt leaves no room to answer.
+        """
+        self._require()
+        s = (sampling or SamplingSettings()).validated()
+        tokens = self.tokenize_prompt(prompt) if isinstance(prompt, str) else list(prompt)
+        if not tokens:
+            raise GenerationError("the prompt is empty; send some text to continue")
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt needs {len(tokens):,} tokens but the model is loaded with a "
+                f"{self.n_ctx:,}-token context; shorten the prompt or reload with a longer context"
+            )
+        stops = tuple(dict.fromkeys((*self.template.stop_strings, *(x for x in stop if x))))
+        return self._answer(
+            tokens,
+            s,
+            stops=stops,
+            constraint=constraint,
+            logprobs=logprobs,
+            on_token=on_token,
+            on_logprob=on_logprob,
+            on_sample=on_sample,
+            cancel=cancel,
+        )
+
+    def _answer(
+        self,
+        tokens: list[int],
+        s: SamplingSettings,
+        *,
+        stops: Sequence[str],
+        dropped_messages: int = 0,
+        notice: str = "",
+        constraint: Constraint | None = None,
+        logprobs: int | None = None,
+        on_token: TokenCallback | None,
+        on_logprob: Callable[[TokenLogprob], None] | None = None,
+        on_sample: SampleCallback | None,
+        cancel: CancelToken | None,
+    ) -> Answer:
+        """Evaluate ``tokens`` (reusing the cached prefix) and generate the answer."""
+        llm = self._llm
+        n_ctx = self.n_ctx
         scanner = _StopScanner(stops)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         parts: list[str] = []
+        probs: list[TokenLogprob] = []
 
         def emit(text: str) -> None:
             if text:
@@ -1085,6 +1214,7 @@ class ChatSession:
             self._cache_valid = False
             reason = StopReason.STOPPED
             chain = None
+            grammar = None
             try:
                 for i in range(0, len(suffix), self._n_batch):
                     if cancel is not None and cancel.cancelled:
@@ -1093,8 +1223,18 @@ class ChatSession:
                 else:
                     rec.prompt_done(len(tokens), len(suffix))
                     chain = self._make_sampler(s)
+                    if constraint is not None:
+                        grammar = self._make_grammar(constraint)
+                    picker = _Picker(self, chain, grammar, logprobs, probs, on_logprob=on_logprob)
                     reason = self._generate(
-                        chain, rec, s, scanner=scanner, decoder=decoder, emit=emit, cancel=cancel
+                        picker,
+                        rec,
+                        s,
+                        stops=stops,
+                        scanner=scanner,
+                        decoder=decoder,
+                        emit=emit,
+                        cancel=cancel,
                     )
                 self._cache_valid = True
             except RuntimeError as exc:
@@ -1106,6 +1246,8 @@ class ChatSession:
             finally:
                 if chain is not None:
                     self._lib.llama_sampler_free(chain)
+                if grammar is not None:
+                    self._lib.llama_sampler_free(grammar)
             if rec.t_prompt_done is None:
                 rec.prompt_done(len(tokens), int(llm.n_tokens) - reused)
             emit(scanner.flush() if reason is not StopReason.STOP_STRING else "")
@@ -1115,16 +1257,17 @@ class ChatSession:
         stats = rec.finish(
             reason,
             context_used=len(tokens) + rec.generated,
-            dropped_messages=prepared.dropped_messages,
+            dropped_messages=dropped_messages,
         )
-        return Answer("".join(parts), stats, notice)
+        return Answer("".join(parts), stats, notice, tuple(probs))
 
     def _generate(
         self,
-        chain: Any,
+        picker: _Picker,
         rec: StatsRecorder,
         s: SamplingSettings,
         *,
+        stops: Sequence[str],
         scanner: _StopScanner,
         decoder: codecs.IncrementalDecoder,
         emit: TokenCallback,
@@ -1132,16 +1275,13 @@ class ChatSession:
     ) -> StopReason:
         llm = self._llm
         lib = self._lib
-        ctx = llm.ctx
         vocab = self._vocab
         n_ctx = self.n_ctx
-        stops = self.template.stop_strings
         max_tokens = s.max_tokens if s.max_tokens > 0 else math.inf
-        sample = lib.llama_sampler_sample
         is_eog = lib.llama_vocab_is_eog
         n = 0
         while True:
-            token = int(sample(chain, ctx, -1))
+            token = picker.pick()
             if is_eog(vocab, token):
                 rec.first_token_seen()
                 return StopReason.END_OF_TURN
@@ -1153,6 +1293,7 @@ class ChatSession:
             ):
                 rec.first_token_seen()
                 return StopReason.STOP_STRING
+            picker.record(token, piece)
             out, hit = scanner.feed(decoder.decode(piece))
             emit(out)
             rec.token()
@@ -1170,3 +1311,116 @@ class ChatSession:
     def reset_cache(self) -> None:
         """Forget the KV cache (the next answer evaluates its whole prompt)."""
         self._require().reset()
+
+
+class _Picker:
+    """Chooses each next token: the sampler chain, a grammar, log probabilities.
+
+    Without a grammar or log probabilities this is one call into llama.cpp's
+    chain. With a grammar it samples as llama.cpp's own tools do: the chain
+    picks a token, the grammar checks only that token, and only when it refuses
+    is the grammar applied to the whole vocabulary (checking every token of a
+    large vocabulary costs tens of milliseconds) and the chain run again.
+    """
+
+    def __init__(
+        self,
+        session: ChatSession,
+        chain: Any,
+        grammar: Any,
+        logprobs: int | None,
+        out: list[TokenLogprob],
+        *,
+        on_logprob: Callable[[TokenLogprob], None] | None = None,
+    ) -> None:
+        self._s = session
+        self._on_logprob = on_logprob
+        self._lib = session._lib
+        self._ctx = session._llm.ctx
+        self._chain = chain
+        self._grammar = grammar
+        self._top = None if logprobs is None else max(0, min(20, int(logprobs)))
+        self._out = out
+        self._n_vocab = int(self._lib.llama_vocab_n_tokens(session._vocab))
+        self._full = grammar is not None or self._top is not None
+        self._logits: Any = None
+        if self._full:
+            import numpy as np
+
+            self._np = np
+            row = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+            self._data = np.zeros(self._n_vocab, dtype=row)
+            self._ids = np.arange(self._n_vocab, dtype=np.intc)
+            self._array = self._lib.llama_token_data_array(
+                data=self._data.ctypes.data_as(self._lib.llama_token_data_p),
+                size=self._n_vocab,
+                selected=-1,
+                sorted=False,
+            )
+            self._one = (self._lib.llama_token_data * 1)()
+            self._one_array = self._lib.llama_token_data_array(
+                data=ctypes.cast(self._one, self._lib.llama_token_data_p),
+                size=1,
+                selected=-1,
+                sorted=False,
+            )
+
+    def pick(self) -> int:
+        lib = self._lib
+        if not self._full:
+            return int(lib.llama_sampler_sample(self._chain, self._ctx, -1))
+        np = self._np
+        logits = np.ctypeslib.as_array(
+            lib.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,)
+        ).copy()
+        self._logits = logits
+        token = self._apply(logits, with_grammar=False)
+        if self._grammar is not None:
+            one = self._one[0]
+            one.id, one.logit, one.p = token, 0.0, 0.0
+            self._one_array.size, self._one_array.selected = 1, -1
+            lib.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
+            if not math.isfinite(self._one[0].logit):
+                token = self._apply(logits, with_grammar=True)
+            lib.llama_sampler_accept(self._grammar, token)
+        lib.llama_sampler_accept(self._chain, token)
+        return token
+
+    def _apply(self, logits: Any, *, with_grammar: bool) -> int:
+        lib = self._lib
+        self._data["id"] = self._ids
+        self._data["logit"] = logits
+        self._data["p"] = 0.0
+        arr = self._array
+        arr.size, arr.selected, arr.sorted = self._n_vocab, -1, False
+        if with_grammar:
+            lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        lib.llama_sampler_apply(self._chain, ctypes.byref(arr))
+        if arr.selected < 0:
+            raise RuntimeError("the sampler chain chose no token")
+        return int(self._data["id"][arr.selected])
+
+    def record(self, token: int, piece: bytes) -> None:
+        """Note the log probabilities of ``token`` (a no-op unless they were asked for)."""
+        if self._top is None or self._logits is None:
+            return
+        np = self._np
+        logits = self._logits.astype(np.float64)
+        peak = float(logits.max())
+        logsum = peak + math.log(float(np.exp(logits - peak).sum()))
+        top: list[tuple[str, float, tuple[int, ...]]] = []
+        if self._top > 0:
+            best = np.argpartition(-logits, self._top)[: self._top]
+            best = best[np.argsort(-logits[best])]
+            for t in best:
+                raw = self._s._piece(int(t))
+                top.append((raw.decode("utf-8", "replace"), float(logits[t]) - logsum, tuple(raw)))
+        entry = TokenLogprob(
+            piece.decode("utf-8", "replace"),
+            float(logits[token]) - logsum,
+            tuple(piece),
+            tuple(top),
+        )
+        self._out.append(entry)
+        if self._on_logprob is not None:
+            self._on_logprob(entry)

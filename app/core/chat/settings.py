@@ -51,6 +51,10 @@ class SamplingSettings:
     repeat_penalty: float = 1.1
     seed: int = -1
     max_tokens: int = 1024
+    # OpenAI's penalties (-2 to 2) on tokens already generated: once (presence), per use
+    # (frequency). 0 leaves them off.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def validated(self) -> SamplingSettings:
         return SamplingSettings(
@@ -61,6 +65,8 @@ class SamplingSettings:
             repeat_penalty=_clamp_float(self.repeat_penalty, 0.5, 3.0, 1.1),
             seed=_clamp_int(self.seed, -1, 2**32 - 2, -1),
             max_tokens=_clamp_int(self.max_tokens, 0, 1_000_000, 1024),
+            presence_penalty=_clamp_float(self.presence_penalty, -2.0, 2.0, 0.0),
+            frequency_penalty=_clamp_float(self.frequency_penalty, -2.0, 2.0, 0.0),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -158,6 +158,8 @@ class AnswerStats:
     vram_peak_bytes: int | None = None
     vram_scope: str | None = None
     dropped_messages: int = 0
+    # Measured by a client of a remote server: its memory is the server's, not ours.
+    remote: bool = False
 
     @property
     def prompt_tokens_cached(self) -> int:
@@ -201,13 +203,17 @@ class AnswerStats:
             prompt += f" (+{self.prompt_tokens_cached} cached)"
         if pps is not None:
             prompt += f" at {pps:.1f} tok/s"
-        parts.append(prompt)
+        if not (self.remote and self.prompt_tokens == 0):  # a server that reports no usage
+            parts.append(prompt)
         gps = self.gen_tokens_per_s
         gen = f"generated {self.generated_tokens} tok"
         if gps is not None:
             gen += f" at {gps:.1f} tok/s"
         parts.append(gen)
         parts.append(f"stop: {self.stop_reason.value}")
+        if self.remote:
+            parts.append("memory: remote")
+            return " · ".join(parts)
         parts.append(f"context {self.context_used:,}/{self.context_size:,}")
         parts.append(f"RSS {self.rss_peak_bytes / 2**20:,.0f} MiB")
         if self.vram_peak_bytes is not None:

@@ -27,6 +27,7 @@ from app.core.chat.templates import ChatMessage, PromptMode, Role
 from app.core.commands.common import NAME_LIMIT, TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
+from app.core.remote import RemoteSession
 from app.core.settings import Settings
 from quant.plan.memory import KvType
 from quant.progress import CancelToken
@@ -51,7 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="a GGUF file, or 'starter' for the bundled Gemma 3 270M model",
+        help="a GGUF file, 'starter' for the bundled Gemma 3 270M model, or NAME:MODEL "
+        "for a model of a remote endpoint ('quantdesk remote')",
     )
     p.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
     p.add_argument("--system", metavar="TEXT", help="system prompt")
@@ -161,7 +163,7 @@ class _Chat:
 
     def __init__(
         self,
-        session: ChatSession,
+        session: ChatSession | RemoteSession,
         options: ModelChatSettings,
         *,
         json_stats: bool,
@@ -277,15 +279,23 @@ def _interactive(chat: _Chat, stdin: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = resolve_model(args.model)
-    store = ChatSettingsStore(Settings())
-    saved = store.has_saved(path)
-    options = _options(args, store.for_model(path) if saved else ModelChatSettings())
-    session = ChatSession.load(path, options.plan, mode=options.mode)
-    if not saved:
-        # No choice of the user's for this model: its own defaults, then the flags.
-        defaults = ModelChatSettings(sampling=session.info.sampling, mode=options.mode)
-        options = replace(_options(args, defaults), plan=options.plan)
+    from app.core.remote import RemoteStore
+
+    ref = RemoteStore().parse_ref(args.model) if args.model != STARTER else None
+    session: ChatSession | RemoteSession
+    if ref is not None:  # NAME:MODEL of a remote endpoint
+        options = _options(args, ModelChatSettings())
+        session = RemoteSession.open(ref)
+    else:
+        path = resolve_model(args.model)
+        store = ChatSettingsStore(Settings())
+        saved = store.has_saved(path)
+        options = _options(args, store.for_model(path) if saved else ModelChatSettings())
+        session = ChatSession.load(path, options.plan, mode=options.mode)
+        if not saved:
+            # No choice of the user's for this model: its own defaults, then the flags.
+            defaults = ModelChatSettings(sampling=session.info.sampling, mode=options.mode)
+            options = replace(_options(args, defaults), plan=options.plan)
     for note in session.info.notes:
         sys.stderr.write(f"note: {terminal_text(note, TEXT_LIMIT)}\n")
     chat = _Chat(

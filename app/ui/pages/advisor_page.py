@@ -14,6 +14,7 @@ progress and Cancel), adds it to the library, and offers "Chat with this".
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,8 @@ class AdvisorPage(QWidget):
     chat_requested = Signal(object)
     #: A download's progress (quant.progress.Progress), as shown under the summary.
     download_progress = Signal(object)
+    #: The user started a serving engine and wants to chat with it: (base URL, a name).
+    remote_requested = Signal(str, str)
 
     def __init__(
         self,
@@ -346,6 +349,23 @@ class AdvisorPage(QWidget):
         self.serving_label.setTextFormat(Qt.TextFormat.PlainText)
         self.serving_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.serving_label.setVisible(False)
+        # The ready-made repos found: the command below is for the one chosen here.
+        self.serving_combo = QComboBox()
+        self.serving_combo.setObjectName("servingRepoChoice")
+        self.serving_combo.setVisible(False)
+        self.serving_command = QLabel("")
+        self.serving_command.setObjectName("servingCommand")
+        self.serving_command.setWordWrap(True)
+        self.serving_command.setTextFormat(Qt.TextFormat.PlainText)
+        self.serving_command.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.serving_command.setVisible(False)
+        self.connect_button = QPushButton(icon("add"), "Connect to it…")
+        self.connect_button.setToolTip(
+            "Once the command runs on the GPU machine, add it as a remote server: its model "
+            "then appears in Chat"
+        )
+        self.connect_button.setVisible(False)
+        self._serving_repos: list[Any] = []
         self.reasons_card.body.addWidget(self.pick_title)
         self.reasons_card.body.addWidget(self.pick_chips)
         # The reasons scroll when the card is short, so the buttons stay in view.
@@ -356,6 +376,8 @@ class AdvisorPage(QWidget):
         text_layout.setSpacing(8)
         # Ready-made serving repos, when asked for, come first: the answer to the click.
         text_layout.addWidget(self.serving_label)
+        text_layout.addWidget(self.serving_combo)
+        text_layout.addWidget(self.serving_command)
         text_layout.addWidget(self.reasons_label)
         text_layout.addWidget(self.extra_label)
         text_layout.addStretch(1)
@@ -373,6 +395,7 @@ class AdvisorPage(QWidget):
         actions.addWidget(self.convert_button)
         actions.addWidget(self.download_button)
         actions.addWidget(self.serving_button)
+        actions.addWidget(self.connect_button)
         actions.addStretch(1)
         self.reasons_card.body.addLayout(actions)
         ll.addWidget(chart_card, 0, 0)
@@ -400,6 +423,8 @@ class AdvisorPage(QWidget):
         self.chart.option_clicked.connect(self.select_option)
         self.convert_button.clicked.connect(self._convert_selected)
         self.serving_button.clicked.connect(self.find_serving_repos)
+        self.serving_combo.currentIndexChanged.connect(self._show_serving_command)
+        self.connect_button.clicked.connect(self._connect_serving)
         self.download_button.clicked.connect(self.download_selected)
         self.download_cancel_button.clicked.connect(self.cancel_download)
         self.chat_button.clicked.connect(self._chat_with_download)
@@ -747,6 +772,8 @@ class AdvisorPage(QWidget):
         self.serving_button.setVisible(gpu)
         if o is None or o.key != self._serving_key:
             self.serving_label.setVisible(False)
+            self._serving_repos = []
+            self._show_serving_command()
         if o is None or not gpu:
             return
         base = self.serving_base()
@@ -776,7 +803,14 @@ class AdvisorPage(QWidget):
         self.serving_label.setText(f"Looking for {fmt.value} versions of {base} on the hub…")
         self.serving_label.setVisible(True)
         self._serving_task = start_task(
-            Call(find_serving_repos, base, fmt, limit=8, ctx=o.ctx),
+            Call(
+                find_serving_repos,
+                base,
+                fmt,
+                limit=8,
+                ctx=o.ctx,
+                tensor_parallel=self.serving_gpus(),
+            ),
             parent=self,
             on_finished=self._on_serving_repos,
             on_failed=self._on_serving_failed,
@@ -788,12 +822,18 @@ class AdvisorPage(QWidget):
         self._serving_task = None
         o = self.selected_option()
         if o is not None and o.key == self._serving_key:
+            self._serving_repos = list(repos[:5])
+            self.serving_combo.blockSignals(True)
+            self.serving_combo.clear()
+            for r in self._serving_repos:
+                size = f" · {human_bytes(r.size_bytes)}" if r.size_bytes else ""
+                self.serving_combo.addItem(f"{r.repo_id}{size}")
+            self.serving_combo.blockSignals(False)
             if repos:
-                lines = ["Ready-made on the hub (llama.cpp does not run these; vLLM does):"]
-                for r in repos[:5]:
-                    size = f" · {human_bytes(r.size_bytes)}" if r.size_bytes else ""
-                    lines.append(f"• {r.repo_id}{size}")
-                lines.append(f"Serve the first with:\n{repos[0].command}")
+                lines = [
+                    "Ready-made on the hub (llama.cpp does not run these; vLLM does). "
+                    "Pick one; run the command on the GPU machine, then Connect to it:"
+                ]
             else:
                 lines = [
                     f"No {o.file_type} versions of this model were found on the hub; "
@@ -802,9 +842,38 @@ class AdvisorPage(QWidget):
                 ]
             self.serving_label.setText("\n".join(lines))
             self.serving_label.setVisible(True)
+            self._show_serving_command()
             # The list sits above the reasons: bring the top into view.
             self.reasons_scroll.verticalScrollBar().setValue(0)
         self._update_serving(o)
+
+    def serving_gpus(self) -> int:
+        """NVIDIA GPUs of the planned machine: vLLM splits the model over all of them."""
+        if self._advice is None:
+            return 1
+        return max(1, sum(1 for g in self._advice.profile.gpus if g.vendor == "nvidia"))
+
+    def _show_serving_command(self, *_: object) -> None:
+        i = self.serving_combo.currentIndex()
+        repo = self._serving_repos[i] if 0 <= i < len(self._serving_repos) else None
+        shown = repo is not None and self.serving_label.isVisibleTo(self)
+        self.serving_combo.setVisible(shown)
+        self.serving_command.setVisible(shown)
+        self.connect_button.setVisible(shown)
+        if repo is not None:
+            self.serving_command.setText(f"Serve it with:\n{repo.command}")
+
+    def serving_command_text(self) -> str:
+        return self.serving_command.text() if self.serving_command.isVisibleTo(self) else ""
+
+    def _connect_serving(self) -> None:
+        i = self.serving_combo.currentIndex()
+        if not 0 <= i < len(self._serving_repos):
+            return
+        repo_id = str(self._serving_repos[i].repo_id)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", repo_id.rsplit("/", 1)[-1]).strip("-")[:40]
+        # vLLM listens on port 8000 unless told otherwise.
+        self.remote_requested.emit("http://localhost:8000/v1", name or "vllm")
 
     def _on_serving_failed(self, failure: Failure | None = None) -> None:
         self._serving_task = None
@@ -814,7 +883,11 @@ class AdvisorPage(QWidget):
         self._update_serving(self.selected_option())
 
     def serving_text(self) -> str:
-        return self.serving_label.text() if self.serving_label.isVisibleTo(self) else ""
+        """What the serving section shows: the repos found and the chosen one's command."""
+        if not self.serving_label.isVisibleTo(self):
+            return ""
+        repos = [self.serving_combo.itemText(i) for i in range(self.serving_combo.count())]
+        return "\n".join([self.serving_label.text(), *repos, self.serving_command_text()])
 
     def _convert_selected(self) -> None:
         o = self.selected_option()

@@ -77,7 +77,12 @@ def _list_models(library: Any) -> list[tuple[str, Path]]:
         from app.core.library import ModelLibrary
 
         library = ModelLibrary()
-    return [(f"{e.name}  ·  {e.source.label}", Path(e.path)) for e in library.entries()]
+    models = [(f"{e.name}  ·  {e.source.label}", Path(e.path)) for e in library.entries()]
+    # Models served elsewhere, as NAME:MODEL (app.core.remote); unreachable ones are skipped.
+    from app.core.remote import list_remote_models
+
+    models += [(f"{m.id}  ·  Remote ({m.remote})", Path(str(m.ref))) for m in list_remote_models()]
+    return models
 
 
 class ChatPage(QWidget):
@@ -422,6 +427,9 @@ class ChatPage(QWidget):
         self.load_bar.setVisible(False)
         plan = info.plan
         gpu = "all" if plan.n_gpu_layers < 0 else str(plan.n_gpu_layers)
+        if info.architecture == "remote":  # a model served elsewhere (app.core.remote)
+            self._on_remote_loaded(info)
+            return
         parts = [
             f"{info.name} loaded in {info.load_s:.1f} s",
             f"context {info.n_ctx:,}",
@@ -449,6 +457,19 @@ class ChatPage(QWidget):
                 mode_switch=info.template_source is TemplateSource.IN_CONTEXT
                 and self.drawer.value().mode is PromptMode.CHAT,
             )
+        self._update_controls()
+        self.status_message.emit(f"{info.name} is ready")
+        self.model_loaded.emit(info)
+        if self._pending_send is not None:
+            text, self._pending_send = self._pending_send, None
+            self.send(text)
+
+    def _on_remote_loaded(self, info: ModelInfo) -> None:
+        self.model_label.setText(f"{info.name} · {info.template_note} · memory: remote")
+        self.chart.set_prediction(None, loaded=False)
+        self.transcript.set_model_ready(True)
+        self.stats_bar.labels["context"].setText("Context —")
+        self.stats_bar.labels["memory"].setText("Memory: remote")
         self._update_controls()
         self.status_message.emit(f"{info.name} is ready")
         self.model_loaded.emit(info)
@@ -870,7 +891,7 @@ class ChatPage(QWidget):
             self._stream_bubble.append_text(text)
 
     def _on_sample(self, sample: LiveSample) -> None:
-        if self.info is None:
+        if self.info is None or self.info.architecture == "remote":
             return
         self.chart.add_sample(sample)
         self.stats_bar.show_live(

@@ -67,14 +67,20 @@ class StatsBar(QWidget):
             if pps is not None
             else f"Prompt — · {st.prompt_tokens_evaluated} tok{cached}"
         )
+        if st.remote and st.prompt_tokens == 0:  # the server did not report its usage
+            self.labels["prompt"].setText("Prompt —")
         gps = st.gen_tokens_per_s
         self.labels["gen"].setText(
             f"Generation {format_rate(gps)} tok/s · {st.generated_tokens} tok"
             if gps is not None
             else f"Generation — · {st.generated_tokens} tok"
         )
-        self.labels["context"].setText(f"Context {st.context_used:,} / {st.context_size:,}")
-        self._memory(st.rss_peak_bytes, st.vram_peak_bytes)
+        if st.remote:  # measured as a client: the memory is the server's
+            self.labels["context"].setText(f"Context {st.context_used:,}")
+            self.labels["memory"].setText("Memory: remote")
+        else:
+            self.labels["context"].setText(f"Context {st.context_used:,} / {st.context_size:,}")
+            self._memory(st.rss_peak_bytes, st.vram_peak_bytes)
         self.labels["stop"].setText(f"Stop: {st.stop_reason.value}")
 
     def _memory(self, rss: int, vram: int | None) -> None:

@@ -59,6 +59,9 @@ _SHAPES: dict[str, str] = {
     '2.7-1.3z"/>',
     "runtime": '<path d="M8 6l-5.5 6L8 18M16 6l5.5 6L16 18M13.5 4l-3 16"/>',
     "info": '<circle cx="12" cy="12" r="9"/><path d="M12 11v5.5M12 7.5v.5"/>',
+    # two stacked server units
+    "server": '<rect x="3.5" y="4" width="17" height="7" rx="1.5"/><rect x="3.5" y="13" '
+    'width="17" height="7" rx="1.5"/><path d="M7 7.5h.5M7 16.5h.5M11 7.5h6M11 16.5h6"/>',
 }
 
 NAMES = tuple(_SHAPES)
