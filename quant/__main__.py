@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "quant.__main__:QuantizeJob",
     "imatrix": "quant.__main__:ImatrixJob",
     "dequantize": "quant.__main__:DequantizeJob",
+    "quality": "quant.__main__:QualityJob",
     "probe-load": "quant.native.probe",
 }
 
@@ -214,6 +215,84 @@ class DequantizeJob:
         return _run_native(
             args, lambda p, e: {"path": str(dequantize_gguf(args.src, args.dst, on_progress=p))}
         )
+
+
+class QualityJob:
+    """Measure a GGUF's quality against a more precise file of the same model."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", help="the GGUF to measure")
+        parser.add_argument(
+            "--reference",
+            default="auto",
+            help="the reference GGUF, or 'auto' to pick the best of the --candidate files",
+        )
+        parser.add_argument(
+            "--candidate",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="a file 'auto' may pick (repeat for each)",
+        )
+        parser.add_argument(
+            "--text", help="evaluation text (FILE or DIR); default: the built-in held-out text"
+        )
+        parser.add_argument("--chunk-size", type=int, default=512)
+        parser.add_argument("--chunks", type=int, default=16)
+        parser.add_argument("--cache-dir", help="where reference log-probabilities are cached")
+        parser.add_argument("--threads", type=int)
+        _add_json_flags(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from quant.jobs.calibration import Split, default_mix, from_path
+        from quant.jobs.evaluate import (
+            DEFAULT_MAX_BYTES,
+            DEFAULT_TOP_K,
+            partial_path,
+            reference_cache_path,
+        )
+        from quant.jobs.quality import find_reference, measure_quality
+
+        def job(p: Any, e: Any) -> dict[str, Any]:
+            from quant.jobs.pipeline import _producing
+
+            file = Path(args.file)
+            if args.reference == "auto":
+                choice = find_reference(file, [Path(c) for c in args.candidate], on_progress=p)
+            else:
+                choice = find_reference(file, [Path(args.reference)], named=True)
+            text = from_path(args.text) if args.text else default_mix(Split.HELD_OUT)
+            cache = Path(args.cache_dir) if args.cache_dir else None
+            kw: dict[str, Any] = {
+                "chunk_size": args.chunk_size,
+                "max_chunks": args.chunks,
+                "cache_dir": cache,
+                "threads": args.threads,
+                "on_progress": p,
+            }
+            if cache is None:
+                m = measure_quality(file, choice, text, **kw)
+            else:
+                ref_path = reference_cache_path(
+                    cache / "reference",
+                    choice.path,
+                    text,
+                    chunk_size=args.chunk_size,
+                    max_chunks=args.chunks,
+                    top_k=DEFAULT_TOP_K,
+                    max_bytes=DEFAULT_MAX_BYTES,
+                )
+                with _producing(partial_path(ref_path), e):
+                    m = measure_quality(file, choice, text, **kw)
+            return {
+                **m.to_dict(),
+                "reference_path": str(choice.path),
+                "reference_why": choice.why,
+            }
+
+        return _run_native(args, job)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The advice rules of formats.md, fixed on simulated machines × model configs × tasks."""
+"""The advice rules of docs/advice-rules.md, fixed on simulated machines × model configs × tasks."""
 
 from __future__ import annotations
 

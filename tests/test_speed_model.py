@@ -198,3 +198,44 @@ def test_unknown_bandwidth_is_estimated_and_said(store: CalibrationStore) -> Non
     s = estimate_speed(f, prof, file_type=QuantType.Q4_K_M, ctx=4096, store=store)
     assert any("not measured" in n for n in s.notes)
     assert json.loads(json.dumps(s.to_dict()))["generation_bound"] == "RAM bandwidth"
+
+
+def test_gpu_prompt_speed_matches_the_h100_measurement(starter_model: Path) -> None:
+    """llama.cpp's prompt speed with every layer on an H100, as recorded by
+    benchmarks/gpu/prompt_check.py for the starter's shape: within 20% at every length."""
+    from quant.facts import inspect_model
+    from quant.plan.memory import RuntimeOptions
+
+    data = json.loads((Path(__file__).parent / "data/measured/h100_prompt_speed.json").read_text())
+    h100 = HardwareProfile.from_dict(data["hardware"], source="h100")
+    starter = inspect_model(starter_model)
+    plan = plan_tensors(starter)
+    for run in data["runs"]:
+        n = run["prompt_tokens"]
+        s = estimate_speed(
+            starter, h100, plan=plan, n_gpu_layers=-1, ctx=2 * n, use_calibration=False,
+            options=RuntimeOptions(n_ubatch=min(512, n), flash_attn=True),
+        )  # fmt: skip
+        assert s.prompt == pytest.approx(run["pp_meas"], rel=0.2), n
+        assert s.prompt_low <= run["pp_meas"] <= s.prompt_high, n
+        # Generation through Quantdesk's chat pays Python's sampling too: a little slower.
+        assert 0.7 < s.generation / run["gen_meas"] < 1.1
+
+
+def test_a_large_model_reads_prompts_at_gpu_compute_speed() -> None:
+    """No fixed per-token floor: an 8B fully offloaded to an H100 reads prompts an order of
+    magnitude faster than the 1,700 tokens/s the old per-token cost allowed."""
+    h100 = HardwareProfile.from_dict(
+        {
+            "cpu": {"brand": "Server CPU", "physical_cores": 32, "features": ["avx2", "fma"]},
+            "memory": {"total_bytes": 256 * GIB},
+            "gpus": [{"vendor": "nvidia", "name": "NVIDIA H100 80GB HBM3",
+                      "memory_total_bytes": 80 * GIB, "compute_capability": "9.0",
+                      "memory_bandwidth_gbps": 3352.0}],
+        }
+    )  # fmt: skip
+    f = facts(DENSE_8B, "8b")
+    s = estimate_speed(f, h100, file_type=QuantType.Q8_0, n_gpu_layers=-1, ctx=4096,
+                       use_calibration=False)  # fmt: skip
+    assert s.prompt > 8000
+    assert s.prompt_bound is Bound.GPU_COMPUTE

@@ -30,6 +30,7 @@ COMMANDS = (
     "recommend",
     "convert",
     "convert_hf",
+    "quality",
     "chat",
     "models",
     "search",

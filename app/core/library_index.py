@@ -47,6 +47,7 @@ from quant.facts.model import (
 )
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit, Task, file_option
+from quant.plan.quality import QualityMeasurement
 from quant.plan.speed import CalibrationStore, Resource
 from quant.progress import CancelToken, Progress, check_cancel
 
@@ -87,6 +88,8 @@ class ModelRow:
     predicted_ram_bytes: int | None
     predicted_vram_bytes: int | None
     sha256: str | None
+    #: The file's quality report card, when it was measured (app.core.quality).
+    measured_quality: QualityMeasurement | None = None
 
     @property
     def broken(self) -> str | None:
@@ -111,6 +114,7 @@ class ModelRow:
             ),
             "predicted_ram_bytes": self.predicted_ram_bytes,
             "predicted_vram_bytes": self.predicted_vram_bytes,
+            "quality": self.measured_quality.to_dict() if self.measured_quality else None,
         }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelLibrary, StarterModel
@@ -78,7 +78,25 @@ def list_library(
         cancel=cancel,
         on_progress=on_progress,
     )
-    return LibraryListing(rows, starter, problem, tuple(library.scan_notes))
+    return LibraryListing(with_quality(rows), starter, problem, tuple(library.scan_notes))
+
+
+def with_quality(rows: Sequence[ModelRow]) -> list[ModelRow]:
+    """``rows`` with each file's quality report card (:mod:`app.core.quality`), convert
+    reports in Quantdesk's models folder imported first."""
+    from app.core.quality import QualityStore, quality_lookup, report_folders
+
+    store = QualityStore()
+    try:
+        store.import_reports(report_folders())
+    except OSError as exc:
+        logger.info("convert reports not imported: %s", exc)
+    lookup = quality_lookup(store)
+    out = []
+    for r in rows:
+        m = None if r.broken else lookup(r.entry.path, r.sha256)
+        out.append(replace(r, measured_quality=m) if m is not None else r)
+    return out
 
 
 def remember_starter(library: ModelLibrary, listing: LibraryListing) -> None:
@@ -97,8 +115,9 @@ def describe_entries(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> list[ModelRow]:
-    """Rows for ``entries`` on ``profile`` (headers are cached in ``index``)."""
-    return index.describe(entries, profile, cancel=cancel, on_progress=on_progress)
+    """Rows for ``entries`` on ``profile`` (headers are cached in ``index``), with their
+    quality report cards."""
+    return with_quality(index.describe(entries, profile, cancel=cancel, on_progress=on_progress))
 
 
 def merge_duplicates(
@@ -112,4 +131,4 @@ def merge_duplicates(
     """Hash the files whose sizes collide (digests are cached), merge copies, describe the
     result."""
     merged = index.find_duplicates(entries, cancel=cancel, on_progress=on_progress)
-    return index.describe(merged, profile, cancel=cancel)
+    return with_quality(index.describe(merged, profile, cancel=cancel))

@@ -244,6 +244,7 @@ class MainWindow(QMainWindow):
             adv = AdvisorPage(self.settings, self.library, downloads=self.downloads)
             adv.status_message.connect(self.show_status)
             adv.convert_requested.connect(self.open_convert)
+            adv.mix_requested.connect(self.open_convert_budget)
             adv.chat_requested.connect(self.open_chat)
             adv.model_downloaded.connect(lambda _entry: self.models_page.reload())
             adv.remote_requested.connect(self.open_remote)
@@ -380,6 +381,14 @@ class MainWindow(QMainWindow):
         preset: Callable[..., Any] | None = getattr(page, "preset", None)
         if preset is not None:
             preset(source, types)
+
+    def open_convert_budget(self, source: str, budget_bytes: int) -> None:
+        """The Convert page in size-budget mode for ``source`` (the advisor's mix offer)."""
+        self.open_convert(source, [])
+        page = self._pages.get("convert")
+        set_budget: Callable[..., Any] | None = getattr(page, "set_budget", None)
+        if set_budget is not None:
+            set_budget(str(budget_bytes))
 
     def show_about(self) -> QDialog:
         """Open the About box (window-modal, not blocking) and return it.

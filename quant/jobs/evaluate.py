@@ -216,7 +216,8 @@ class EvalResult:
         }
 
 
-def _log_softmax(rows: np.ndarray) -> np.ndarray:
+def log_softmax(rows: np.ndarray) -> np.ndarray:
+    """Log-probabilities (float64) of rows of logits."""
     x = rows.astype(np.float64)
     x -= x.max(axis=1, keepdims=True)
     x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
@@ -330,7 +331,7 @@ def compute_reference(
                 # Row r predicts token first + r + 1; the chunk's last row has no target.
                 for r0 in range(0, n_rows - 1, _ROW_BLOCK):
                     r1 = min(n_rows - 1, r0 + _ROW_BLOCK)
-                    logp = _log_softmax(view[r0:r1])
+                    logp = log_softmax(view[r0:r1])
                     full[row : row + r1 - r0] = logp.astype(np.float16)
                     row += r1 - r0
                     top = np.argpartition(logp, -k, axis=1)[:, -k:]
@@ -426,7 +427,7 @@ def evaluate(
             view = m.logits_view(n_rows)
             for r0 in range(0, n_rows - 1, _ROW_BLOCK):
                 r1 = min(n_rows - 1, r0 + _ROW_BLOCK)
-                logq = _log_softmax(view[r0:r1])
+                logq = log_softmax(view[r0:r1])
                 targets = chunk[first + r0 + 1 : first + r1 + 1]
                 nll.append(-logq[np.arange(r1 - r0), targets])
                 ids = reference.top_ids[row : row + r1 - r0]

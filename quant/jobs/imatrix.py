@@ -305,7 +305,7 @@ def _load_legacy(path: Path) -> ImatrixData:
 # -- collection ---------------------------------------------------------------
 
 
-def _weight_name(raw: str) -> str:
+def weight_name(raw: str) -> str:
     """``CUDA0#blk.0.attn_k.weight#0`` → ``blk.0.attn_k.weight`` (scheduler copies)."""
     if "#" in raw:
         raw = raw.split("#", 2)[1]
@@ -353,7 +353,7 @@ class ImatrixCollector:
                     s1 = src1.contents
                     if s1.ne[1] < MIN_ROWS or s1.type != 0:
                         return False
-                    return _weight_name(src0.contents.name.decode("utf-8", "replace")).startswith(
+                    return weight_name(src0.contents.name.decode("utf-8", "replace")).startswith(
                         "blk."
                     )
                 self._collect(node)
@@ -369,7 +369,7 @@ class ImatrixCollector:
         src0 = node.src[0]
         src1 = node.src[1]
         w = g.view(src0)
-        name = _weight_name(w.name)
+        name = weight_name(w.name)
         x = g.read(src1, np.float32)  # (ne3, ne2, ne1, ne0)
         self.calls += 1
         if node.op == g.op_mul_mat_id:

@@ -15,6 +15,14 @@ F16/BF16/F32/Q8_0 GGUF) and target types, and runs these stages:
    held-out text (reference computed once, cached).
 5. **report**: ``<name>-report.json`` and a Markdown model card.
 
+With a size budget (``spec.budget``) the job also makes a *Quantdesk mix*
+(:mod:`quant.jobs.mix`): the stock types whose sizes bracket the budget are
+added to the types, a **search** stage measures what each tensor's type would
+cost and chooses one per tensor within the budget, **quantize mix** writes it,
+and **evaluate mix** measures it on the held-out text next to those stock
+types. A mix that does not beat the stock type that fits the same budget is
+removed again and the report says so: a worse file is never kept.
+
 Every stage's result is reused on a rerun: the imatrix and reference from the
 cache, quantized files when their recorded source and imatrix match, and
 evaluations from the cache. Outputs appear whole or not at all; a job that
@@ -29,6 +37,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import math
 import re
 import shutil
 import time
@@ -55,6 +64,7 @@ from quant.units import human_bytes
 
 if TYPE_CHECKING:
     from quant.gguf.header import GGUFHeader
+    from quant.jobs.mix import SearchSettings
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +133,15 @@ class JobSpec:
     # then carry the earlier loss too, and the quality measured is against the
     # expanded file, not the original full-precision model.
     requantize: bool = False
+    # A size budget ("3.2GB", "4.25bpw", bytes): also search a Quantdesk mix for it.
+    budget: str | None = None
+    # Types whose bytes count twice against the budget (a memory budget on a CPU
+    # that keeps repacked copies of them; see quant.plan.memory.repacked_types).
+    budget_repacked: tuple[str, ...] = ()
+    # The search's measurements (quant.jobs.mix.SearchSettings).
+    search_rows: int = 256
+    search_chunks: int = 2
+    search_calibrate: bool = True
 
     def quantize_options(
         self, file_type: LlamaFileType, metadata: dict[str, str | int | float | bool] | None = None
@@ -164,18 +183,42 @@ class JobSpec:
 
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["types"] = tuple(parse_file_type(str(t)) for t in data.get("types", ()))
+        fields["budget_repacked"] = tuple(str(t) for t in data.get("budget_repacked", ()))
         return cls(**fields)
 
+    def search_settings(self) -> SearchSettings:
+        from quant.jobs.mix import SearchSettings
 
-def plan_stages(spec: JobSpec) -> list[str]:
-    """The stage names a job will report, in order (for a stage list in the UI)."""
+        return SearchSettings(
+            rows=self.search_rows,
+            chunk_size=self.imatrix_chunk_size,
+            chunks=self.search_chunks,
+            threads=self.threads,
+            calibrate=self.search_calibrate,
+        )
+
+
+MIX = "MIX"
+"""The ``type`` of a Quantdesk mix in a report's outputs."""
+
+
+def plan_stages(spec: JobSpec, bracket: tuple[LlamaFileType, ...] = ()) -> list[str]:
+    """The stage names a job will report, in order (for a stage list in the UI).
+
+    ``bracket`` are stock types a budget job adds once it knows their sizes.
+    """
+    types = [*spec.types, *(t for t in bracket if t not in spec.types)]
     stages = ["prepare"]
     if uses_imatrix(spec):
         stages.append("imatrix")
-    stages += [f"quantize {t.name}" for t in spec.types]
+    stages += [f"quantize {t.name}" for t in types]
+    if spec.budget:
+        stages += ["search", "quantize mix"]
     if spec.evaluates:
         stages.append("reference")
-        stages += [f"evaluate {t.name}" for t in spec.types]
+        stages += [f"evaluate {t.name}" for t in types]
+        if spec.budget:
+            stages.append("evaluate mix")
     stages.append("report")
     return stages
 
@@ -183,7 +226,7 @@ def plan_stages(spec: JobSpec) -> list[str]:
 def uses_imatrix(spec: JobSpec) -> bool:
     if spec.imatrix_mode is ImatrixMode.NONE:
         return False
-    return any(t not in _NO_IMATRIX_TYPES for t in spec.types)
+    return bool(spec.budget) or any(t not in _NO_IMATRIX_TYPES for t in spec.types)
 
 
 @dataclass(frozen=True)
@@ -228,6 +271,9 @@ class JobReport:
     report_path: str = ""
     card_path: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    # The Quantdesk mix of a budget job (quant.jobs.mix.MixPlan.as_dict() with its
+    # evaluation, the stock types it was compared with and the verdict).
+    mix: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -248,6 +294,7 @@ class JobReport:
             "report_path": self.report_path,
             "card_path": self.card_path,
             "created": self.created,
+            "mix": self.mix,
         }
 
 
@@ -441,8 +488,12 @@ def run_pipeline(
     )
 
     started = time.monotonic()
-    if not spec.types:
-        raise QuantError("no target types given; pass e.g. --to Q4_K_M.")
+    if not spec.types and not spec.budget:
+        raise QuantError("no target types given; pass e.g. --to Q4_K_M or --budget 4.5bpw.")
+    if spec.budget:
+        from quant.plan.mix import parse_budget
+
+        parse_budget(spec.budget)  # a budget that cannot be read fails before any work
     default_out, default_cache = default_dirs()
     out_dir = Path(spec.out_dir).expanduser() if spec.out_dir else default_out
     cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache
@@ -505,10 +556,17 @@ def run_pipeline(
         check_cancel(cancel)
         st.note(f"planning {t.name}")
         plans[t] = plan_quantization(base, spec.quantize_options(t))
+    types = list(spec.types)
+    budget_bytes = 0
+    bracket: tuple[LlamaFileType | None, LlamaFileType | None] = (None, None)
+    if spec.budget:
+        from quant.plan.mix import parse_budget
+
+        budget_bytes = parse_budget(spec.budget).resolve(info.n_parameters)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {t: out_dir / f"{name}-{t.name}.gguf" for t in spec.types}
-    pending = sum(plans[t].size_bytes for t in spec.types if not outputs[t].exists())
-    _check_disk(out_dir, pending, f"writing {len(spec.types)} file(s)")
+    outputs = {t: out_dir / f"{name}-{t.name}.gguf" for t in types}
+    pending = sum(plans[t].size_bytes for t in types if not outputs[t].exists()) + budget_bytes
+    _check_disk(out_dir, pending, f"writing {len(types) + bool(spec.budget)} file(s)")
     if spec.evaluates:
         from quant.jobs.evaluate import DEFAULT_MAX_BYTES
 
@@ -563,13 +621,53 @@ def run_pipeline(
                     **imatrix.summary(),
                 )
 
+    def stock_meta(
+        t: LlamaFileType,
+    ) -> tuple[ImatrixData | None, dict[str, str | int | float | bool]]:
+        """The importance matrix a stock type is made with, and the keys written into it."""
+        use_im = imatrix if t not in _NO_IMATRIX_TYPES else None
+        meta: dict[str, str | int | float | bool] = {
+            KEY_SOURCE: fingerprint,
+            KEY_IMATRIX: imatrix_key if use_im is not None else "none",
+            KEY_OPTIONS: spec.options_key,
+        }
+        if use_im is not None and calibration is not None:
+            meta[KEY_CALIBRATION] = calibration.name
+        return use_im, meta
+
+    if spec.budget:
+        # The stock types either side of the budget, by the exact size of their files:
+        # llama.cpp's dry run with the importance matrix and keys they are made with.
+        st = _Stage("quantize", on_progress, on_event)
+        st.note(f"finding the stock types either side of {human_bytes(budget_bytes)}")
+
+        def stock_size(t: LlamaFileType) -> int:
+            check_cancel(cancel)
+            use_im, meta = stock_meta(t)
+            plan = plan_quantization(base, spec.quantize_options(t, meta), imatrix=use_im)
+            plans[t] = plan
+            return plan.size_bytes
+
+        bracket = _bracket(spec, budget_bytes, stock_size)
+        extra = tuple(t for t in bracket if t is not None and t not in types)
+        if extra:
+            types += extra
+            outputs.update({t: out_dir / f"{name}-{t.name}.gguf" for t in extra})
+            _check_disk(
+                out_dir,
+                sum(plans[t].size_bytes for t in extra if not outputs[t].exists()),
+                f"writing {len(extra)} more file(s)",
+            )
+            if on_event is not None:
+                on_event("stages", {"stages": plan_stages(spec, extra)})
+
     # 3. quantize ----------------------------------------------------------------
     results: dict[LlamaFileType, TypeReport] = {}
-    for t in spec.types:
+    for t in types:
         st = _Stage(f"quantize {t.name}", on_progress, on_event)
         check_cancel(cancel)
-        use_im = imatrix if t not in _NO_IMATRIX_TYPES else None
-        key = imatrix_key if use_im is not None else "none"
+        use_im, meta = stock_meta(t)
+        key = str(meta[KEY_IMATRIX])
         dst = outputs[t]
         if _is_our_output(dst, fingerprint, key, spec.options_key):
             size = dst.stat().st_size
@@ -584,13 +682,6 @@ def run_pipeline(
             )
             st.done(f"reused {dst.name}", path=str(dst), reused=True)
             continue
-        meta: dict[str, str | int | float | bool] = {
-            KEY_SOURCE: fingerprint,
-            KEY_IMATRIX: key,
-            KEY_OPTIONS: spec.options_key,
-        }
-        if use_im is not None and calibration is not None:
-            meta[KEY_CALIBRATION] = calibration.name
         options = spec.quantize_options(t, meta)
         with _producing(partial_of(dst), on_event):
             r = quantize(base, dst, options, imatrix=use_im, on_progress=st.progress, cancel=cancel)
@@ -604,6 +695,27 @@ def run_pipeline(
             path=str(dst),
             reused=False,
         )
+
+    # 3b. search and make the mix ---------------------------------------------------
+    mix: dict[str, Any] | None = None
+    mix_report: TypeReport | None = None
+    if spec.budget:
+        mix, mix_report = _make_mix(
+            spec,
+            name=name,
+            base=base,
+            fingerprint=fingerprint,
+            imatrix=imatrix,
+            imatrix_key=imatrix_key,
+            calibration=calibration,
+            budget_bytes=budget_bytes,
+            out_dir=out_dir,
+            cache_dir=cache_dir,
+            on_progress=on_progress,
+            on_event=on_event,
+            cancel=cancel,
+        )
+        mix["bracket"] = [t.name if t is not None else None for t in bracket]
 
     # 4. evaluate ----------------------------------------------------------------
     reference_info: dict[str, Any] | None = None
@@ -654,26 +766,34 @@ def run_pipeline(
             f"reference PPL {reference.perplexity:.3f} on {reference.n_scored} tokens",
             **reference_info,
         )
-        for t in spec.types:
-            st = _Stage(f"evaluate {t.name}", on_progress, on_event)
+
+        def measured(stage: str, dst: Path) -> dict[str, Any]:
+            st = _Stage(stage, on_progress, on_event)
             check_cancel(cancel)
-            dst = outputs[t]
             ev_path = cache_dir / "eval" / f"{model_fingerprint(dst)}-{ref_path.name}.json"
             cached = _read_json(ev_path)
             if cached is not None:
-                ev = cached
-                st.done(f"reused evaluation of {dst.name}", reused=True, **ev)
-            else:
-                ev = evaluate(
-                    dst, reference, threads=spec.threads, on_progress=st.progress, cancel=cancel
-                ).as_dict()
-                atomic_write_text(ev_path, json.dumps(ev, indent=2))
-                st.done(
-                    f"KLD {ev['kld_mean']:.4f}, top-1 {100 * ev['top1_agreement']:.1f}%",
-                    reused=False,
-                    **ev,
-                )
-            results[t] = replace(results[t], evaluation=ev)
+                st.done(f"reused evaluation of {dst.name}", reused=True, **cached)
+                return cached
+            ev = evaluate(
+                dst, reference, threads=spec.threads, on_progress=st.progress, cancel=cancel
+            ).as_dict()
+            atomic_write_text(ev_path, json.dumps(ev, indent=2))
+            st.done(
+                f"KLD {ev['kld_mean']:.4f}, top-1 {100 * ev['top1_agreement']:.1f}%",
+                reused=False,
+                **ev,
+            )
+            return ev
+
+        for t in types:
+            results[t] = replace(results[t], evaluation=measured(f"evaluate {t.name}", outputs[t]))
+        if mix is not None and mix_report is not None:
+            ev = measured("evaluate mix", Path(mix_report.path))
+            mix_report = replace(mix_report, evaluation=ev)
+            mix.update(_verdict(mix, ev, results, bracket, budget_bytes))
+            if not mix["kept"]:
+                Path(mix_report.path).unlink(missing_ok=True)
 
     # 5. report ------------------------------------------------------------------
     st = _Stage("report", on_progress, on_event)
@@ -689,16 +809,242 @@ def run_pipeline(
         imatrix=({**imatrix.summary(), "key": imatrix_key} if imatrix is not None else None),
         evaluation_text=eval_text_info,
         reference=reference_info,
-        outputs=tuple(results[t] for t in spec.types),
+        outputs=(
+            *(results[t] for t in types),
+            *((mix_report,) if mix_report is not None and mix and mix.get("kept") else ()),
+        ),
         tools=tool_versions(),
         seconds=time.monotonic() - started,
         report_path=str(out_dir / f"{name}-report.json"),
         card_path=str(out_dir / f"{name}-README.md"),
+        mix=mix,
     )
     atomic_write_text(Path(report.report_path), json.dumps(report.as_dict(), indent=2))
     atomic_write_text(Path(report.card_path), model_card(report))
     st.done(f"report {Path(report.report_path).name}", report=report.report_path)
     return report
+
+
+# -- the Quantdesk mix ---------------------------------------------------------------
+
+
+def _bracket(
+    spec: JobSpec, budget_bytes: int, stock_size: Callable[[LlamaFileType], int]
+) -> tuple[LlamaFileType | None, LlamaFileType | None]:
+    """The largest stock type whose file fits the budget and the smallest that does not.
+
+    ``stock_size`` gives a type's exact file size (llama.cpp's dry run). Types
+    that need an importance matrix are left out of a job without one.
+    """
+    from quant.jobs.quantize import requires_imatrix
+    from quant.plan.mix import STOCK_TYPES
+
+    usable = [
+        t
+        for t in STOCK_TYPES
+        if spec.imatrix_mode is not ImatrixMode.NONE or not requires_imatrix(t)
+    ]
+    size = {t: stock_size(t) for t in usable}
+    fit = [t for t in size if size[t] <= budget_bytes]
+    over = [t for t in size if size[t] > budget_bytes]
+    return (
+        max(fit, key=size.__getitem__) if fit else None,
+        min(over, key=size.__getitem__) if over else None,
+    )
+
+
+def _make_mix(
+    spec: JobSpec,
+    *,
+    name: str,
+    base: Path,
+    fingerprint: str,
+    imatrix: Any,
+    imatrix_key: str,
+    calibration: CalibrationSet | None,
+    budget_bytes: int,
+    out_dir: Path,
+    cache_dir: Path,
+    on_progress: ProgressCallback | None,
+    on_event: EventCallback | None,
+    cancel: CancelToken | None,
+) -> tuple[dict[str, Any], TypeReport]:
+    """The search and quantize-mix stages: (the mix's report section, its output row)."""
+    from quant.jobs.evaluate import (
+        DEFAULT_MAX_BYTES,
+        DEFAULT_TOP_K,
+        compute_reference,
+        partial_path,
+        reference_cache_path,
+    )
+    from quant.jobs.mix import build_mix, measure, peak_rss_bytes, recipe_of, search_mix
+    from quant.plan.mix import BudgetError
+
+    st = _Stage("search", on_progress, on_event)
+    check_cancel(cancel)
+    started = time.monotonic()
+    settings = spec.search_settings()
+    reference = None
+    if settings.calibrate:
+        # The search measures on calibration text: the held-out text stays unseen.
+        text = calibration or _calibration(spec, base, fingerprint, cache_dir, st=st, cancel=cancel)
+        ref_dir = cache_dir / "reference"
+        ref_path = reference_cache_path(
+            ref_dir,
+            base,
+            text,
+            chunk_size=settings.chunk_size,
+            max_chunks=settings.chunks,
+            top_k=DEFAULT_TOP_K,
+            max_bytes=DEFAULT_MAX_BYTES,
+        )
+        st.note("running the full-precision model on the search text")
+        with _producing(partial_path(ref_path), on_event):
+            reference = compute_reference(
+                base,
+                text,
+                chunk_size=settings.chunk_size,
+                max_chunks=settings.chunks,
+                cache_dir=ref_dir,
+                threads=spec.threads,
+                cancel=cancel,
+            )
+
+    def writing(path: Path) -> contextlib.AbstractContextManager[None]:
+        return _producing(partial_of(path), on_event)
+
+    sensitivity = measure(
+        base,
+        imatrix,
+        settings,
+        reference=reference,
+        cache_dir=cache_dir,
+        cache_key=f"{fingerprint}|{imatrix_key}",
+        on_write=writing,
+        on_progress=st.progress,
+        cancel=cancel,
+    )
+    try:
+        repacked = frozenset(GGMLType[t] for t in spec.budget_repacked)
+    except KeyError as exc:
+        raise QuantError(f"unknown tensor type {exc} in the budget's repacked types.") from None
+    meta: dict[str, str | int | float | bool] = {
+        KEY_SOURCE: fingerprint,
+        KEY_IMATRIX: imatrix_key,
+        KEY_OPTIONS: spec.options_key,
+    }
+    if imatrix is not None and calibration is not None:
+        meta[KEY_CALIBRATION] = calibration.name
+    try:
+        plan = search_mix(
+            base, sensitivity, budget_bytes, metadata=meta, imatrix=imatrix, repacked=repacked
+        )
+    except BudgetError as exc:
+        raise BudgetError(f"{name}: {exc}") from None
+    seconds = time.monotonic() - started
+    search = {
+        **plan.search,
+        "seconds": round(seconds, 2),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "rows": settings.rows,
+        "chunks": settings.chunks if reference is not None else 0,
+        "tokens": reference.n_scored if reference is not None else 0,
+        "calibrated": reference is not None,
+        "tensors": len(sensitivity.errors),
+        "types": [t.name for t in settings.types],
+    }
+    plan = replace(plan, search=search)
+    st.done(
+        f"{len(sensitivity.errors)} tensors, predicted KLD {plan.predicted_kld:.4f} at "
+        f"{human_bytes(plan.size_bytes)} in {seconds:.0f} s",
+        predicted_kld=plan.predicted_kld,
+        size_bytes=plan.size_bytes,
+        budget_bytes=budget_bytes,
+        resumed=sensitivity.resumed,
+    )
+
+    st = _Stage("quantize mix", on_progress, on_event)
+    check_cancel(cancel)
+    dst = out_dir / f"{name}-mix-{plan.bits_per_weight:.2f}bpw.gguf"
+    use_im = imatrix
+    key = imatrix_key if use_im is not None else "none"
+    # The same source, importance matrix and recipe make the same file: reuse it.
+    if _is_our_output(dst, fingerprint, key, spec.options_key) and recipe_of(dst) == plan.recipe:
+        size = dst.stat().st_size
+        row = TypeReport(
+            MIX, str(dst), size, 8.0 * size / plan.n_parameters, use_im is not None, True, 0.0
+        )
+        st.done(f"reused {dst.name}", path=str(dst), reused=True)
+    else:
+        with _producing(partial_of(dst), on_event):
+            r = build_mix(
+                base,
+                dst,
+                plan,
+                imatrix=use_im,
+                threads=spec.threads,
+                on_progress=st.progress,
+                cancel=cancel,
+            )
+        row = TypeReport(
+            MIX, str(dst), r.size_bytes, r.bits_per_weight, use_im is not None, False, r.seconds
+        )
+        if on_event is not None:
+            on_event("written", {"path": str(dst)})
+        st.done(
+            f"{dst.name}: {human_bytes(r.size_bytes)}, {r.bits_per_weight:.2f} bpw",
+            path=str(dst),
+            reused=False,
+        )
+    section = {**plan.as_dict(), "path": str(dst), "budget": spec.budget, "kept": True}
+    return section, row
+
+
+def _verdict(
+    mix: dict[str, Any],
+    ev: dict[str, Any],
+    results: dict[LlamaFileType, TypeReport],
+    bracket: tuple[LlamaFileType | None, LlamaFileType | None],
+    budget_bytes: int,
+) -> dict[str, Any]:
+    """Whether the mix beats the stock type that fits the same budget, in words.
+
+    The comparison is mean KL divergence on the held-out text; a mix that does
+    not beat that stock file is not kept.
+    """
+    below, above = bracket
+    out: dict[str, Any] = {"evaluation": ev}
+    kld = float(ev["kld_mean"])
+    if below is None:
+        out["kept"] = True
+        out["verdict"] = (
+            f"No stock type fits {human_bytes(budget_bytes)}; the mix is the only file that does."
+        )
+        return out
+    stock = results[below].evaluation or {}
+    s_kld = float(stock.get("kld_mean", math.inf))
+    ratio = kld / s_kld if s_kld > 0 else math.inf
+    out["compared_with"] = below.name
+    out["kld_ratio"] = round(ratio, 4) if math.isfinite(ratio) else None
+    if kld < s_kld:
+        out["kept"] = True
+        text = (
+            f"The mix has {ratio:.2f}× the KL divergence of {below.name} "
+            f"({kld:.4f} vs {s_kld:.4f}) in {human_bytes(mix['size_bytes'])}"
+        )
+        above_ev = results[above].evaluation if above is not None else None
+        if above is not None and above_ev:
+            a_kld = float(above_ev["kld_mean"])
+            if kld < a_kld:
+                text += f", and beats the larger {above.name} ({a_kld:.4f}) too"
+        out["verdict"] = text + "."
+    else:
+        out["kept"] = False
+        out["verdict"] = (
+            f"The searched mix did not beat {below.name} at the same size (KL divergence "
+            f"{kld:.4f} vs {s_kld:.4f}); it was removed — use {below.name}."
+        )
+    return out
 
 
 def model_fingerprint_dir(folder: Path) -> str:
@@ -786,14 +1132,24 @@ def model_card(report: JobReport) -> str:
     for o in report.outputs:
         ev = o.evaluation or {}
         top1 = ev.get("top1_agreement")
+        label = "Quantdesk mix" if o.type == MIX else o.type
         lines.append(
-            f"| {o.type} | {human_bytes(o.size_bytes)} | {o.bits_per_weight:.2f} | "
+            f"| {label} | {human_bytes(o.size_bytes)} | {o.bits_per_weight:.2f} | "
             f"{'yes' if o.imatrix else 'no'} | {_fmt(ev.get('kld_mean'))} | "
             f"{_fmt(ev.get('kld_p99'))} | {_fmt(ev.get('perplexity'), 3)} | "
             f"{_fmt(ev.get('delta_perplexity'), 3)} | "
             f"{'—' if top1 is None else f'{100 * top1:.1f}%'} |"
         )
     lines.append("")
+    mix = report.mix
+    if mix is not None:
+        counts = ", ".join(f"{n} × {t}" for t, n in mix.get("types", {}).items())
+        lines += [
+            f"Quantdesk mix for {human_bytes(mix['budget_bytes'])}: one type per tensor, chosen "
+            f"by measured sensitivity ({counts}); predicted KLD {mix['predicted_kld']:.4f}. "
+            + str(mix.get("verdict", "")),
+            "",
+        ]
     if report.imatrix is not None:
         cal = report.calibration
         lines.append(

@@ -428,11 +428,7 @@ def plan_quantization(
         tensors.append(
             TensorPlan(name, shape, cur.upper(), new_type, _tensor_bytes(shape, new_type))
         )
-    # Output layout: the input's header with llama.cpp's changes to the keys (split
-    # keys dropped, file type and quantization version set, overrides applied), the
-    # same tensor directory, then every tensor padded to the alignment.
-    header = _pad(_output_header_size(info, metadata), info.alignment)
-    size = header + sum(_pad(t.n_bytes, info.alignment) for t in tensors)
+    size = file_size(info, metadata, {t.name: _ggml_type(t.target_type) for t in tensors})
     return QuantizePlan(
         file_type=options.file_type,
         tensors=tuple(tensors),
@@ -443,6 +439,31 @@ def plan_quantization(
 
 
 _SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
+
+
+def output_header_bytes(info: GGUFHeader, metadata: Mapping[str, str | int | float | bool]) -> int:
+    """Bytes of llama.cpp's output header for ``info`` with ``metadata`` added, padded."""
+    return _pad(_output_header_size(info, metadata), info.alignment)
+
+
+def file_size(
+    info: GGUFHeader,
+    metadata: Mapping[str, str | int | float | bool],
+    types: Mapping[str, GGMLType],
+) -> int:
+    """The exact size of the file llama.cpp writes from ``info``.
+
+    The output's layout: the input's header with llama.cpp's changes to the keys
+    (split keys dropped, file type and quantization version set, ``metadata``
+    added), the same tensor directory, then every tensor padded to the
+    alignment; ``types`` gives the tensors whose type changes.
+    """
+    size = output_header_bytes(info, metadata)
+    for t in info.tensors:
+        target = types.get(t.name)
+        n = t.n_bytes if target is None else target.n_bytes(t.n_elements)
+        size += _pad(n, info.alignment)
+    return size
 
 
 def _output_header_size(info: GGUFHeader, overrides: Mapping[str, str | int | float | bool]) -> int:

@@ -5,7 +5,11 @@ scheduler's eval callback hands us a ``struct ggml_tensor *``, so this module
 declares that struct (mirroring ``ggml/include/ggml.h`` of the llama.cpp that
 llama-cpp-python bundles) and binds the handful of ggml functions used to read
 a tensor: ``ggml_backend_tensor_get`` (works wherever the tensor lives, GPU
-included), ``ggml_nbytes``, ``ggml_op_name`` and ``ggml_type_name``.
+included), ``ggml_nbytes``, ``ggml_op_name`` and ``ggml_type_name``. The mix
+search also quantizes and expands rows with ggml's own code
+(``ggml_quantize_chunk`` and the type's ``to_float`` from
+``ggml_get_type_traits``), so the error it measures is the error llama.cpp's
+quantizer makes, importance matrix included.
 
 A struct declared by hand silently breaks if upstream changes it, so
 :func:`ggml` checks the layout against the loaded library before first use:
@@ -81,6 +85,21 @@ class _GgmlInitParams(ctypes.Structure):
     ]
 
 
+class _GgmlTypeTraits(ctypes.Structure):
+    """``struct ggml_type_traits`` from ggml/include/ggml.h."""
+
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        # ggml_to_float_t: void (*)(const void * x, float * y, int64_t k)
+        ("to_float", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
+
+
 @dataclass(frozen=True)
 class TensorView:
     """What the collector needs to know about one graph tensor, copied out of C memory."""
@@ -144,6 +163,13 @@ class Ggml:
             ctypes.c_size_t,
         ]
         lib.ggml_backend_tensor_get.restype = None
+        lib.ggml_backend_tensor_set.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+        ]
+        lib.ggml_backend_tensor_set.restype = None
         lib.ggml_init.argtypes = [_GgmlInitParams]
         lib.ggml_init.restype = ctypes.c_void_p
         lib.ggml_free.argtypes = [ctypes.c_void_p]
@@ -155,6 +181,24 @@ class Ggml:
             ctypes.c_int64,
         ]
         lib.ggml_new_tensor_2d.restype = ctypes.c_void_p
+        lib.ggml_quantize_chunk.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_void_p,
+        ]
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+        lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+        lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+        lib.ggml_row_size.restype = ctypes.c_size_t
+        lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+        lib.ggml_get_type_traits.restype = ctypes.POINTER(_GgmlTypeTraits)
+        lib.ggml_fp16_to_fp32_row.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        lib.ggml_fp16_to_fp32_row.restype = None
 
         self.check_layout()
         self.op_mul_mat = self.op_by_name("MUL_MAT")
@@ -259,6 +303,108 @@ class Ggml:
             strides=strides,
             writeable=False,
         )
+
+    def read_f32(self, ptr: ctypes._Pointer[GgmlTensor]) -> np.ndarray:
+        """A writable copy of a contiguous F32 tensor, shape ``(ne3, ne2, ne1, ne0)``.
+
+        One copy only (a large result, such as an output layer's logits, is not
+        duplicated); give it back with :meth:`write`.
+        """
+        t = ptr.contents
+        ne = [int(v) for v in t.ne]
+        if t.type != GGML_TYPE_F32 or int(t.nb[0]) != 4 or int(t.nb[1]) != 4 * ne[0]:
+            raise GgmlLayoutError(
+                f"tensor {t.name.decode(errors='replace')}: not a contiguous F32 tensor."
+            )
+        out = np.empty((ne[3], ne[2], ne[1], ne[0]), dtype=np.float32)
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        self._lib.ggml_backend_tensor_get(addr, out.ctypes.data, 0, out.nbytes)
+        return out
+
+    def write(self, ptr: ctypes._Pointer[GgmlTensor], values: np.ndarray) -> None:
+        """Overwrite a contiguous F32 graph tensor with ``values`` (same number of elements).
+
+        Used from the eval callback to change a node's result before the nodes
+        after it read it; ``ggml_backend_tensor_set`` writes wherever the tensor
+        lives.
+        """
+        t = ptr.contents
+        n = int(t.ne[0]) * int(t.ne[1]) * int(t.ne[2]) * int(t.ne[3])
+        contiguous = int(t.nb[0]) == 4 and int(t.nb[1]) == 4 * int(t.ne[0])
+        if t.type != GGML_TYPE_F32 or not contiguous or values.size != n:
+            raise GgmlLayoutError(
+                f"tensor {t.name.decode(errors='replace')}: only contiguous F32 results of the "
+                "same size can be overwritten."
+            )
+        data = np.ascontiguousarray(values, dtype=np.float32)
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        self._lib.ggml_backend_tensor_set(addr, data.ctypes.data, 0, data.nbytes)
+
+    # -- quantizing rows ------------------------------------------------------
+
+    def requires_imatrix(self, type_: int) -> bool:
+        """Whether ggml refuses to quantize ``type_`` without an importance matrix."""
+        return bool(self._lib.ggml_quantize_requires_imatrix(type_))
+
+    def row_size(self, type_: int, n_per_row: int) -> int:
+        """Bytes of one row of ``n_per_row`` values in ``type_`` (``ggml_row_size``)."""
+        return int(self._lib.ggml_row_size(type_, n_per_row))
+
+    def quantize_rows(
+        self, type_: int, rows: np.ndarray, imatrix: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``rows`` (n_rows, n_per_row) float32 quantized to ``type_``: the raw blocks, uint8.
+
+        ``imatrix`` (n_per_row float32, the per-column mean of x²) weighs the
+        error the quantizer minimises, as ``llama_model_quantize`` passes it.
+        The call holds no Python lock, so several threads quantize in parallel.
+        """
+        src = np.ascontiguousarray(rows, dtype=np.float32)
+        if src.ndim != 2:
+            raise GgmlLayoutError(f"quantize_rows takes a 2-D array, not shape {src.shape}.")
+        n_rows, n_per_row = src.shape
+        if imatrix is not None:
+            imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+            if imatrix.shape != (n_per_row,):
+                raise GgmlLayoutError(
+                    f"importance values of length {imatrix.size} for rows of {n_per_row}."
+                )
+        elif self.requires_imatrix(type_):
+            raise GgmlLayoutError(
+                f"{self.type_name(type_)} needs an importance matrix to be quantized."
+            )
+        out = np.empty(n_rows * self.row_size(type_, n_per_row), dtype=np.uint8)
+        written = self._lib.ggml_quantize_chunk(
+            type_,
+            src.ctypes.data,
+            out.ctypes.data,
+            0,
+            n_rows,
+            n_per_row,
+            None if imatrix is None else imatrix.ctypes.data,
+        )
+        if int(written) != out.size:
+            raise GgmlLayoutError(
+                f"ggml wrote {written} bytes of {self.type_name(type_)} where {out.size} were "
+                "expected; this llama-cpp-python does not match Quantdesk's declarations."
+            )
+        return out
+
+    def dequantize(self, type_: int, data: np.ndarray, n_elements: int) -> np.ndarray:
+        """``n_elements`` values of ``type_`` stored in ``data`` (uint8), as float32."""
+        raw = np.ascontiguousarray(data, dtype=np.uint8)
+        out = np.empty(n_elements, dtype=np.float32)
+        if type_ == GGML_TYPE_F32:
+            out[:] = raw.view(np.float32)[:n_elements]
+            return out
+        if type_ == GGML_TYPE_F16:
+            self._lib.ggml_fp16_to_fp32_row(raw.ctypes.data, out.ctypes.data, n_elements)
+            return out
+        traits = self._lib.ggml_get_type_traits(type_).contents
+        if not traits.to_float:
+            raise GgmlLayoutError(f"ggml cannot expand {self.type_name(type_)} values.")
+        traits.to_float(raw.ctypes.data, out.ctypes.data, n_elements)
+        return out
 
 
 _instances: dict[str, Ggml] = {}

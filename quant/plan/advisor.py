@@ -4,7 +4,7 @@
 model, the GGUF files a hub repo already has, the file itself for a GGUF, and
 NVIDIA serving formats on NVIDIA machines — with the memory each takes where,
 its predicted speed and quality loss, whether and how it fits, and ranks them
-by the rules in ``../shared/reference/formats.md``:
+by the rules in ``docs/advice-rules.md``:
 
 1. Highest precision that fits, with room for the KV cache at the asked context
    (rule 1). A full GPU fit beats a partial offload when both are fast enough.
@@ -20,6 +20,17 @@ by the rules in ``../shared/reference/formats.md``:
    GGUF on CPUs and Apple Silicon, where serving formats do not run (rule 5).
 5. The KV cache is a separate dial (rule 10): the reasons say when an 8-bit
    cache would help, and "what would fit" tries it.
+6. Two lanes on datacenter NVIDIA GPUs (rule 14): an option runs *here*
+   (llama.cpp in Quantdesk's chat) or in *a serving engine* (vLLM, SGLang). On
+   a datacenter GPU the serving lane leads among options equally fast and
+   precise enough, and FP8 counts as the quality ceiling for code, math and
+   long context on compute capability ≥ 8.9 (rule 3); the best option that
+   runs here is always named next to it (:attr:`Recommendation.best_here`).
+   Consumer and laptop GPUs, CPUs and Apple Silicon keep GGUF first.
+
+Quality numbers say where they come from (measured, calibrated, prior:
+:mod:`quant.plan.quality`); measurements of the model, when given
+(``quality=``), replace the prior.
 
 Every value object has ``to_dict()``; the CLI's ``--json`` and the GUI show the
 same object.
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -42,9 +54,9 @@ from quant.plan.formats import (
     FormatSpec,
     GpuFormat,
     ImatrixNeed,
+    Provenance,
     QualityEstimate,
     QuantType,
-    predict_quality,
     quant_type_for_file_type,
 )
 from quant.plan.memory import (
@@ -67,6 +79,18 @@ from quant.plan.memory import (
     source_tensors,
     tensor_bytes,
 )
+from quant.plan.quality import (
+    Calibration,
+    QualityEvidence,
+    QualityMeasurement,
+    added_loss,
+    calibration,
+    find_measurement,
+    from_original,
+    inherit,
+    model_key,
+    quality_sentence,
+)
 from quant.plan.speed import CalibrationStore, SpeedEstimate, estimate_serving_speed, estimate_speed
 from quant.progress import CancelToken, ProgressCallback, check_cancel
 from quant.units import format_params, format_rate, human_bytes
@@ -86,7 +110,7 @@ class Task(StrEnum):
 
     @property
     def sensitive(self) -> bool:
-        """Multi-step reasoning, code and long documents (formats.md rule 6)."""
+        """Multi-step reasoning, code and long documents (docs/advice-rules.md#rule-6)."""
         return self in (Task.MATH, Task.CODE, Task.LONG_CONTEXT)
 
     @property
@@ -123,6 +147,24 @@ class Fit(StrEnum):
     @property
     def rank(self) -> int:
         return {Fit.GPU: 2, Fit.PARTIAL: 1, Fit.CPU: 0, Fit.TOO_LARGE: -1}[self]
+
+
+class Engine(StrEnum):
+    """What runs an option: llama.cpp inside Quantdesk, or an NVIDIA serving engine."""
+
+    HERE = "here"
+    SERVING = "serving"
+
+    @property
+    def label(self) -> str:
+        return {
+            Engine.HERE: "here (llama.cpp in Quantdesk)",
+            Engine.SERVING: "a serving engine (vLLM, SGLang)",
+        }[self]
+
+    @property
+    def short(self) -> str:
+        return {Engine.HERE: "here", Engine.SERVING: "vLLM/SGLang"}[self]
 
 
 class OptionSource(StrEnum):
@@ -172,6 +214,11 @@ class Option:
         return self.fit is not Fit.TOO_LARGE
 
     @property
+    def engine(self) -> Engine:
+        """GGUF files run here, in Quantdesk's chat; serving formats in vLLM or SGLang."""
+        return Engine.HERE if self.family is FormatFamily.GGUF else Engine.SERVING
+
+    @property
     def key(self) -> str:
         return f"{self.family.value}:{self.file_type}" + (
             f"@{self.filename}" if self.filename else ""
@@ -184,6 +231,7 @@ class Option:
             "file_type": self.file_type,
             "label": self.label,
             "source": self.source.value,
+            "engine": self.engine.value,
             "filename": self.filename,
             "fit": self.fit.value,
             "fit_label": self.fit.label,
@@ -221,10 +269,20 @@ class Recommendation:
     nothing_fits: bool
     suggestions: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # A Quantdesk mix for the memory this machine has, when the stock types leave
+    # much of it unused or none of them fits (see mix_offer).
+    mix_offer: MixOffer | None = None
+    #: The machine has a datacenter NVIDIA GPU: options run here or in a serving engine.
+    two_lanes: bool = False
 
     @property
     def top(self) -> Option | None:
         return self.options[0] if self.options and self.options[0].fits else None
+
+    @property
+    def best_here(self) -> Option | None:
+        """The best option that runs in Quantdesk's own chat (llama.cpp), if any fits."""
+        return next((o for o in self.options if o.fits and o.engine is Engine.HERE), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,8 +297,88 @@ class Recommendation:
             "suggestions": list(self.suggestions),
             "notes": list(self.notes),
             "top": self.top.key if self.top else None,
+            "best_here": self.best_here.key if self.best_here else None,
+            "two_lanes": self.two_lanes,
             "options": [o.to_dict() for o in self.options],
+            "mix_offer": self.mix_offer.to_dict() if self.mix_offer else None,
         }
+
+
+@dataclass(frozen=True)
+class MixOffer:
+    """ "A Quantdesk mix for your budget": the largest file that runs here, searched per tensor."""
+
+    budget_bytes: int
+    bits_per_weight: float
+    # The largest stock type that fits (None when none does) and the bytes it leaves.
+    stock: str | None
+    stock_bytes: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget_bytes": self.budget_bytes,
+            "bits_per_weight": round(self.bits_per_weight, 3),
+            "stock": self.stock,
+            "stock_bytes": self.stock_bytes,
+            "text": self.text,
+        }
+
+
+# A mix is offered when the largest stock type that fits leaves this share unused.
+MIX_UNUSED_SHARE = 0.05
+
+
+def mix_offer(c: _Ctx, options: Sequence[Option]) -> MixOffer | None:
+    """Offer a mix when the best stock GGUF leaves memory unused or none fits.
+
+    The budget is the largest file the memory model lets run at the planned
+    context with its KV cache (:func:`quant.plan.mix.fit_budget`).
+    """
+    from quant.plan.mix import BudgetError, fit_budget
+
+    try:
+        budget = fit_budget(
+            c.facts,
+            c.profile,
+            ctx=c.ctx,
+            kv_type=c.kv_type,
+            options=c.options,
+            margin_bytes=c.margin_bytes,
+        )
+    except BudgetError:
+        return None
+    stock = [
+        o
+        for o in options
+        if o.family is FormatFamily.GGUF and o.source is OptionSource.PLANNED and o.fits
+    ]
+    n_params = max(1, c.facts.parameters)
+    bpw = 8.0 * budget / n_params
+    if bpw < 2.0:
+        return None
+    if not stock:
+        return MixOffer(
+            budget,
+            bpw,
+            None,
+            0,
+            f"No stock type fits, but a Quantdesk mix of {human_bytes(budget)} ({bpw:.2f} bits "
+            "per weight) would: each tensor gets the type that costs this model least.",
+        )
+    best = max(stock, key=lambda o: o.weights_bytes)
+    unused = budget - best.weights_bytes
+    if best.precision_bits >= 16 or unused < MIX_UNUSED_SHARE * budget:
+        return None
+    return MixOffer(
+        budget,
+        bpw,
+        best.file_type,
+        best.weights_bytes,
+        f"The largest stock type that fits, {best.label}, leaves {human_bytes(unused)} unused: "
+        f"a Quantdesk mix of {human_bytes(budget)} ({bpw:.2f} bits per weight) uses it, each "
+        "tensor at the type that costs this model least.",
+    )
 
 
 # ----------------------------------------------------------------------------------
@@ -307,6 +445,33 @@ def _best_cc(profile: HardwareProfile) -> tuple[int, int] | None:
     return min(ccs) if ccs else None
 
 
+# NVIDIA's datacenter GPUs by name (a word of the name, so "RTX A4000" is not an A40).
+_DATACENTER = re.compile(
+    r"\b(H100|H200|H800|H20|GH200|GB200|GB300|B100|B200|B300|A100|A800|A40|A30|A10G?|"
+    r"L40S?|L20|L4|T4|V100|P100)\b",
+    re.IGNORECASE,
+)
+# A card this large that is not a GeForce is a workstation or datacenter card too.
+SERVING_CLASS_VRAM = 40 * GIB
+
+
+def serving_class(profile: HardwareProfile) -> bool:
+    """Whether the machine has a datacenter-class NVIDIA GPU, where serving engines lead.
+
+    Rule 14: GGUF is the lane for CPUs, Apple Silicon, laptops and consumer
+    GeForce cards; a datacenter GPU (H100, A100, L40S, …, or any non-GeForce card
+    of 40 GB or more) serves models with vLLM or SGLang.
+    """
+    if profile.apple is not None:
+        return False
+    for g in _nvidia(profile):
+        if _DATACENTER.search(g.name):
+            return True
+        if "geforce" not in g.name.lower() and g.memory_total_bytes >= SERVING_CLASS_VRAM:
+            return True
+    return False
+
+
 def _ram_budget(profile: HardwareProfile) -> int:
     return profile.memory.available_bytes
 
@@ -330,6 +495,18 @@ class _Ctx:
     has_gpu: bool
     source: tuple[TensorInfo, ...] = ()
     plans: dict[str, tuple[PlannedTensor, ...]] = field(default_factory=dict)
+    evidence: QualityEvidence = field(default_factory=QualityEvidence)
+    key: str = ""
+    cal: Calibration | None = None
+    two_lanes: bool = False
+
+    def measured(
+        self, file_type: str, base_type: str | None, *, imatrix: bool
+    ) -> QualityMeasurement | None:
+        """A measurement of ``file_type`` made from this model (from a ``base_type`` file)."""
+        return find_measurement(
+            self.evidence.measurements, self.key, file_type, base_type, imatrix=imatrix
+        )
 
 
 def _place_gguf(
@@ -405,13 +582,7 @@ def _gguf_option(
     bpw = 8.0 * est.weights_bytes / n_params if n_params else 0.0
     if qt is not None:
         spec = qt.spec
-        quality = predict_quality(
-            spec,
-            parameters=facts.parameters or n_params,
-            active_parameters=facts.active_parameters,
-            imatrix=imatrix,
-            training_tokens=c.training_tokens,
-        )
+        quality = _quality(c, spec, source=source, imatrix=imatrix)
         bits, need, name = spec.precision_bits, spec.imatrix, qt.value
     else:
         bits = max(1, round(bpw))
@@ -440,6 +611,44 @@ def _gguf_option(
         filename=filename,
         memory=est,
     )
+
+
+def _quality(c: _Ctx, spec: FormatSpec, *, source: OptionSource, imatrix: bool) -> QualityEstimate:
+    """An option's loss: measured, calibrated to this model, or the prior (a range)."""
+    measured = None
+    if source is OptionSource.PLANNED and spec.precision_bits < 16:
+        need_im = imatrix and spec.imatrix is not ImatrixNeed.NOT_USED
+        measured = c.measured(spec.label, None, imatrix=need_im)
+    if source is OptionSource.THIS_FILE and c.evidence.this_file is not None:
+        m = c.evidence.this_file
+        if m.base_type is None:
+            measured = m
+        else:
+            # Made from a quantized file: that file's loss, plus what this one added.
+            try:
+                base_spec = QuantType.from_name(m.base_type).spec
+            except ValueError:
+                base_spec = None
+            if base_spec is not None:
+                base = from_original(
+                    base_spec, c.facts, imatrix=False, training_tokens=c.training_tokens, cal=c.cal
+                )
+                added = added_loss(
+                    spec, m.base_type, c.facts, training_tokens=c.training_tokens, cal=c.cal,
+                    measured=m,
+                )  # fmt: skip
+                return inherit(base, m.base_type, added)
+    q = from_original(
+        spec,
+        c.facts,
+        imatrix=imatrix,
+        training_tokens=c.training_tokens,
+        cal=c.cal,
+        measured=measured,
+    )
+    if source is OptionSource.THIS_FILE and q.provenance is Provenance.MEASURED:
+        q = replace(q, basis=q.basis.replace("measured on this model", "measured on this file"))
+    return q
 
 
 def _serving_weights(c: _Ctx, spec: FormatSpec) -> tuple[int, float]:
@@ -495,12 +704,7 @@ def _gpu_option(c: _Ctx, fmt: GpuFormat) -> Option:
         n_layers=facts.n_layers,
         profile=profile,
     )
-    quality = predict_quality(
-        spec,
-        parameters=facts.parameters,
-        active_parameters=facts.active_parameters,
-        training_tokens=c.training_tokens,
-    )
+    quality = from_original(spec, facts, imatrix=True, training_tokens=c.training_tokens, cal=c.cal)
     return Option(
         family=FormatFamily.GPU,
         file_type=fmt.value,
@@ -561,6 +765,8 @@ def _format_bonus(o: Option, c: _Ctx) -> int:
     """Tie-breaks between options of the same precision and speed tier."""
     cc = _best_cc(c.profile)
     bonus = 0
+    if _eight_bit_ceiling(o, c):
+        bonus += 1  # as precise as 16-bit for the ranking, at half the memory
     if o.family is FormatFamily.GGUF:
         bonus += 1  # runs in Quantdesk's own chat
     else:
@@ -607,15 +813,20 @@ def _sort_key(o: Option, bits: TaskBits, c: _Ctx, best_slow_speed: float) -> tup
     level = 2 if gen >= 2 * floor else 1 if gen >= floor else 0
     unified = c.profile.apple is not None
     placement = o.fit.rank if (level and not unified) else 0
+    bits_now = _ranked_bits(o, c)
     if level:
-        precision = float(o.precision_bits)
+        precision = float(bits_now)
     else:
         # Nothing is fast enough: among the nearly fastest, the most precise.
-        precision = o.precision_bits if gen >= SPEED_BUCKET * best_slow_speed else -1.0 / gen
+        precision = bits_now if gen >= SPEED_BUCKET * best_slow_speed else -1.0 / gen
+    # Rule 14: on a datacenter GPU the serving lane leads among options that are fast and
+    # precise enough alike; elsewhere every option is in the same lane.
+    lane = int(c.two_lanes and o.engine is Engine.SERVING)
     return (
         3,
         level,
         o.precision_bits >= bits.preferred,
+        lane,
         placement,
         precision,
         _format_bonus(o, c),
@@ -624,47 +835,83 @@ def _sort_key(o: Option, bits: TaskBits, c: _Ctx, best_slow_speed: float) -> tup
     )
 
 
+def _rule3_applies(c: _Ctx) -> bool:
+    """Rule 3's conditions: code, math or long context on compute capability ≥ 8.9."""
+    cc = _best_cc(c.profile)
+    long_ctx = c.task is Task.LONG_CONTEXT or c.ctx > 16384
+    return (c.task.sensitive or long_ctx) and cc is not None and cc >= (8, 9)
+
+
+def _fp8_rule(o: Option, c: _Ctx) -> bool:
+    """Rule 3: FP8 on compute capability ≥ 8.9 for code, math and long context."""
+    return o.family is FormatFamily.GPU and o.file_type == GpuFormat.FP8.value and _rule3_applies(c)
+
+
+def _eight_bit_ceiling(o: Option, c: _Ctx) -> bool:
+    """Rules 3 and 14: on a datacenter GPU of compute capability ≥ 8.9, for code, math and
+    long context, near-lossless 8 bits (FP8 to serve, Q8_0 here) count as the quality
+    ceiling: half the memory of 16-bit, and no slower (FP8) or twice as fast (Q8_0)."""
+    if not c.two_lanes or not _rule3_applies(c):
+        return False
+    if o.family is FormatFamily.GPU:
+        return o.file_type == GpuFormat.FP8.value
+    return o.file_type == QuantType.Q8_0.value and o.source is not OptionSource.THIS_FILE
+
+
+def _ranked_bits(o: Option, c: _Ctx) -> int:
+    """The precision an option ranks with: its own, except the 8-bit ceiling of rule 3."""
+    if _eight_bit_ceiling(o, c):
+        return 16
+    return o.precision_bits
+
+
 # ----------------------------------------------------------------------------------
 # Reasons
 
 
 def _source_bounded(options: list[Option]) -> bool:
     """True when the inspected file is quantized and bounds what can be made from it."""
-    return any(o.quality.basis.startswith("made from this ") for o in options)
+    return any(o.quality.inherited_kld is not None for o in options)
 
 
-def _bound_by_source_loss(cands: list[Option], notes: list[str]) -> list[Option]:
-    """Planned types made from an already-quantized file cannot be better than it.
+def _bound_by_source_loss(c: _Ctx, cands: list[Option], notes: list[str]) -> list[Option]:
+    """Planned types made from an already-quantized file inherit its loss.
 
     Requantizing a Q4_K_M to BF16 gives a bigger file with the Q4_K_M's loss, so
-    such options carry the file's quality, and the file itself ranks above them.
+    every type made from the file carries the file's loss plus what the new type
+    adds (measured against the file's F16 expansion when a convert job did so,
+    else predicted: :func:`quant.plan.quality.added_loss`), and the file itself
+    ranks above them.
     """
     this = next((o for o in cands if o.source is OptionSource.THIS_FILE), None)
     if this is None or this.precision_bits >= 8 or this.quality.kld is None:
         return cands
-    floor = this.quality
     notes.append(
         f"This file is already quantized ({this.file_type}): types made from it keep its "
         "loss. For better quality, start from the original weights (an HF folder or hub id)."
     )
     out = []
     for o in cands:
-        if o.source is OptionSource.PLANNED and (o.quality.kld or 0.0) < (floor.kld or 0.0):
-            bounded = replace(
+        if o.source is not OptionSource.PLANNED or o.family is not FormatFamily.GGUF:
+            out.append(o)
+            continue
+        spec = QuantType.from_name(o.file_type).spec
+        added = added_loss(
+            spec,
+            this.file_type,
+            c.facts,
+            training_tokens=c.training_tokens,
+            cal=c.cal,
+            measured=c.measured(o.file_type, this.file_type, imatrix=False),
+        )
+        out.append(
+            replace(
                 o,
                 # The weights are no more precise than the file they are made from.
                 precision_bits=min(o.precision_bits, this.precision_bits),
-                quality=replace(
-                    o.quality,
-                    kld=floor.kld,
-                    delta_ppl=floor.delta_ppl,
-                    same_top_token=floor.same_top_token,
-                    basis=f"made from this {this.file_type} file, it keeps that file's loss",
-                ),
+                quality=inherit(this.quality, this.file_type, added),
             )
-            out.append(bounded)
-        else:
-            out.append(o)
+        )
     return out
 
 
@@ -721,13 +968,9 @@ def _reasons(o: Option, bits: TaskBits, c: _Ctx, best_fast: Option | None, top: 
         f"Generates {_fmt_speed(s)} (bound by {s.generation_bound.value}); reads prompts at "
         f"about {format_rate(s.prompt)} tokens/s."
     )
-    if o.quality.kld is not None:
-        q = o.quality
-        if q.kld == 0:
-            r.append("16-bit weights: the quality ceiling.")
-        else:
-            top1 = f", same top token {100 * q.same_top_token:.0f}%" if q.same_top_token else ""
-            r.append(f"Expected loss vs 16-bit: mean KLD ≈ {q.kld:.3g}{top1} ({q.basis}).")
+    sentence = quality_sentence(o.quality)
+    if sentence:
+        r.append(sentence)
     if o.precision_bits >= bits.preferred:
         if bits.preferred > 4 and o.precision_bits < 16:
             r.append(f"Keeps {o.precision_bits}-bit weights as {bits.why}.")
@@ -742,11 +985,18 @@ def _reasons(o: Option, bits: TaskBits, c: _Ctx, best_fast: Option | None, top: 
         r.append("2-bit and lower quantization is experimental.")
     if o.family is FormatFamily.GPU:
         r.append(
-            f"{o.label} runs in vLLM, SGLang or TensorRT-LLM, not in llama.cpp "
-            "(Quantdesk's chat uses GGUF)."
+            f"Runs in a serving engine: {o.label} runs in vLLM, SGLang or TensorRT-LLM, not in "
+            "llama.cpp (Quantdesk's chat uses GGUF)."
         )
         if o.file_type == GpuFormat.FP8.value:
             r.append("FP8 is near-lossless and 1.4–1.8× faster to serve than BF16 on this GPU.")
+            if c.two_lanes and _fp8_rule(o, c):
+                r.append(
+                    f"On compute capability 8.9 and newer, {c.task.value} runs best in FP8 "
+                    "(rule 3): it counts as the quality ceiling here."
+                )
+    elif c.two_lanes:
+        r.append("Runs here: llama.cpp in Quantdesk, ready to chat now.")
         if o.file_type == GpuFormat.GPTQ.value:
             r.append("Prefer AWQ: GPTQ drifts more outside its calibration domain.")
     if facts.is_moe and o.precision_bits < 8:
@@ -839,6 +1089,8 @@ def _make_ctx(
     use_calibration: bool,
     training_tokens: float | None,
     margin_bytes: int | None,
+    quality: QualityEvidence | None = None,
+    two_lanes: bool = False,
 ) -> tuple[_Ctx, str | None]:
     """The planning context, with ``ctx`` clamped to the trained context (and a note if so)."""
     note = None
@@ -863,7 +1115,12 @@ def _make_ctx(
         margin_bytes=margin_bytes,
         has_gpu=profile.apple is not None or bool(_nvidia(profile)),
         source=source_tensors(facts),
+        evidence=quality or QualityEvidence(),
+        two_lanes=two_lanes,
     )
+    c.key = model_key(facts)
+    if quality is not None:
+        c.cal = calibration(facts, quality.measurements, key=c.key)
     return c, note
 
 
@@ -900,6 +1157,7 @@ def recommend(
     options: RuntimeOptions | None = None,
     store: CalibrationStore | None = None,
     use_calibration: bool = True,
+    quality: QualityEvidence | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> Recommendation:
@@ -907,7 +1165,9 @@ def recommend(
 
     ``training_tokens`` (when known) sharpens the quality prior for densely
     trained models. ``store`` is the speed calibration store (the default one when
-    None; ``use_calibration=False`` ignores it).
+    None; ``use_calibration=False`` ignores it). ``quality`` holds measurements
+    of this model (and its family) and of the file itself: they replace the prior
+    (:mod:`quant.plan.quality`).
     """
     from quant.progress import Progress
 
@@ -923,6 +1183,8 @@ def recommend(
         use_calibration=use_calibration,
         training_tokens=training_tokens,
         margin_bytes=margin_bytes,
+        quality=quality,
+        two_lanes=include_gpu_formats and serving_class(profile),
     )
     if clamped:
         notes.append(clamped)
@@ -952,7 +1214,7 @@ def recommend(
         if opt is not None:
             cands.append(opt)
         progress(rf.filename)
-    cands = _bound_by_source_loss(cands, notes)
+    cands = _bound_by_source_loss(c, cands, notes)
     cc = _best_cc(profile)
     if include_gpu_formats and _nvidia(profile) and not apple:
         for fmt in GpuFormat:
@@ -1026,6 +1288,23 @@ def recommend(
             f"is {top.label} ({top.fit.label}), with clearly more quality loss."
         )
         suggestions = _suggestions(c, bits)
+    elif final[0].engine is Engine.SERVING:
+        top = final[0]
+        summary = (
+            f"Serve {name} as {top.label} with vLLM or SGLang ({top.fit.label}): about "
+            f"{format_rate(top.speed.generation)} tokens/s per conversation and "
+            f"{format_rate(top.speed.prompt)} prompt tokens/s at {top.ctx} tokens of context, "
+            f"{human_bytes(top.vram_bytes)} of GPU memory."
+        )
+        here = next((o for o in final if o.fits and o.engine is Engine.HERE), None)
+        if here is not None:
+            summary += (
+                f" To chat in Quantdesk now: {here.label} ({_placement_words(here)}), about "
+                f"{format_rate(here.speed.generation)} tokens/s and "
+                f"{format_rate(here.speed.prompt)} prompt tokens/s."
+            )
+        else:
+            summary += " No GGUF file of it fits this machine for Quantdesk's own chat."
     else:
         top = final[0]
         summary = (
@@ -1050,7 +1329,18 @@ def recommend(
         nothing_fits=nothing,
         suggestions=tuple(suggestions),
         notes=tuple(notes),
+        mix_offer=mix_offer(c, final),
+        two_lanes=c.two_lanes,
     )
+
+
+def _placement_words(o: Option) -> str:
+    return {
+        Fit.GPU: "fully offloaded",
+        Fit.PARTIAL: "partly offloaded",
+        Fit.CPU: "on the CPU",
+        Fit.TOO_LARGE: "too large",
+    }[o.fit]
 
 
 def file_option(
@@ -1064,6 +1354,7 @@ def file_option(
     options: RuntimeOptions | None = None,
     store: CalibrationStore | None = None,
     use_calibration: bool = True,
+    quality: QualityEvidence | None = None,
 ) -> Option:
     """How the GGUF file ``facts`` describes runs on ``profile`` as it is.
 
@@ -1092,6 +1383,7 @@ def file_option(
         use_calibration=use_calibration,
         training_tokens=None,
         margin_bytes=margin_bytes,
+        quality=quality,
     )
     option = _this_file_option(c)
     bits = task_bits(task, facts, c.ctx)

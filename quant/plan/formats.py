@@ -6,7 +6,7 @@ prior (mean KL divergence, perplexity increase, same-top-token rate) measured on
 the reference model, Llama-3-8B. :func:`predict_quality` scales the prior to a
 given model (see "Scaling the quality prior" below).
 
-Sources (copied into ``../shared/reference/formats.md``):
+Sources (summarised with their numbers in ``docs/advice-rules.md#quant-types``):
 
 - effective bpw: llama.cpp ``tools/quantize/README.md`` (whole-file bits per
   weight of Llama-3.1-8B);
@@ -15,7 +15,7 @@ Sources (copied into ``../shared/reference/formats.md``):
 - imatrix gains at each bit width: llama.cpp PR #4930 (Mistral-7B);
 - GPU formats and their compute capability: the vendors' kernel requirements
   (FP8 tensor cores from Ada/Hopper, INT8 tensor cores from Turing, FP4 from
-  Blackwell) as summarised in formats.md.
+  Blackwell), see ``docs/advice-rules.md#gpu-formats``.
 
 Scaling the quality prior
 -------------------------
@@ -23,7 +23,7 @@ The scoreboard measures one model. Two effects move the loss of another model:
 
 1. *Size.* Quantization error is absorbed by redundancy: 70B models lose about a
    third of what 8B models lose at 4 bits, and 1B models several times more
-   (formats.md rule 7; the seed articles give 2–3 vs 4–8 perplexity points for
+   (``docs/advice-rules.md#rule-7``; published int4 results give 2–3 vs 4–8 perplexity points for
    70B vs 7B at int4, a ratio of 0.3–0.6). We use
    ``size_factor = (8e9 / params) ** 0.4``, bounded to [0.35, 4]: 70B → 0.42,
    32B → 0.57, 1B → 2.3, 270M → 3.9. The exponent sits in the middle of the
@@ -39,6 +39,13 @@ The scoreboard measures one model. Two effects move the loss of another model:
    ln(1875/286) ≈ 0.48. ``density_factor = (tokens_per_param / 1875) ** 0.48``,
    bounded to [0.4, 2]; 1 (Llama-3-like) when the training size is unknown,
    which is the cautious default for today's models.
+
+A prior is a range, not a point: the size exponent is only known to lie in
+0.3–0.5 (``SIZE_EXPONENT_RANGE``), and without the training size the density
+factor lies between Llama-2's 0.41 and Llama-3's 1 (the low end scales the
+point by ``LOW_DENSITY_FACTOR``). The point, used for ranking, is the exponent
+0.4 and density 1 (the cautious end for today's models). A measurement of the
+model replaces the prior (:mod:`quant.plan.quality`).
 
 The perplexity increase is scaled by the same factor (it tracks KLD closely at
 these magnitudes). The same-top-token rate is derived from the scaled KLD with a
@@ -59,9 +66,14 @@ from quant.gguf.types import LlamaFileType
 REFERENCE_PARAMETERS = 8.0e9
 REFERENCE_TOKENS_PER_PARAM = 15e12 / 8.0e9
 SIZE_EXPONENT = 0.4
+# The exponent's plausible range (rule 7: 70B loses 0.3–0.6 of what 7B loses).
+SIZE_EXPONENT_RANGE = (0.3, 0.5)
 SIZE_FACTOR_BOUNDS = (0.35, 4.0)
 DENSITY_EXPONENT = 0.48
 DENSITY_FACTOR_BOUNDS = (0.4, 2.0)
+# A model of unknown training size may be trained as sparsely as Llama-2-7B (286 tokens per
+# parameter): 0.0127 / 0.0313 of Llama-3-8B's loss at Q4_K_M.
+LOW_DENSITY_FACTOR = 0.0127 / 0.0313
 # 1 - same_top_token ≈ A · KLD ** B, fitted to the scoreboard (see module docstring).
 _TOP1_A = 0.415
 _TOP1_B = 0.44
@@ -72,6 +84,22 @@ class FormatFamily(StrEnum):
 
     GGUF = "gguf"
     GPU = "gpu"
+
+
+class Provenance(StrEnum):
+    """Where a quality number comes from, most to least trustworthy."""
+
+    MEASURED = "measured"  # this file, or this type made from this model, was measured
+    CALIBRATED = "calibrated"  # the prior fitted to measurements of this model or its family
+    PRIOR = "prior"  # published scoreboards scaled to the model: a range
+
+    @property
+    def label(self) -> str:
+        return {
+            Provenance.MEASURED: "measured",
+            Provenance.CALIBRATED: "calibrated",
+            Provenance.PRIOR: "prior",
+        }[self]
 
 
 class ImatrixNeed(StrEnum):
@@ -251,7 +279,7 @@ _GgufRow = tuple[
 ]  # fmt: skip
 
 # Effective bpw: llama.cpp tools/quantize/README.md (Llama-3.1-8B, whole file; the
-# bundled README gives 3.996 for Q3_K_M where formats.md rounds to ≈3.9). Q4_0 is not
+# bundled README gives 3.996 for Q3_K_M where docs/advice-rules.md rounds to ≈3.9). Q4_0 is not
 # listed there; 4.64 is what this project's type-mix planner (quant.plan.memory) gives for
 # Llama-3.1-8B without an imatrix (Q4_0 body, Q6_K output).
 # KLD / ΔPPL / top-1: the scoreboard; where it gives only one of the with/without
@@ -309,7 +337,7 @@ _GpuRow = tuple[GpuFormat, str, int, float, int, tuple[int, int], float, float, 
 
 # GPU formats: no KLD scoreboard exists for them. Their priors are placed against
 # the llama.cpp types of similar precision, from the qualitative facts in
-# formats.md ("near-lossless" for FP8/INT8; "~1% MMLU loss on 70B" for AWQ and
+# docs/advice-rules.md#gpu-formats ("near-lossless" for FP8/INT8; "~1% MMLU loss on 70B" for AWQ and
 # "1–3%" for GPTQ), and every source string says "estimated".
 # Effective bpw: group-128 INT4 stores a 16-bit scale and a 4-bit zero point per
 # 128 weights (4 + 20/128 ≈ 4.16); NVFP4 one 8-bit scale per 16 weights (4.5).
@@ -322,22 +350,22 @@ _GPU_ROWS: tuple[_GpuRow, ...] = (
     ),
     (
         GpuFormat.FP8, "FP8 W8A8", 8, 8.0, 8, (8, 9), 0.0020, 0.005,
-        _EST + "near-lossless (formats.md), placed just above Q8_0",
+        _EST + "near-lossless, placed just above Q8_0",
         "FP8 (E4M3) weights and activations on Ada, Hopper and Blackwell tensor cores",
     ),
     (
         GpuFormat.INT8, "INT8 W8A8", 8, 8.0, 8, (7, 5), 0.0030, 0.008,
-        _EST + "near-lossless for most tasks (formats.md, SmoothQuant)",
+        _EST + "near-lossless for most tasks (SmoothQuant)",
         "INT8 weights and activations (SmoothQuant) on INT8 tensor cores",
     ),
     (
         GpuFormat.AWQ, "AWQ INT4", 4, 4.16, 16, (7, 5), 0.0282, 0.158,
-        _EST + "~1% MMLU loss on 70B (formats.md); placed at Q4_K_M with imatrix",
+        _EST + "~1% MMLU loss on 70B; placed at Q4_K_M with imatrix",
         "activation-aware 4-bit weights, group size 128; robust out of domain",
     ),
     (
         GpuFormat.GPTQ, "GPTQ INT4", 4, 4.16, 16, (7, 5), 0.0431, 0.269,
-        _EST + "1–3% MMLU loss (formats.md); placed at Q4_K_S without imatrix",
+        _EST + "1–3% MMLU loss; placed at Q4_K_S without imatrix",
         "Hessian-based 4-bit weights, group size 128; the widest existing zoo",
     ),
     (
@@ -378,7 +406,15 @@ def format_table() -> list[FormatSpec]:
 
 @dataclass(frozen=True)
 class QualityEstimate:
-    """A format's predicted loss on one model, with the factors that scaled it."""
+    """A format's loss on one model (mean KLD against the original weights), with where the
+    number comes from.
+
+    ``kld`` is the point the advisor ranks with; ``kld_low``–``kld_high`` the range
+    to show (equal to the point for a measured or calibrated value). For a file made
+    from an already-quantized file, ``inherited_kld`` is the part of ``kld`` that
+    file brings along and ``added_kld`` the part the new type adds on top (what a
+    measurement against the file's F16 expansion sees).
+    """
 
     kld: float | None
     delta_ppl: float | None
@@ -388,15 +424,40 @@ class QualityEstimate:
     density_factor: float
     # One sentence on how the number was obtained.
     basis: str
+    provenance: Provenance = Provenance.PRIOR
+    kld_low: float | None = None
+    kld_high: float | None = None
+    inherited_kld: float | None = None
+    added_kld: float | None = None
+    added_provenance: Provenance | None = None
+
+    @property
+    def low(self) -> float | None:
+        return self.kld_low if self.kld_low is not None else self.kld
+
+    @property
+    def high(self) -> float | None:
+        return self.kld_high if self.kld_high is not None else self.kld
+
+    @property
+    def is_range(self) -> bool:
+        lo, hi = self.low, self.high
+        return lo is not None and hi is not None and hi > lo * 1.05
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kld": _round(self.kld, 5),
+            "kld_low": _round(self.low, 5),
+            "kld_high": _round(self.high, 5),
+            "provenance": self.provenance.value,
             "delta_ppl": _round(self.delta_ppl, 4),
             "same_top_token": _round(self.same_top_token, 4),
             "imatrix": self.imatrix,
             "size_factor": round(self.size_factor, 3),
             "density_factor": round(self.density_factor, 3),
+            "inherited_kld": _round(self.inherited_kld, 5),
+            "added_kld": _round(self.added_kld, 5),
+            "added_provenance": self.added_provenance.value if self.added_provenance else None,
             "basis": self.basis,
         }
 
@@ -412,6 +473,16 @@ def size_factor(parameters: int, active_parameters: int | None = None) -> float:
         params = math.sqrt(float(active_parameters) * params)
     lo, hi = SIZE_FACTOR_BOUNDS
     return float(min(hi, max(lo, (REFERENCE_PARAMETERS / params) ** SIZE_EXPONENT)))
+
+
+def size_factor_range(parameters: int, active_parameters: int | None = None) -> tuple[float, float]:
+    """The size factor at both ends of ``SIZE_EXPONENT_RANGE`` (low, high), bounded."""
+    params = float(max(parameters, 1))
+    if active_parameters and 0 < active_parameters < parameters:
+        params = math.sqrt(float(active_parameters) * params)
+    lo, hi = SIZE_FACTOR_BOUNDS
+    ends = [min(hi, max(lo, (REFERENCE_PARAMETERS / params) ** e)) for e in SIZE_EXPONENT_RANGE]
+    return float(min(ends)), float(max(ends))
 
 
 def density_factor(parameters: int, training_tokens: float | None) -> float:
@@ -463,6 +534,10 @@ def predict_quality(
     factor = s * d
     scaled = kld * factor
     scaled_ppl = dppl * factor if dppl is not None else None
+    s_lo, s_hi = size_factor_range(parameters, active_parameters)
+    d_lo = d if training_tokens else LOW_DENSITY_FACTOR
+    low = kld * min(s, s_lo) * min(d, d_lo)
+    high = kld * max(s, s_hi) * d
     parts = [f"Llama-3-8B measurement × {s:.2f} for size"]
     if d != 1.0:
         parts.append(f"× {d:.2f} for training density")
@@ -474,7 +549,17 @@ def predict_quality(
         size_factor=s,
         density_factor=d,
         basis=" ".join(parts) + ("" if not use_im else " (with imatrix)"),
+        provenance=Provenance.PRIOR,
+        kld_low=low,
+        kld_high=high,
     )
+
+
+def scoreboard_kld(spec: FormatSpec, *, imatrix: bool = True) -> float | None:
+    """The reference model's measured (or derived) KLD for ``spec``, unscaled."""
+    q = spec.quality
+    use_im = imatrix and spec.imatrix is not ImatrixNeed.NOT_USED
+    return q.kld_imatrix if use_im else q.kld
 
 
 def spec_for_key(key: str) -> FormatSpec:

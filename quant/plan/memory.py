@@ -374,7 +374,9 @@ _NEVER_QUANTIZED = (
 )
 
 
-def _allows_quantization(name: str, n_dims: int) -> bool:
+def allows_quantization(name: str, n_dims: int) -> bool:
+    """Whether llama.cpp quantizes this tensor at all (norms, 1-D tensors and a few
+    special tables keep their type)."""
     if n_dims < 2 or not name.endswith("weight"):
         return False
     return not any(s in name for s in _NEVER_QUANTIZED)
@@ -748,7 +750,7 @@ def plan_tensors(
     out: list[PlannedTensor] = []
     for t in src_tensors:
         src_type = _ggml_type(t.type)
-        if not _allows_quantization(t.name, len(t.shape)):
+        if not allows_quantization(t.name, len(t.shape)):
             new = src_type
         elif _BLOCKS[default][0] == 1:
             new = default

@@ -12,7 +12,10 @@ compute instead; the larger of the two times counts. Prompt processing runs
 batches through matrix multiplications and is bound by compute: two FLOPs per
 weight per token plus the attention over the context, divided by an efficiency
 times the device's peak (CPU: cores × clock × FLOPs per cycle of its widest
-vector unit; GPU: a table by name or compute capability).
+vector unit; GPU: a table by name or compute capability). On a GPU each batch
+also pays a fixed cost per offloaded layer, and narrow matrices reach only part
+of the efficiency (``GPU_UBATCH_LAYER_OVERHEAD_S``, :func:`gpu_width_share`,
+both measured on an H100).
 
 Efficiencies are ranges (what llama.cpp commonly reaches); a measured run on this
 machine narrows them: :func:`record_measurement` stores the efficiency a real
@@ -68,7 +71,7 @@ class Resource(StrEnum):
 # (low, typical, high) share of the peak llama.cpp reaches. CPU generation: 0.55 of
 # numpy-measured bandwidth on this project's 2-core test machine (starter model),
 # 0.4–0.75 across the laptops and desktops llama.cpp users report. GPU generation:
-# 0.31 of peak for a 1.2B F16 model on an H100 (llama-cpp-notes.md), where kernel
+# 0.31 of peak for a 1.2B F16 model on an H100 (docs/llama-cpp.md#measured), where kernel
 # launches weigh (modelled separately below), up to ~0.85 for large models.
 DEFAULT_EFFICIENCY: dict[Resource, tuple[float, float, float]] = {
     Resource.CPU_MEMORY: (0.40, 0.55, 0.75),
@@ -82,12 +85,29 @@ CALIBRATED_SPREAD = 0.15
 # on an H100 through llama-cpp-python: the starter model (18 layers, Q4_K_M) fully
 # offloaded generates 750–805 tokens/s while its bytes alone would allow ~40,000,
 # i.e. ~65 µs per offloaded layer (benchmarks/gpu/offload_check.py); consistent with
-# the 1.2B F16 model's 458 tokens/s in llama-cpp-notes.md.
+# the 1.2B F16 model's 458 tokens/s in docs/llama-cpp.md#measured.
 GPU_LAYER_OVERHEAD_S = 65e-6
-# Prompt processing through llama-cpp-python on a GPU has a per-token cost that does
-# not shrink with the model: on an H100, 212 tokens of the 270M starter took
-# 0.18–0.25 s and 513 tokens of a 1.2B F16 model 0.29 s (llama-cpp-notes.md).
-GPU_PROMPT_TOKEN_OVERHEAD_S = 0.6e-3
+# Prompt processing on a GPU runs each batch of up to n_ubatch tokens through every
+# offloaded layer once: a fixed cost per layer and batch (kernel launches, the graph),
+# plus the matrix work. Measured on an H100 with the starter's shape fully offloaded
+# (benchmarks/gpu/prompt_check.py, tests/data/measured/h100_prompt_speed.json): 128
+# tokens in 4.5 ms, 512 in 7.9 ms, 2,048 in 38 ms; fitted, 180 µs per layer and batch.
+# (An earlier figure of 0.6 ms per prompt token counted a warm-up run's prompt too: the
+# perf counters it was read from are not reset between calls.)
+GPU_UBATCH_LAYER_OVERHEAD_S = 180e-6
+# Narrow matrices leave a GPU's tensor cores idle: the starter's 640-wide layers reached
+# a tenth of the compute share wide ones do (the same fit). The share grows with the
+# square of the width up to GPU_FULL_WIDTH, from which a model's matrices fill the GPU.
+GPU_FULL_WIDTH = 2048
+
+
+def gpu_width_share(embedding_length: int) -> float:
+    """The share of a GPU's compute efficiency a model's matrices of this width reach."""
+    if embedding_length <= 0:
+        return 1.0
+    return float(min(1.0, (embedding_length / GPU_FULL_WIDTH) ** 2))
+
+
 # Host-to-GPU copies of CPU-resident weights during prompt processing (llama.cpp
 # offloads large batches' matrix multiplications to the GPU); PCIe 4.0 x16 in practice.
 PCIE_GBPS = 25.0
@@ -669,7 +689,8 @@ def estimate_speed(
         w = token_work(facts, tensors, n_gpu_layers=ngl, fill=fill, kv_type=kv_type, options=opts)
         parts: list[tuple[float, Bound]] = []
         if ngl > 0 and gpu_peak:
-            t_gpu = w.gpu_flops_prompt / (getattr(e_gc, pick) * gpu_peak)
+            share = gpu_width_share(facts.embedding_length)
+            t_gpu = w.gpu_flops_prompt / (getattr(e_gc, pick) * gpu_peak * share)
             if w.cpu_flops_prompt:
                 if profile.apple is None:
                     # Large batches run on the GPU; the CPU layers' weights cross PCIe.
@@ -681,7 +702,9 @@ def estimate_speed(
                         (w.cpu_flops_prompt / (getattr(e_cc, pick) * cpu_peak), Bound.CPU_COMPUTE)
                     )
             parts.append((t_gpu, Bound.GPU_COMPUTE))
-            parts.append((GPU_PROMPT_TOKEN_OVERHEAD_S, Bound.GPU_OVERHEAD))
+            batch = max(1, min(opts.n_ubatch, n_ctx))
+            launch = GPU_UBATCH_LAYER_OVERHEAD_S * (w.gpu_layers + 1) / batch
+            parts.append((launch, Bound.GPU_OVERHEAD))
         else:
             parts.append((w.cpu_flops_prompt / (getattr(e_cc, pick) * cpu_peak), Bound.CPU_COMPUTE))
         total = sum(p[0] for p in parts)

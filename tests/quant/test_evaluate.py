@@ -11,10 +11,10 @@ import pytest
 from quant.jobs.calibration import Split, default_mix
 from quant.jobs.evaluate import (
     ReferenceLogits,
-    _log_softmax,
     compute_reference,
     evaluate,
     kl_divergence,
+    log_softmax,
 )
 from tests.quant.conftest import CHUNK, EVAL_CHUNKS
 
@@ -30,7 +30,7 @@ def test_kl_divergence_of_known_distributions() -> None:
 
 def test_log_softmax_rows_normalise() -> None:
     x = np.array([[1000.0, 1001.0, 999.0], [0.0, 0.0, 0.0]], dtype=np.float32)
-    lp = _log_softmax(x)
+    lp = log_softmax(x)
     np.testing.assert_allclose(np.exp(lp).sum(axis=1), [1.0, 1.0])
 
 

@@ -420,3 +420,62 @@ def test_serving_on_several_gpus_splits_the_model_and_connects_as_a_remote(
         with qtbot.waitSignal(page.remote_requested) as asked:
             page.connect_button.click()
         assert asked.args == ["http://localhost:8000/v1", "Base-1B-FP8"]
+
+
+def test_a_hub_file_already_on_this_machine_is_not_offered_for_download(
+    qtbot: Any, settings: Settings, library: ModelLibrary, hub: FakeHub, hf_cache: Path
+) -> None:
+    from app.core.downloads import download_gguf
+
+    # Fetched earlier by another tool: in the Hugging Face cache, not in the library.
+    entry = download_gguf(HUB_REPO, "Tiny-Q8_0.gguf")
+    page = _hub_page(qtbot, settings, library)
+    q8 = _hub_option(page, "Tiny-Q8_0.gguf")
+    assert page.advice is not None and page.advice.local_file(q8) == entry.path
+    page.select_option(q8.key)
+    assert page.download_button.text() == "Downloaded"
+    assert not page.download_button.isEnabled()
+    assert page.download_panel.isVisibleTo(page) and page.chat_button.isVisibleTo(page)
+    q4 = _hub_option(page, "Tiny-Q4_K_M.gguf")
+    page.select_option(q4.key)
+    assert page.download_button.text() == "Download this file"
+    assert page.download_button.isEnabled()
+
+
+def test_an_h100_profile_shows_both_lanes_with_the_serving_command(
+    qtbot: Any, settings: Settings, starter_model: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.test_advisor_rules import LLAMA_8B
+
+    folder = tmp_path / "Llama-3.1-8B-Instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA_8B))
+    page = _page(qtbot, settings, starter_model, make_profile())
+    server = tmp_path / "h100-server.json"
+    server.write_text(make_profile(brand="Server CPU", gpus=(H100,)).to_json())
+    page.set_source(str(folder))
+    page.set_task(Task.CODE)
+    with qtbot.waitSignal(page.advice_shown, timeout=30_000):
+        page.plan_for_profile_file(server)
+    advice = page.advice
+    assert advice is not None
+    rec = advice.recommendation
+    assert rec.top is not None and rec.top.key == "gpu:FP8"
+    assert rec.best_here is not None and rec.best_here.key == "gguf:Q8_0"
+    summary = page.summary_label.text()
+    assert "Serve " in summary and "To chat in Quantdesk now: Q8_0" in summary
+    runs = {page.table.item(r, 9).text() for r in range(page.table.rowCount())}
+    assert runs == {"vLLM/SGLang", "here"}
+    # The pick's command, ready to copy; a GGUF option has none.
+    assert page.serving_command.isVisibleTo(page)
+    assert f"vllm serve {folder} --max-model-len 4096 --quantization fp8" in (
+        page.serving_command.text()
+    )
+    page.select_option(rec.best_here.key)
+    assert not page.serving_command.isVisibleTo(page)
+    assert any("Runs here" in r for r in rec.best_here.reasons)
+    # Quality cells say where the number comes from.
+    quality = {page.table.item(r, 7).text() for r in range(page.table.rowCount())}
+    assert any(q.endswith("prior") for q in quality)

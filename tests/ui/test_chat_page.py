@@ -323,3 +323,27 @@ def test_a_base_model_answers_through_examples_and_switches_mode_in_one_click(
     assert page.info.template_source is TemplateSource.BUILTIN
     assert ChatSettingsStore(settings).for_model(starter_model).mode is PromptMode.TEMPLATE
     assert not page.template_button.isVisible()
+
+
+def test_the_banner_shows_the_loaded_file_s_measured_quality(
+    qtbot: Any, make_page: Any, starter_model: Path
+) -> None:
+    from app.core.quality import QualityStore
+    from quant.plan.quality import QualityMeasurement
+
+    card = QualityMeasurement(
+        file_type="Q4_K_M", kld_mean=0.0412, kld_median=0.02, kld_p99=0.5,
+        same_top_token=0.912, perplexity=21.5, reference_perplexity=20.9, tokens=8160,
+        text="default-mix (held-out)", reference="gemma-3-270m-BF16.gguf",
+        reference_type="BF16", path=str(starter_model),
+    )  # fmt: skip
+    QualityStore().record(card, starter_model)
+    page = make_page(configure=False)
+    _load(qtbot, page)
+    qtbot.waitUntil(
+        lambda: "Measured quality: mean KLD 0.0412" in page.banner_text(), timeout=10_000
+    )
+    text = page.banner_text()
+    # The base model's note stays, and so do its mode buttons.
+    assert "in-context examples" in text and page.template_button.isVisible()
+    assert "same top token 91.2%" in text and "8,160 tokens" in text

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 
 from app.core.settings import Settings
 from app.ui.pages.convert_page import ConvertPage
+from quant.errors import QuantError
 from tests.ui.conftest import write_tiny_gguf
 
 
@@ -102,3 +103,115 @@ def test_queue_cancel_one_complete_one_and_read_the_report(
         qtbot.mouseClick(page.chat_button, Qt.MouseButton.LeftButton)
     assert chat.args[0] == Path(report["outputs"][1]["path"])
     assert chat.args[0].is_file()
+
+
+# -- size budget ------------------------------------------------------------------------
+
+
+def test_budget_mode_marks_the_stock_types_and_queues_a_mix_job(
+    page: ConvertPage, qtbot: Any, tmp_path: Path
+) -> None:
+    gguf = write_tiny_gguf(tmp_path / "tiny-F32.gguf")
+    page.preset(str(gguf), [])
+    qtbot.waitUntil(lambda: page.budget_axis.axis() is not None, timeout=10_000)
+    assert not page.budget_panel.isVisible()
+    qtbot.mouseClick(page.mode_budget, Qt.MouseButton.LeftButton)
+    assert page.budget_panel.isVisible() and not page.types_list.isVisible()
+    axis = page.budget_axis.axis()
+    assert axis is not None
+    names = {m.name for m in axis.marks}
+    assert {"Q8_0", "Q4_K_M", "Q2_K"} <= names
+    assert axis.min_bytes < min(m.size_bytes for m in axis.marks) < axis.max_bytes
+    # The first budget is where Q4_K_M falls, so the user starts from the usual choice.
+    q4 = next(m for m in axis.marks if m.name == "Q4_K_M")
+    assert page.budget_bytes() == q4.size_bytes
+    assert "compared with" in page.budget_note.text()
+
+    # Clicking the axis moves the budget; typing a size or bits per weight does too.
+    with qtbot.waitSignal(page.budget_axis.budget_changed, timeout=2_000):
+        qtbot.mouseClick(
+            page.budget_axis,
+            Qt.MouseButton.LeftButton,
+            pos=page.budget_axis.rect().center(),
+        )
+    assert page.budget_edit.text() == str(page.budget_axis.budget())
+    page.budget_edit.setText("6bpw")
+    page.budget_edit.editingFinished.emit()
+    assert page.budget_axis.budget() == page.budget_bytes() == int(6 * axis.n_parameters / 8)
+    assert "6.00 bits per weight" in page.budget_note.text()
+
+    spec = page.build_spec()
+    assert spec.budget == "6bpw" and spec.types == ()
+    page.out_edit.setText(str(tmp_path / "models"))
+    page._remember()
+    again = ConvertPage(page.settings)
+    qtbot.addWidget(again)
+    assert again.budget_mode() and again.budget_edit.text() == "6bpw"
+
+    page.budget_edit.setText("a lot")
+    page.budget_edit.editingFinished.emit()
+    with pytest.raises(QuantError, match="not a size"):
+        page.build_spec()
+
+
+def _report(tmp_path: Path, *, kept: bool) -> dict[str, Any]:
+    def ev(kld: float) -> dict[str, Any]:
+        return {
+            "kld_mean": kld,
+            "kld_p99": 10 * kld,
+            "kld_median": kld / 2,
+            "perplexity": 10 + kld,
+            "delta_perplexity": kld,
+            "top1_agreement": 1 - kld,
+        }
+
+    def out(t: str, size: int, kld: float) -> dict[str, Any]:
+        return {
+            "type": t,
+            "path": str(tmp_path / f"m-{t}.gguf"),
+            "size_bytes": size,
+            "bits_per_weight": 8 * size / 1e8,
+            "imatrix": True,
+            "reused": False,
+            "seconds": 1.0,
+            "evaluation": ev(kld),
+        }
+
+    mix = {
+        "budget_bytes": 50_000_000,
+        "size_bytes": 49_999_000,
+        "bits_per_weight": 4.0,
+        "predicted_kld": 0.05,
+        "path": str(tmp_path / "m-mix.gguf"),
+        "kept": kept,
+        "evaluation": ev(0.04 if kept else 0.2),
+        "verdict": "The mix has 0.40× the KL divergence of Q3_K_M."
+        if kept
+        else "The searched mix did not beat Q3_K_M at the same size; it was removed.",
+    }
+    outputs = [out("Q3_K_M", 48_000_000, 0.1), out("IQ4_XS", 56_000_000, 0.06)]
+    if kept:
+        outputs.append(out("MIX", 49_999_000, 0.04))
+    return {
+        "outputs": outputs,
+        "mix": mix,
+        "base_model": "m-F16.gguf",
+        "report_path": str(tmp_path / "r.json"),
+    }
+
+
+def test_the_report_shows_the_mix_beside_the_stock_types(page: ConvertPage, tmp_path: Path) -> None:
+    page.show_report(_report(tmp_path, kept=True))
+    rows = page.report_rows()
+    assert [r[0] for r in rows] == ["Q3_K_M", "Quantdesk mix", "IQ4_XS"]  # by size
+    assert "0.40× the KL divergence" in page.report_note.text()
+    if page._plot is not None:
+        symbols = [item.opts.get("symbol") for item in page._plot.listDataItems()]
+        assert "star" in symbols and "o" in symbols
+
+    page.show_report(_report(tmp_path, kept=False))
+    rows = page.report_rows()
+    assert [r[0] for r in rows] == ["Q3_K_M", "Quantdesk mix (removed)", "IQ4_XS"]
+    assert "did not beat Q3_K_M" in page.report_note.text()
+    page.report_table.selectRow(1)
+    assert not page.chat_button.isEnabled()  # a removed mix cannot be chatted with

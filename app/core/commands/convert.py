@@ -1,10 +1,16 @@
 """``quantdesk convert``: a model to calibrated, quantized and measured GGUF files.
 
 SRC is a Hugging Face model folder, a hub repo id (downloaded with resume), or
-an F16/BF16/F32/Q8_0 GGUF. The job runs the engine's pipeline in this process
-(``quant.jobs.pipeline.run_pipeline``); the GUI runs the same pipeline in a child
-process (``python -m quant pipeline``), and ``--json-progress`` prints the same
-JSON lines that child writes (:mod:`quant.protocol`).
+an F16/BF16/F32/Q8_0 GGUF. With ``--budget`` the job also searches a Quantdesk
+mix — one llama.cpp type per tensor, chosen by measurement — for that size
+(``3.2GB``, ``4.25bpw``, or ``fit``: the largest file that runs on this machine,
+or the one in ``--hardware``, at the task's context with its KV cache), and
+measures it next to the stock types whose sizes bracket the budget.
+
+The job runs the engine's pipeline in this process
+(``quant.jobs.pipeline.run_pipeline``); the GUI runs the same pipeline in a
+child process (``python -m quant pipeline``), and ``--json-progress`` prints the
+same JSON lines that child writes (:mod:`quant.protocol`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.core.commands.common import NAME_LIMIT, print_json, resolve_model_arg
+from app.core.commands.common import (
+    NAME_LIMIT,
+    add_hardware_arg,
+    positive_tokens,
+    print_json,
+    resolve_model_arg,
+)
 from app.core.paths import app_paths
+from app.core.quality import keep_report
 from quant.errors import Cancelled, QuantError
+from quant.plan.advisor import Task
+from quant.plan.memory import KvType
 from quant.progress import Progress
 from quant.protocol import JsonLines
 from quant.stopping import stop_on_signals
@@ -49,10 +64,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--to",
-        default=DEFAULT_TYPES,
+        default=None,
         metavar="TYPES",
-        help=f"comma-separated llama.cpp types (default: {DEFAULT_TYPES}), "
-        "e.g. Q4_K_M,Q5_K_M,IQ4_XS",
+        help=f"comma-separated llama.cpp types (default: {DEFAULT_TYPES}, or none with "
+        "--budget), e.g. Q4_K_M,Q5_K_M,IQ4_XS",
+    )
+    parser.add_argument(
+        "--budget",
+        default=None,
+        metavar="SIZE|Nbpw|fit",
+        help="also make a Quantdesk mix: the best file for this size, chosen per tensor by "
+        "measurement (3.2GB, 450MiB, a plain number of bytes, 4.25bpw, or 'fit': the "
+        "largest file that runs on this machine at the task's context), measured next to "
+        "the stock types whose sizes bracket it",
+    )
+    parser.add_argument(
+        "--task",
+        choices=[t.value for t in Task],
+        default=Task.CHAT.value,
+        help="for --budget fit: the task whose default context is planned (default: chat)",
+    )
+    parser.add_argument(
+        "--ctx",
+        type=positive_tokens,
+        metavar="N",
+        help="for --budget fit: context length in tokens (default: the task's)",
+    )
+    parser.add_argument(
+        "--kv",
+        choices=[k.value for k in KvType],
+        default=KvType.F16.value,
+        help="for --budget fit: KV cache type (default: f16)",
+    )
+    add_hardware_arg(parser)
+    parser.add_argument(
+        "--search-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rows sampled per tensor when the search measures errors (default 256)",
+    )
+    parser.add_argument(
+        "--search-chunks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="calibration chunks the search measures KL divergence on (default 2)",
     )
     parser.add_argument(
         "--imatrix",
@@ -136,14 +193,31 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     from quant.jobs.quantize import parse_file_types
 
     paths = app_paths()
+    source = resolve_model_arg(args.src)
     kw: dict[str, Any] = {}
     if args.chunks is not None:
         kw["imatrix_chunks"] = args.chunks
     if args.eval_chunks is not None:
         kw["eval_chunks"] = args.eval_chunks
+    if args.search_rows is not None:
+        kw["search_rows"] = args.search_rows
+    if args.search_chunks is not None:
+        kw["search_chunks"] = args.search_chunks
+    if args.budget:
+        from app.core.convert_preview import resolve_budget
+
+        kw["budget"], kw["budget_repacked"] = resolve_budget(
+            source,
+            args.budget,
+            hardware=getattr(args, "hardware", None),
+            task=Task(args.task),
+            ctx=args.ctx,
+            kv_type=KvType(args.kv),
+        )
+    to = args.to if args.to is not None else ("" if args.budget else DEFAULT_TYPES)
     return JobSpec(
-        source=resolve_model_arg(args.src),
-        types=parse_file_types(args.to),
+        source=source,
+        types=parse_file_types(to) if to else (),
         imatrix=args.imatrix,
         calibration=args.calibration,
         eval_text=args.eval_text,
@@ -180,6 +254,7 @@ def _run(args: argparse.Namespace, spec: Any) -> int:
         except (QuantError, Cancelled) as exc:
             lines.failure(exc)
             raise
+        keep_report(report.as_dict())
         lines.result(report.as_dict())
         return 0
 
@@ -199,6 +274,7 @@ def _run(args: argparse.Namespace, spec: Any) -> int:
             sys.stderr.flush()
 
     report = run_pipeline(spec, on_progress=show)
+    keep_report(report.as_dict())
     if tty:
         sys.stderr.write("\n")
     if args.json:
@@ -221,6 +297,22 @@ def _run(args: argparse.Namespace, spec: Any) -> int:
         out.write(
             f"{o.type:<9} {human_bytes(o.size_bytes):>10} {o.bits_per_weight:>6.2f} "
             f"{'yes' if o.imatrix else 'no':>7} {kld:>9} {p99:>9} {ppl:>9} {top:>7}\n"
+        )
+    mix = report.mix
+    if mix is not None:
+        ev = mix.get("evaluation") or {}
+        kld = f"{ev['kld_mean']:.5f}" if ev else "—"
+        p99 = f"{ev['kld_p99']:.4f}" if ev else "—"
+        ppl = f"{ev['perplexity']:.3f}" if ev else "—"
+        top = f"{100 * ev['top1_agreement']:.1f}%" if ev else "—"
+        out.write(
+            f"{'mix':<9} {human_bytes(mix['size_bytes']):>10} {mix['bits_per_weight']:>6.2f} "
+            f"{'yes' if report.imatrix else 'no':>7} {kld:>9} {p99:>9} {ppl:>9} {top:>7}"
+            f"{'' if mix.get('kept', True) else '  (removed)'}\n"
+        )
+        out.write(
+            f"mix for {human_bytes(mix['budget_bytes'])}: predicted KLD "
+            f"{mix['predicted_kld']:.4f}; {mix.get('verdict', '')}\n"
         )
     if report.reference:
         out.write(

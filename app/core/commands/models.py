@@ -18,6 +18,7 @@ from app.core.commands.common import (
 from app.core.library import ModelLibrary
 from app.core.library_index import ModelRow
 from app.core.library_listing import list_library, remember_starter
+from app.core.quality import summarize
 from quant.progress import Progress
 from quant.units import format_last_used, format_params
 from quant.untrusted import terminal_text
@@ -196,6 +197,9 @@ def render(rows: Sequence[ModelRow]) -> str:
             lines.append(
                 "    also at: " + ", ".join(terminal_text(p, TEXT_LIMIT) for p in e.also_at)
             )
+        m = rows[i - 1].measured_quality
+        if m is not None:
+            lines.append(f"    quality: {terminal_text(summarize(m), TEXT_LIMIT)}")
     broken = sum(1 for r in rows if r.broken)
     if broken:
         lines.append(

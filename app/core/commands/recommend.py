@@ -17,6 +17,7 @@ from app.core.commands.common import (
 )
 from quant.plan.advisor import Option, Recommendation, Task
 from quant.plan.memory import KvType
+from quant.plan.quality import quality_cell
 from quant.units import format_params, format_rate
 from quant.untrusted import terminal_text
 
@@ -74,18 +75,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rec = advise(
+    advice = advise(
         resolve_model_arg(args.model),
         profile_path=args.hardware,
         task=Task(args.task),
         ctx=args.ctx,
         kv_type=KvType(args.kv),
         training_tokens=args.training_tokens,
-    ).recommendation
+    )
+    rec = advice.recommendation
     if args.json:
-        print_json(rec.to_dict())
+        data = rec.to_dict()
+        for o, d in zip(rec.options, data["options"], strict=True):
+            d["serving_command"] = advice.serving_command(o)
+            local = advice.local_file(o)
+            d["local_path"] = str(local) if local is not None else None
+        print_json(data)
     else:
-        print(render(rec, show_all=args.all))
+        print(render(rec, show_all=args.all, commands=advice.serving_commands))
     return 0
 
 
@@ -95,7 +102,7 @@ def _speed(o: Option) -> str:
 
 
 def _kld(o: Option) -> str:
-    return "—" if o.quality.kld is None else f"{o.quality.kld:.3g}"
+    return quality_cell(o.quality)
 
 
 def _top1(o: Option) -> str:
@@ -103,8 +110,11 @@ def _top1(o: Option) -> str:
     return "—" if t is None else f"{100 * t:.0f}%"
 
 
-def render(rec: Recommendation, *, show_all: bool = False) -> str:
-    """The recommendation as a table and the reasons for the top pick."""
+def render(
+    rec: Recommendation, *, show_all: bool = False, commands: dict[str, str] | None = None
+) -> str:
+    """The recommendation as a table and the reasons for the top pick (and, on a machine
+    with two lanes, the best option that runs in Quantdesk's chat)."""
     model = terminal_text(rec.model, NAME_LIMIT)
     lines = [
         f"Model:    {model} ({format_params(rec.parameters)} parameters)",
@@ -125,7 +135,7 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
             shown = shown[:DEFAULT_ROWS]
     header = (
         "#",
-        "FORMAT",
+        "RUNS",
         "TYPE",
         "FIT",
         "GPU LAYERS",
@@ -145,7 +155,7 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
         rows.append(
             (
                 str(o.rank),
-                o.family.value,
+                o.engine.short,
                 name,
                 o.fit.label,
                 layers,
@@ -173,6 +183,17 @@ def render(rec: Recommendation, *, show_all: bool = False) -> str:
     if top is not None:
         lines += ["", f"Why {terminal_text(top.label, NAME_LIMIT)} ({top.fit.label}):"]
         lines += [f"  - {terminal_text(reason, TEXT_LIMIT)}" for reason in top.reasons]
+        command = (commands or {}).get(top.key)
+        if command:
+            lines += ["", "Serve it with:", f"  {terminal_text(command, TEXT_LIMIT)}"]
+        here = rec.best_here
+        if here is not None and here.key != top.key:
+            lines += [
+                "",
+                f"To chat in Quantdesk now: {terminal_text(here.label, NAME_LIMIT)} "
+                f"({here.fit.label}), {_speed(here)} tokens/s, "
+                f"{format_rate(here.speed.prompt)} prompt tokens/s.",
+            ]
     if rec.suggestions:
         lines += ["", "What would fit:"]
         lines += [f"  - {terminal_text(s, TEXT_LIMIT)}" for s in rec.suggestions]

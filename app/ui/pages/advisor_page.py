@@ -8,7 +8,14 @@ another machine.
 
 For a hub repo, the GGUF files it already has are options too: "Download this
 file" fetches the selected one into the Hugging Face cache (resumable, with
-progress and Cancel), adds it to the library, and offers "Chat with this".
+progress and Cancel), adds it to the library, and offers "Chat with this"; a
+file already on this machine is offered for chat instead.
+
+On a datacenter NVIDIA GPU every option says which engine runs it — *here*
+(llama.cpp in Quantdesk's chat) or *a serving engine* (vLLM, SGLang, with the
+command that serves it) — and the summary names both the overall pick and the
+best option to chat with here. Quality numbers say where they come from
+(measured, calibrated, or a prior shown as a range).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Option, OptionSource, Recommendation, Task
 from quant.plan.formats import FormatFamily, GpuFormat
 from quant.plan.memory import KvType
+from quant.plan.quality import quality_cell
 from quant.progress import Progress
 from quant.units import format_rate, human_bytes
 
@@ -86,6 +94,7 @@ COLUMNS = (
     "Prompt",
     "Quality loss",
     "Same top token",
+    "Runs",
 )
 THIS_MACHINE = "__this_machine__"
 LOAD_PROFILE = "__load_profile__"
@@ -120,12 +129,8 @@ def layers_text(o: Option) -> str:
 
 
 def quality_text(o: Option) -> str:
-    q = o.quality
-    if q.kld is None:
-        return "—"
-    if q.kld < 5e-4:
-        return "none"
-    return f"KLD {q.kld:.3g}"
+    """The Quality column: mean KLD and where it comes from (a prior is a range)."""
+    return quality_cell(o.quality)
 
 
 def option_label(o: Option) -> str:
@@ -177,6 +182,8 @@ class AdvisorPage(QWidget):
     status_message = Signal(str)
     #: The user wants to make this file: (source model, [llama.cpp file type names]).
     convert_requested = Signal(str, list)
+    #: The user wants the offered Quantdesk mix: (source model, budget in bytes).
+    mix_requested = Signal(str, int)
     #: A new recommendation is on screen.
     advice_shown = Signal(object)
     #: A hub file was downloaded and added to the library (its LibraryEntry).
@@ -343,6 +350,9 @@ class AdvisorPage(QWidget):
         self.download_button.setEnabled(False)
         self.serving_button = QPushButton(icon("open"), "Find on the hub")
         self.serving_button.setVisible(False)
+        self.mix_button = QPushButton(icon("convert"), "Make a Quantdesk mix")
+        self.mix_button.setObjectName("mixButton")
+        self.mix_button.setVisible(False)
         self.serving_label = QLabel("")
         self.serving_label.setObjectName("servingRepos")
         self.serving_label.setWordWrap(True)
@@ -366,6 +376,9 @@ class AdvisorPage(QWidget):
         )
         self.connect_button.setVisible(False)
         self._serving_repos: list[Any] = []
+        # The advisor's own command for the selected option (a GPU format), shown
+        # in the same place until a ready-made repo's command replaces it.
+        self._option_command: str | None = None
         self.reasons_card.body.addWidget(self.pick_title)
         self.reasons_card.body.addWidget(self.pick_chips)
         # The reasons scroll when the card is short, so the buttons stay in view.
@@ -396,6 +409,7 @@ class AdvisorPage(QWidget):
         actions.addWidget(self.download_button)
         actions.addWidget(self.serving_button)
         actions.addWidget(self.connect_button)
+        actions.addWidget(self.mix_button)
         actions.addStretch(1)
         self.reasons_card.body.addLayout(actions)
         ll.addWidget(chart_card, 0, 0)
@@ -422,6 +436,7 @@ class AdvisorPage(QWidget):
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.chart.option_clicked.connect(self.select_option)
         self.convert_button.clicked.connect(self._convert_selected)
+        self.mix_button.clicked.connect(self._request_mix)
         self.serving_button.clicked.connect(self.find_serving_repos)
         self.serving_combo.currentIndexChanged.connect(self._show_serving_command)
         self.connect_button.clicked.connect(self._connect_serving)
@@ -635,6 +650,9 @@ class AdvisorPage(QWidget):
             text = f"Planning for {advice.profile_name} ({rec.hardware}). {text}"
         if rec.suggestions:
             text += "\n" + "\n".join(f"• {s}" for s in rec.suggestions)
+        if rec.mix_offer is not None:
+            text += f"\n• A Quantdesk mix for your budget: {rec.mix_offer.text}"
+        self.mix_button.setVisible(rec.mix_offer is not None)
         self.summary_label.setText(text)
         self._fill_table(rec)
         top = rec.top
@@ -673,6 +691,7 @@ class AdvisorPage(QWidget):
                 speed_text(s.prompt_low, s.prompt, s.prompt_high),
                 quality_text(o),
                 same,
+                o.engine.short,
             ]
             for c, value in enumerate(cells):
                 item = QTableWidgetItem(value)
@@ -697,7 +716,9 @@ class AdvisorPage(QWidget):
                         f"bound by {s.prompt_bound.value}"
                     )
                 if c == 7:
-                    item.setToolTip(q.basis)
+                    item.setToolTip(f"{q.provenance.label}: {q.basis}")
+                if c == 9:
+                    item.setToolTip(f"Runs {o.engine.label}")
                 if c == 1 and o.filename:
                     item.setToolTip(
                         f"{o.filename} — a file the hub repo has; download it below"
@@ -728,6 +749,7 @@ class AdvisorPage(QWidget):
             self.pick_chips.set_chips([])
             self.reasons_label.setText("")
             self.extra_label.setText("")
+            self._option_command = None
             self.convert_button.setEnabled(False)
             self._update_serving(None)
             self._update_download_button()
@@ -738,6 +760,9 @@ class AdvisorPage(QWidget):
         title.setText("Why this pick" if is_top else f"Why option {o.rank}")
         self.pick_title.setText(option_label(o))
         chips = [chip(o.fit.label, fit_chip_kind(o.fit))]
+        if rec.two_lanes or o.family is FormatFamily.GPU:
+            chips.append(chip(f"runs {o.engine.short}", tooltip=f"Runs {o.engine.label}"))
+        chips.append(chip(o.quality.provenance.label, tooltip=o.quality.basis))
         if o.meets_task:
             chips.append(chip(f"good for {rec.task.value}", "good"))
         if o.imatrix.value == "required":
@@ -746,6 +771,7 @@ class AdvisorPage(QWidget):
         self.pick_chips.set_chips(chips)
         self.reasons_label.setText("\n".join(f"• {r}" for r in o.reasons))
         self.extra_label.setText("\n".join(rec.notes))
+        self._option_command = self._advice.serving_command(o) if self._advice else None
         self.chart.set_options(
             self._options, top_key=rec.top.key if rec.top else None, selected_key=o.key
         )
@@ -757,6 +783,7 @@ class AdvisorPage(QWidget):
             else "Only GGUF types Quantdesk can make are converted here"
         )
         self._update_serving(o)
+        self._show_serving_command()
         self._update_download_button()
 
     # ------------------------------------------------------------------ serving repos
@@ -858,10 +885,10 @@ class AdvisorPage(QWidget):
         repo = self._serving_repos[i] if 0 <= i < len(self._serving_repos) else None
         shown = repo is not None and self.serving_label.isVisibleTo(self)
         self.serving_combo.setVisible(shown)
-        self.serving_command.setVisible(shown)
         self.connect_button.setVisible(shown)
-        if repo is not None:
-            self.serving_command.setText(f"Serve it with:\n{repo.command}")
+        command = repo.command if shown and repo is not None else self._option_command
+        self.serving_command.setText(f"Serve it with:\n{command}" if command else "")
+        self.serving_command.setVisible(bool(command))
 
     def serving_command_text(self) -> str:
         return self.serving_command.text() if self.serving_command.isVisibleTo(self) else ""
@@ -889,6 +916,13 @@ class AdvisorPage(QWidget):
         repos = [self.serving_combo.itemText(i) for i in range(self.serving_combo.count())]
         return "\n".join([self.serving_label.text(), *repos, self.serving_command_text()])
 
+    def _request_mix(self) -> None:
+        rec = self._advice.recommendation if self._advice else None
+        if rec is None or rec.mix_offer is None or self._advice is None:
+            return
+        source = self._advice.facts.source or self.current_source()
+        self.mix_requested.emit(source, rec.mix_offer.budget_bytes)
+
     def _convert_selected(self) -> None:
         o = self.selected_option()
         if o is None or self._advice is None:
@@ -907,10 +941,17 @@ class AdvisorPage(QWidget):
         return self._download is not None
 
     def local_copy(self, target: HubTarget) -> Path | None:
-        """A complete copy of ``target`` this page knows about (downloaded, or in the library)."""
+        """A complete copy of ``target`` on this machine: downloaded here, in the library, or
+        in the Hugging Face cache when the advice was made."""
         done = self._downloaded.get(target.key)
         if done is not None:
             return done
+        if self._advice is not None:
+            for o in self._options:
+                if o.filename == target.filename and o.source is OptionSource.HUB_FILE:
+                    cached = self._advice.local_file(o)
+                    if cached is not None:
+                        return cached
         folder = "models--" + target.repo_id.replace("/", "--")
         tail = Path(target.filename).parts
         for e in self._entries:

@@ -50,6 +50,7 @@ from app.core.history import (
     StoredMessage,
     state_label,
 )
+from app.core.quality import card_for, summarize
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.widgets.chat_chart import LiveChart, StatsBar
@@ -58,7 +59,8 @@ from app.ui.widgets.chat_settings import ChatSettingsDrawer
 from app.ui.widgets.chat_transcript import MessageBubble, Transcript
 from app.workers.chat_worker import ChatController, GenerateRequest, GenerationResult
 from app.workers.failure import Failure
-from app.workers.tasks import Call, LatestTask
+from app.workers.tasks import Call, LatestTask, start_task
+from quant.plan.quality import QualityMeasurement
 from quant.progress import Progress
 
 if TYPE_CHECKING:
@@ -459,6 +461,14 @@ class ChatPage(QWidget):
             )
         self._update_controls()
         self.status_message.emit(f"{info.name} is ready")
+        if path is not None:
+            # The file's report card, when it was measured, joins the banner.
+            start_task(
+                Call(card_for, path),
+                parent=self,
+                on_finished=self._show_quality,
+                on_failed=lambda f: logger.info("no quality card: %s", f.message),
+            )
         self.model_loaded.emit(info)
         if self._pending_send is not None:
             text, self._pending_send = self._pending_send, None
@@ -537,6 +547,19 @@ class ChatPage(QWidget):
                 + (f", {retry.n_gpu_layers} GPU layers" if retry.n_gpu_layers >= 0 else "")
             )
         self.banner.setVisible(True)
+
+    def _show_quality(self, found: tuple[Path, QualityMeasurement | None]) -> None:
+        path, m = found
+        if m is None or self.info is None:
+            return
+        if ChatSettingsStore.key(self.info.path) != ChatSettingsStore.key(path):
+            return  # another model was loaded meanwhile
+        line = summarize(m)
+        if self.banner.isVisible() and self.banner_label.text():
+            if line not in self.banner_label.text():
+                self.banner_label.setText(f"{self.banner_label.text()}\n{line}")
+        else:
+            self.show_banner(line)
 
     def hide_banner(self) -> None:
         self.banner.setVisible(False)

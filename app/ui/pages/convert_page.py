@@ -1,13 +1,16 @@
 """The Convert page: a model in, calibrated and measured GGUF files out.
 
 Pick a source (an HF folder, a GGUF file, or a hub repo id), tick the target
-types (each with its predicted size and quality from the format table), choose
-the calibration text, and Start. The job runs in a child process
+types (each with its predicted size and quality from the format table) — or
+switch to **Size budget** and choose the size on an axis where the stock types
+are marked, for a Quantdesk mix chosen per tensor by measurement — choose the
+calibration text, and Start. The job runs in a child process
 (:class:`app.workers.process_job.ProcessJob`): one progress bar per stage, an
 overall ETA, a log pane and a Cancel that stops it for real. Several jobs
 queue and run one after another; the window stays responsive. When a job
-ends, its report is shown as a table and a size-versus-KL-divergence chart,
-with "Chat with this" and "Show in folder".
+ends, its report is shown as a table and a size-versus-KL-divergence chart (a
+mix as a star beside the stock types, the budget as a line), with "Chat with
+this" and "Show in folder".
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -36,6 +40,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QRadioButton,
     QScrollArea,
     QSplitter,
     QTableWidget,
@@ -45,19 +50,25 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.convert_preview import (
+    BudgetAxis,
     ConversionPreview,
     SourceInfo,
     TypePreview,
     preview_conversion,
+    resolve_budget,
 )
 from app.core.paths import app_paths
+from app.core.quality import keep_report
 from app.core.settings import Settings
 from app.ui.errors import show_error
+from app.ui.widgets.budget_axis import BudgetAxisWidget
 from app.ui.widgets.cards import Card, muted
 from app.workers.failure import Failure
 from app.workers.process_job import ProcessJob
-from app.workers.tasks import Call, LatestTask
+from app.workers.tasks import Call, LatestTask, start_task
 from quant.errors import QuantError
+from quant.plan.mix import parse_budget
+from quant.plan.quality import kld_text
 from quant.progress import Progress
 from quant.units import human_bytes
 
@@ -91,10 +102,12 @@ REPORT_COLUMNS = (
     "ΔPPL",
     "Same top token",
 )
+MIX_LABEL = "Quantdesk mix"
 # Rough share of a job's time per stage kind, for the overall ETA.
 _STAGE_WEIGHT = {
     "prepare": 0.5,
     "imatrix": 3.0,
+    "search": 4.0,
     "quantize": 2.0,
     "reference": 1.0,
     "evaluate": 1.0,
@@ -115,9 +128,11 @@ class QueuedJob:
 
     @property
     def title(self) -> str:
-        types = ", ".join(t.name for t in self.spec.types)
+        parts = [t.name for t in self.spec.types]
+        if self.spec.budget:
+            parts.append(f"mix for {_budget_text(self.spec.budget)}")
         name = Path(self.spec.source).name or self.spec.source
-        return f"#{self.number} {name} → {types}"
+        return f"#{self.number} {name} → {', '.join(parts)}"
 
 
 class StageRow:
@@ -193,6 +208,11 @@ class ConvertPage(QWidget):
         self._previewing: LatestTask[ConversionPreview] = LatestTask(
             self, on_finished=self._on_preview, on_failed=self._on_preview_failed
         )
+        # "Largest that fits this machine" probes the machine: off the GUI thread.
+        self._fitting: LatestTask[tuple[str, tuple[str, ...]]] = LatestTask(
+            self, on_finished=self._on_fit, on_failed=self._on_fit_failed
+        )
+        self._budget_repacked: tuple[str, ...] = ()
         self._build()
         self._restore()
 
@@ -275,8 +295,55 @@ class ConvertPage(QWidget):
         src_card.body.addLayout(form)
         lay.addWidget(src_card)
 
-        # Types
+        # Types, or a size budget
         types_card = Card("Target types", "advisor")
+        mode_row = QHBoxLayout()
+        self.mode_types = QRadioButton("Stock types")
+        self.mode_types.setObjectName("modeTypes")
+        self.mode_budget = QRadioButton("Size budget — a Quantdesk mix")
+        self.mode_budget.setObjectName("modeBudget")
+        self.mode_types.setChecked(True)
+        self._mode_group = QButtonGroup(self)
+        self._mode_group.addButton(self.mode_types)
+        self._mode_group.addButton(self.mode_budget)
+        self.mode_types.toggled.connect(self._mode_changed)
+        mode_row.addWidget(self.mode_types)
+        mode_row.addWidget(self.mode_budget)
+        mode_row.addStretch(1)
+        types_card.body.addLayout(mode_row)
+        self.budget_panel = QWidget()
+        self.budget_panel.setObjectName("budgetPanel")
+        bp = QVBoxLayout(self.budget_panel)
+        bp.setContentsMargins(0, 0, 0, 0)
+        explain = muted(
+            "Quantdesk measures what each tensor's type costs this model and chooses one "
+            "type per tensor for the smallest loss that fits the size. The mix is measured "
+            "next to the stock types on either side of the budget and kept only if it is "
+            "better."
+        )
+        explain.setWordWrap(True)
+        bp.addWidget(explain)
+        self.budget_axis = BudgetAxisWidget()
+        self.budget_axis.budget_changed.connect(self._axis_moved)
+        bp.addWidget(self.budget_axis)
+        brow = QHBoxLayout()
+        self.budget_edit = QLineEdit()
+        self.budget_edit.setObjectName("budgetEdit")
+        self.budget_edit.setPlaceholderText("3.2GB, 450MiB, 4.25bpw …")
+        self.budget_edit.editingFinished.connect(self._budget_typed)
+        self.fit_button = QPushButton("Largest that fits this machine")
+        self.fit_button.setObjectName("fitButton")
+        self.fit_button.clicked.connect(self._fit_machine)
+        brow.addWidget(QLabel("Budget"))
+        brow.addWidget(self.budget_edit, 1)
+        brow.addWidget(self.fit_button)
+        bp.addLayout(brow)
+        self.budget_note = muted("")
+        self.budget_note.setObjectName("budgetNote")
+        self.budget_note.setWordWrap(True)
+        bp.addWidget(self.budget_note)
+        self.budget_panel.setVisible(False)
+        types_card.body.addWidget(self.budget_panel)
         self.types_list = QListWidget()
         self.types_list.setObjectName("typesList")
         self.types_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -397,6 +464,10 @@ class ConvertPage(QWidget):
     def _restore(self) -> None:
         s = self._section()
         self.set_types(list(s.get("types") or DEFAULT_TYPES))
+        if s.get("budget"):
+            self.budget_edit.setText(str(s["budget"]))
+        if s.get("mode") == "budget":
+            self.mode_budget.setChecked(True)
         if s.get("out_dir"):
             self.out_edit.setText(str(s["out_dir"]))
         if s.get("source"):
@@ -406,6 +477,8 @@ class ConvertPage(QWidget):
     def _remember(self) -> None:
         s = self._section()
         s["types"] = self.selected_types()
+        s["mode"] = "budget" if self.budget_mode() else "types"
+        s["budget"] = self.budget_edit.text().strip()
         s["out_dir"] = self.out_edit.text().strip()
         s["source"] = self.source_edit.text().strip()
         try:
@@ -439,6 +512,109 @@ class ConvertPage(QWidget):
             extra.setCheckState(Qt.CheckState.Checked)
             self.types_list.addItem(extra)
         self._describe_types()
+
+    # -- size budget ---------------------------------------------------------------------
+
+    def budget_mode(self) -> bool:
+        return self.mode_budget.isChecked()
+
+    def set_budget(self, text: str) -> None:
+        """Switch to size-budget mode with ``text`` (``3.2GB``, ``4.25bpw``) as the budget."""
+        self.budget_edit.setText(text)
+        self.mode_budget.setChecked(True)
+        self._budget_typed()
+
+    def budget_bytes(self) -> int | None:
+        """The budget in bytes, or None when the field does not hold one yet."""
+        text = self.budget_edit.text().strip()
+        if not text:
+            return None
+        try:
+            budget = parse_budget(text)
+        except QuantError:
+            return None
+        axis = self.budget_axis.axis()
+        if budget.n_bytes is None and axis is None:
+            return None
+        return budget.resolve(axis.n_parameters if axis is not None else 0)
+
+    def _mode_changed(self) -> None:
+        budget = self.budget_mode()
+        self.budget_panel.setVisible(budget)
+        self.types_list.setVisible(not budget)
+        if budget and self.budget_bytes() is None:
+            self._default_budget()
+        self._update_budget_note()
+
+    def _default_budget(self) -> None:
+        """A first budget: the size of Q4_K_M, the type most people would pick."""
+        axis = self.budget_axis.axis()
+        if axis is None:
+            return
+        mark = next((m for m in axis.marks if m.name == "Q4_K_M"), None)
+        n = mark.size_bytes if mark else (axis.min_bytes + axis.max_bytes) // 2
+        self.budget_edit.setText(str(n))
+        self.budget_axis.set_budget(n)
+
+    def _axis_moved(self, n_bytes: int) -> None:
+        self._budget_repacked = ()
+        self.budget_edit.setText(str(n_bytes))
+        self._update_budget_note()
+
+    def _budget_typed(self) -> None:
+        self._budget_repacked = ()
+        n = self.budget_bytes()
+        if n is not None:
+            self.budget_axis.set_budget(n)
+        self._update_budget_note()
+
+    def _fit_machine(self) -> None:
+        source = self.source_edit.text().strip()
+        if not source:
+            show_error(self, QuantError("Choose a model first: the fit depends on its size."))
+            return
+        self.fit_button.setEnabled(False)
+        self.budget_note.setText("Planning the largest file that runs on this machine…")
+        self._fitting.start(Call(resolve_budget, source, "fit"))
+
+    def _on_fit(self, result: tuple[str, tuple[str, ...]]) -> None:
+        self.fit_button.setEnabled(True)
+        budget, repacked = result
+        self.budget_edit.setText(budget)
+        self._budget_typed()
+        self._budget_repacked = repacked
+        self._update_budget_note(fit=True)
+
+    def _on_fit_failed(self, failure: Failure) -> None:
+        self.fit_button.setEnabled(True)
+        self.budget_note.setText(failure.message)
+
+    def _update_budget_note(self, *, fit: bool = False) -> None:
+        if not self.budget_mode():
+            return
+        axis = self.budget_axis.axis()
+        n = self.budget_bytes()
+        if n is None:
+            self.budget_note.setText(
+                "Type a size (3.2GB, 450MiB, a number of bytes) or bits per weight (4.25bpw), "
+                "or click along the axis."
+            )
+            return
+        text = f"Budget {human_bytes(n)}"
+        if axis is not None:
+            text += f" ({axis.bpw(n):.2f} bits per weight)"
+            below = [m for m in axis.marks if m.size_bytes <= n]
+            above = [m for m in axis.marks if m.size_bytes > n]
+            lo = max(below, key=lambda m: m.size_bytes) if below else None
+            hi = min(above, key=lambda m: m.size_bytes) if above else None
+            sides = [f"{m.name} ({human_bytes(m.size_bytes)})" for m in (lo, hi) if m]
+            if sides:
+                text += ", compared with " + " and ".join(sides)
+            if n < axis.min_bytes:
+                text += " — below the smallest mix this model can take"
+        if fit:
+            text += ": the largest file that runs on this machine at the chat context"
+        self.budget_note.setText(text + ".")
 
     def selected_types(self) -> list[str]:
         out = []
@@ -521,6 +697,7 @@ class ConvertPage(QWidget):
     def _on_preview(self, preview: ConversionPreview) -> None:
         self._source_info = preview.source
         self.source_note.setText(preview.source.note)
+        self._set_axis(preview.axis)
         by_name = {p.name: p for p in preview.types}
         for i in range(self.types_list.count()):
             item = self.types_list.item(i)
@@ -532,6 +709,16 @@ class ConvertPage(QWidget):
     def _on_preview_failed(self, failure: Failure) -> None:
         self._source_info = None
         self.source_note.setText(failure.message)
+        self._set_axis(None)
+
+    def _set_axis(self, axis: BudgetAxis | None) -> None:
+        self.budget_axis.set_axis(axis)
+        n = self.budget_bytes()
+        if n is not None:
+            self.budget_axis.set_budget(n)
+        elif self.budget_mode():
+            self._default_budget()
+        self._update_budget_note()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -545,9 +732,18 @@ class ConvertPage(QWidget):
         if not source:
             raise QuantError("Choose a model first: a GGUF file, an HF folder or a hub repo id.")
         detect_source(source, need_weights=True)
-        types = self.selected_types()
-        if not types:
-            raise QuantError("Tick at least one target type, for example Q4_K_M.")
+        budget: str | None = None
+        if self.budget_mode():
+            types: list[str] = []
+            text = self.budget_edit.text().strip()
+            if not text:
+                raise QuantError("Choose a size budget: type a size such as 3.2GB or 4.25bpw.")
+            parse_budget(text)
+            budget = text
+        else:
+            types = self.selected_types()
+            if not types:
+                raise QuantError("Tick at least one target type, for example Q4_K_M.")
         cal = self.calibration_combo.currentData()
         calibration = (
             None if cal == "default" else "self" if cal == "self" else self.calibration_path
@@ -574,6 +770,8 @@ class ConvertPage(QWidget):
             # A quantized GGUF (the starter model, say) is expanded to F16 first; the
             # source note says the new files carry its loss.
             requantize=True,
+            budget=budget,
+            budget_repacked=self._budget_repacked if budget else (),
             **kw,
         )
 
@@ -645,6 +843,11 @@ class ConvertPage(QWidget):
             job.item.setText(f"{job.title} — {state}")
 
     def _reset_stages(self, names: list[str]) -> None:
+        # A budget job names its stock types once it knows their sizes: stages that
+        # already finished keep their state.
+        finished = {
+            name: row.status.text() for name, row in self._stage_rows.items() if row.finished
+        }
         for row in self._stage_rows.values():
             for w in row.widgets():
                 self.stage_grid.removeWidget(w)
@@ -652,6 +855,8 @@ class ConvertPage(QWidget):
         self._stage_rows = {}
         for i, name in enumerate(names):
             self._stage_rows[name] = StageRow(self.stage_grid, i, name)
+            if name in finished:
+                self._stage_rows[name].complete(finished[name])
 
     def _row(self, stage: str) -> StageRow | None:
         return self._stage_rows.get(stage)
@@ -695,6 +900,8 @@ class ConvertPage(QWidget):
             job.report = report
             self._set_item(job, "done")
         self.show_report(report)
+        # Its measurements become the made files' report cards (Models page, Advisor).
+        start_task(Call(keep_report, report), parent=self, on_failed=lambda _f: None)
         QTimer.singleShot(
             0, self, lambda: self._scroll.ensureWidgetVisible(self._report_card, 0, 0)
         )
@@ -736,13 +943,13 @@ class ConvertPage(QWidget):
     def show_report(self, report: dict[str, Any]) -> None:
         """Fill the table and the chart from a pipeline report."""
         self._report = report
-        outputs = report.get("outputs", [])
+        outputs = sorted(_report_rows(report), key=lambda o: o["size_bytes"])
         self.report_table.setRowCount(len(outputs))
         for r, o in enumerate(outputs):
             ev = o.get("evaluation") or {}
             top1 = ev.get("top1_agreement")
             cells = [
-                o["type"],
+                _row_label(o),
                 human_bytes(o["size_bytes"]),
                 f"{o['bits_per_weight']:.2f}",
                 "yes" if o.get("imatrix") else "no",
@@ -772,32 +979,67 @@ class ConvertPage(QWidget):
             )
         if cal:
             notes.append(f"Calibration: {cal['name']}.")
+        mix = report.get("mix")
+        if mix and mix.get("verdict"):
+            notes.append(str(mix["verdict"]))
         notes.append(f"Report: {report.get('report_path', '')}")
         self.report_note.setText(" ".join(notes))
-        self._plot_report(outputs)
+        self._plot_report(outputs, budget=mix.get("budget_bytes") if mix else None)
         self._update_report_buttons()
 
-    def _plot_report(self, outputs: list[dict[str, Any]]) -> None:
+    def _plot_report(self, outputs: list[dict[str, Any]], *, budget: int | None = None) -> None:
         if self._plot is None:
             return
         import pyqtgraph as pg
 
+        from app.ui.theme import current_theme
+
         plot = self._plot
         plot.clear()
         pts = [
-            (o["size_bytes"] / 2**20, o["evaluation"]["kld_mean"], o["type"])
+            (o["size_bytes"] / 2**20, o["evaluation"]["kld_mean"], o)
             for o in outputs
             if o.get("evaluation")
         ]
         if not pts:
             return
-        xs = [p[0] for p in pts]
-        ys = [p[1] for p in pts]
-        plot.plot(xs, ys, pen=None, symbol="o", symbolSize=9)
-        for x, y, name in pts:
-            label = pg.TextItem(name, anchor=(0, 1))
+        theme = current_theme()
+        stock = [(x, y) for x, y, o in pts if o["type"] != MIX_TYPE]
+        mixes = [(x, y) for x, y, o in pts if o["type"] == MIX_TYPE]
+        if stock:
+            plot.plot(
+                [p[0] for p in stock],
+                [p[1] for p in stock],
+                pen=pg.mkPen(theme.text_muted, width=1, style=Qt.PenStyle.DotLine),
+                symbol="o",
+                symbolSize=9,
+                symbolBrush=theme.text_muted,
+                symbolPen=None,
+            )
+        if mixes:
+            plot.plot(
+                [p[0] for p in mixes],
+                [p[1] for p in mixes],
+                pen=None,
+                symbol="star",
+                symbolSize=18,
+                symbolBrush=theme.accent,
+                symbolPen=None,
+            )
+        if budget:
+            line = pg.InfiniteLine(
+                pos=budget / 2**20,
+                angle=90,
+                pen=pg.mkPen(theme.accent, width=1, style=Qt.PenStyle.DashLine),
+            )
+            plot.addItem(line)
+        for x, y, o in pts:
+            color = theme.accent if o["type"] == MIX_TYPE else theme.text
+            label = pg.TextItem(_row_label(o), anchor=(0, 1), color=color)
             label.setPos(x, y)
             plot.addItem(label)
+        xs = [p[0] for p in pts] + ([budget / 2**20] if budget else [])
+        ys = [p[1] for p in pts]
         # Room around the points so their labels are not cut at the edges.
         x_pad = max((max(xs) - min(xs)) * 0.15, 1.0)
         y_pad = max((max(ys) - min(ys)) * 0.15, max(ys) * 0.1, 1e-4)
@@ -844,6 +1086,42 @@ class ConvertPage(QWidget):
             self._process.wait(timeout_s)
 
 
+MIX_TYPE = "MIX"  # quant.jobs.pipeline.MIX
+
+
+def _report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's outputs, with a mix that was not kept added back for comparison."""
+    rows = list(report.get("outputs", []))
+    mix = report.get("mix")
+    if mix and not mix.get("kept", True) and mix.get("evaluation"):
+        rows.append(
+            {
+                "type": MIX_TYPE,
+                "path": mix.get("path", ""),
+                "size_bytes": mix["size_bytes"],
+                "bits_per_weight": mix["bits_per_weight"],
+                "imatrix": bool(report.get("imatrix")),
+                "evaluation": mix["evaluation"],
+                "removed": True,
+            }
+        )
+    return rows
+
+
+def _row_label(o: dict[str, Any]) -> str:
+    if o["type"] != MIX_TYPE:
+        return str(o["type"])
+    return f"{MIX_LABEL} (removed)" if o.get("removed") else MIX_LABEL
+
+
+def _budget_text(budget: str) -> str:
+    try:
+        b = parse_budget(budget)
+    except QuantError:
+        return budget
+    return b.describe()
+
+
 def _num(v: Any, digits: int, *, signed: bool = False) -> str:
     if v is None:
         return "—"
@@ -864,7 +1142,10 @@ def _type_text(p: TypePreview) -> str:
     parts = [p.name, f"{p.bits_per_weight:.2f} bpw"]
     if p.size_bytes is not None:
         parts.append(f"≈ {human_bytes(p.size_bytes)}")
-        if p.kld is not None:
+        if p.quality is not None and p.quality.kld is not None:
+            q = p.quality
+            parts.append(f"KLD ≈ {kld_text(q)} ({q.provenance.label})")
+        elif p.kld is not None:
             parts.append(f"KLD ≈ {p.kld:.3f}")
             if p.same_top_token is not None:
                 parts.append(f"same top token ≈ {100 * p.same_top_token:.0f}%")

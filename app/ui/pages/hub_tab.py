@@ -639,7 +639,14 @@ class HubTab(QWidget):
         repo_id = self._view.repo.repo_id if self._view is not None else None
         item = self._queued(repo_id, hf.filename) if hf is not None and repo_id else None
         b = self.download_button
-        if item is not None and item.state is DownloadState.DONE:
+        b.setToolTip("")
+        local = self._local_copy(hf) if hf is not None and item is None else None
+        if local is not None:
+            # Already on this machine (an earlier download, or another tool's): nothing to fetch.
+            b.setText("Already here")
+            b.setEnabled(False)
+            b.setToolTip(f"{hf.name} is in the Hugging Face cache: {local}")
+        elif item is not None and item.state is DownloadState.DONE:
             b.setText("Downloaded")
             b.setEnabled(False)
         elif item is not None:
@@ -649,11 +656,25 @@ class HubTab(QWidget):
             b.setText(f"Download {human_bytes(hf.size_bytes)}" if hf is not None else "Download")
             b.setEnabled(hf is not None and not self.offline)
 
+    def _local_copy(self, hf: Any) -> Path | None:
+        """The selected file's complete copy in the Hugging Face cache, if there is one."""
+        from app.core.hub import local_path
+
+        if self._view is None:
+            return None
+        try:
+            return local_path(self._view.repo, hf)
+        except (OSError, ValueError) as exc:
+            logger.info("cache not checked for %s: %s", hf.filename, exc)
+            return None
+
     def download_selected(self) -> None:
         hf = self.selected_file()
         if hf is None or self._view is None or self.offline:
             return
         if self._queued(self._view.repo.repo_id, hf.filename) is not None:
+            return
+        if self._local_copy(hf) is not None:
             return
         try:
             self.manager.enqueue(

@@ -3,8 +3,12 @@
 The **Library** tab lists every GGUF file Quantdesk knows — the starter model,
 files and folders the user added, Quantdesk's own conversions, and other apps'
 downloads used in place — with the facts read from each header (cached), the
-advisor's fit badge for this machine, and when it was last used. Broken files
-are listed with the reason. The folders are watched: a model that appears or
+advisor's fit badge for this machine, its measured quality (a report card:
+mean KLD against a more precise file of the same model) and when it was last
+used. Broken files are listed with the reason. "Measure quality" measures the
+selected file in a child process (progress and Cancel), against the most
+precise file of the same model the library has (``auto``), and keeps the card
+with the library entry (:mod:`app.core.quality`). The folders are watched: a model that appears or
 disappears shows up without pressing Refresh. Duplicates seen through several
 apps are merged once their contents have been hashed in the background.
 
@@ -48,6 +52,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMenu,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSplitter,
@@ -68,6 +73,7 @@ from app.core.library_listing import (
     merge_duplicates,
     remember_starter,
 )
+from app.core.quality import QualityStore, measured_column, reference_candidates, summarize
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.theme import current_theme, fit_chip_kind, fit_color
@@ -75,11 +81,13 @@ from app.ui.widgets.cards import Card, ChipRow, KeyValueGrid, PageHeader, Spinne
 from app.ui.widgets.flow_layout import FlowLayout
 from app.ui.widgets.icons import icon
 from app.workers.failure import Failure
+from app.workers.process_job import ProcessJob
 from app.workers.tasks import Call, LatestTask, start_task
 from quant.errors import QuantError
 from quant.facts.model import ModelFacts
 from quant.hardware.profile import HardwareProfile
 from quant.plan.advisor import Fit
+from quant.plan.quality import QualityMeasurement
 from quant.progress import Progress
 from quant.units import format_last_used, format_params, format_rate, human_bytes
 
@@ -94,6 +102,7 @@ COLUMNS = (
     "Quant",
     "Context",
     "Fit",
+    "Quality",
     "Last used",
 )
 (
@@ -105,6 +114,7 @@ COLUMNS = (
     COL_QUANT,
     COL_CTX,
     COL_FIT,
+    COL_QUALITY,
     COL_USED,
 ) = range(len(COLUMNS))
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -121,6 +131,9 @@ FIT_FILTERS = (
 )
 
 InspectFn = Callable[[Path], ModelFacts]
+# A quality measurement's text: the convert pipeline's defaults, so the numbers compare.
+QUALITY_CHUNKS = 16
+QUALITY_CHUNK_SIZE = 512
 
 
 # --------------------------------------------------------------------------- worker functions
@@ -133,6 +146,22 @@ def inspect_keyed(path: Path, inspect: InspectFn) -> tuple[str, ModelFacts | Bas
     except Exception as exc:  # shown in the details panel instead
         logger.info("could not inspect %s: %s", path, exc)
         return str(path), exc
+
+
+def quality_job_args(path: Path, entries: Sequence[LibraryEntry]) -> list[str]:
+    """The ``python -m quant quality`` arguments for measuring ``path`` with ``auto``: every
+    library file, Quantdesk's outputs and its F16 files are candidates. Lists folders: run
+    it off the GUI thread."""
+    from app.core.paths import app_paths
+
+    candidates = reference_candidates(extra=[p for e in entries if not e.broken for p in e.paths])
+    args = ["quality", str(path), "--reference", "auto"]
+    args += ["--chunks", str(QUALITY_CHUNKS), "--chunk-size", str(QUALITY_CHUNK_SIZE)]
+    args += ["--cache-dir", str(app_paths().cache_dir), "--json-progress"]
+    for c in dict.fromkeys(candidates):
+        if c != path:
+            args += ["--candidate", str(c)]
+    return args
 
 
 def check_and_inspect(path: Path, inspect: InspectFn) -> tuple[LibraryEntry, ModelFacts]:
@@ -316,6 +345,9 @@ class LibraryTableModel(QAbstractTableModel):
                 return e.broken
             if col == COL_FIT and r.fit is not None:
                 return self._fit_tooltip(r)
+            if col == COL_QUALITY:
+                m = r.measured_quality
+                return summarize(m) if m is not None else "Not measured yet: Measure quality"
             also = getattr(e, "also_at", ())
             if also:
                 return f"{e.path}\nAlso at:\n" + "\n".join(str(p) for p in also)
@@ -326,9 +358,16 @@ class LibraryTableModel(QAbstractTableModel):
                 return QColor(t.bad)
             if col == COL_FIT:
                 return QColor(fit_color(r.fit))
-            if col in (COL_SOURCE, COL_SIZE, COL_USED):
+            if col in (COL_SOURCE, COL_SIZE, COL_USED) or (
+                col == COL_QUALITY and r.measured_quality is None
+            ):
                 return QColor(t.text_muted)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_SIZE, COL_PARAMS, COL_CTX):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (
+            COL_SIZE,
+            COL_PARAMS,
+            COL_CTX,
+            COL_QUALITY,
+        ):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -369,6 +408,8 @@ class LibraryTableModel(QAbstractTableModel):
             return f"{ctx:,}" if ctx else "—"
         if col == COL_FIT:
             return r.fit_label or "—"
+        if col == COL_QUALITY:
+            return measured_column(r.measured_quality)
         return ""
 
     @staticmethod
@@ -390,6 +431,8 @@ class LibraryTableModel(QAbstractTableModel):
             return r.context_length or -1
         if col == COL_FIT:
             return r.fit.rank if r.fit is not None else -2
+        if col == COL_QUALITY:
+            return r.measured_quality.kld_mean if r.measured_quality is not None else 1e9
         return e.last_used or 0.0
 
 
@@ -522,6 +565,9 @@ class ModelsPage(QWidget):
         self._pending_adds = 0
         self._single_inspects: set[str] = set()
         self.hub_tab: Any = None
+        # The quality measurement running in a child process, and the file it measures.
+        self._quality_job: ProcessJob | None = None
+        self._quality_path: Path | None = None
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(28, 22, 28, 12)
@@ -647,6 +693,11 @@ class ModelsPage(QWidget):
         self.advise_button.setToolTip("How to run this model on this machine, and what else would")
         self.convert_button = QPushButton(icon("convert"), "Convert…")
         self.convert_button.setToolTip("Make other quantizations of this model")
+        self.quality_button = QPushButton(icon("gauge"), "Measure quality")
+        self.quality_button.setToolTip(
+            "Measure what this file lost against the most precise file of the same model in "
+            "the library (KL divergence, same top token, perplexity on held-out text)"
+        )
         self.folder_button = QPushButton(icon("folder"), "Show in folder")
         self.remove_button = QPushButton(icon("remove"), "Remove")
         self.remove_button.setToolTip("Forget this model; the file stays where it is")
@@ -654,11 +705,13 @@ class ModelsPage(QWidget):
             self.chat_button,
             self.advise_button,
             self.convert_button,
+            self.quality_button,
             self.folder_button,
             self.remove_button,
         ):
             buttons.addWidget(b)
         ll.addWidget(button_row)
+        ll.addWidget(self._build_quality_panel())
         splitter.addWidget(left)
 
         self.details_scroll = QScrollArea()
@@ -708,6 +761,7 @@ class ModelsPage(QWidget):
         self.chat_button.clicked.connect(self._chat_selected)
         self.advise_button.clicked.connect(self._advise_selected)
         self.convert_button.clicked.connect(self._convert_selected)
+        self.quality_button.clicked.connect(self.measure_selected)
         self.folder_button.clicked.connect(self._show_selected_in_folder)
         self.remove_button.clicked.connect(self.remove_selected)
         self.filter_edit.textChanged.connect(self.proxy.set_text)
@@ -722,6 +776,174 @@ class ModelsPage(QWidget):
         sel = self.table.selectionModel()
         sel.selectionChanged.connect(lambda *_: self._on_selection())
         return tab
+
+    def _build_quality_panel(self) -> QWidget:
+        """One row under the buttons while a quality measurement runs: file, bar, Cancel."""
+        panel = QWidget()
+        panel.setObjectName("qualityPanel")
+        row = QHBoxLayout(panel)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(10)
+        self.quality_title = QLabel("")
+        self.quality_title.setStyleSheet("font-weight: 600;")
+        self.quality_bar = QProgressBar()
+        self.quality_bar.setRange(0, 1000)
+        self.quality_bar.setMinimumWidth(140)
+        self.quality_status = muted("", wrap=True)
+        self.quality_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.quality_cancel = QPushButton("Cancel")
+        self.quality_cancel.setObjectName("cancelButton")
+        self.quality_cancel.clicked.connect(self.cancel_quality)
+        self.quality_dismiss = QPushButton("Dismiss")
+        self.quality_dismiss.clicked.connect(lambda: panel.setVisible(False))
+        # When nothing here can be the reference: the hub repo's file, one click away.
+        self.quality_get = QPushButton(icon("open"), "Get it on the Hub")
+        self.quality_get.setVisible(False)
+        self.quality_get.clicked.connect(self._open_suggested_repo)
+        self._suggested_repo: str | None = None
+        row.addWidget(self.quality_title)
+        row.addWidget(self.quality_bar, 2)
+        row.addWidget(self.quality_status, 3)
+        row.addWidget(self.quality_cancel)
+        row.addWidget(self.quality_get)
+        row.addWidget(self.quality_dismiss)
+        panel.setVisible(False)
+        self.quality_panel = panel
+        return panel
+
+    # ------------------------------------------------------------------ quality
+    def is_measuring(self) -> bool:
+        return self._quality_job is not None or self._quality_path is not None
+
+    def measure_selected(self) -> None:
+        """Measure the selected file's quality in a child process (reference: ``auto``)."""
+        entry = self._usable_selected()
+        if entry is None or self.is_measuring():
+            return
+        self._quality_path = entry.path
+        self.quality_panel.setVisible(True)
+        self.quality_title.setText(f"Measuring {entry.name}")
+        self.quality_bar.setVisible(True)
+        self.quality_bar.setRange(0, 0)  # busy until the job reports
+        self.quality_status.setText("Looking for the most precise file of this model…")
+        self.quality_cancel.setVisible(True)
+        self.quality_cancel.setEnabled(True)
+        self.quality_dismiss.setVisible(False)
+        self.quality_get.setVisible(False)
+        self._update_buttons()
+        self.status_message.emit(f"Measuring the quality of {entry.name}…")
+        start_task(
+            Call(quality_job_args, entry.path, self.entries()),
+            parent=self,
+            on_finished=self._start_quality_job,
+            on_failed=self._on_quality_failed,
+        )
+
+    def _start_quality_job(self, args: list[str]) -> None:
+        if self._quality_path is None:  # cancelled while the arguments were made
+            return
+        job = ProcessJob(args, parent=self)
+        job.progress.connect(self._on_quality_progress)
+        job.finished.connect(self._on_quality_done)
+        job.failed.connect(self._on_quality_failed)
+        job.cancelled.connect(self._on_quality_cancelled)
+        self._quality_job = job
+        try:
+            job.start()
+        except OSError as exc:
+            self._quality_job = None
+            self._on_quality_failed(Failure.unexpected(f"Could not start the job ({exc})."))
+
+    def cancel_quality(self) -> None:
+        self.quality_cancel.setEnabled(False)
+        self.quality_status.setText("Cancelling…")
+        if self._quality_job is not None:
+            self._quality_job.cancel()
+        else:
+            self._on_quality_cancelled()
+
+    def _on_quality_progress(self, p: Progress) -> None:
+        words = {"reference": "Reference", "evaluate": "This file"}
+        if p.total > 0:
+            # The reference's pass and the file's take about as long: half the bar each.
+            half = 0 if p.stage != "evaluate" else 500
+            self.quality_bar.setRange(0, 1000)
+            self.quality_bar.setValue(half + round(500 * p.done / p.total))
+        self.quality_status.setText(
+            f"{words.get(p.stage, p.stage.capitalize())}: {p.message}" if p.message else ""
+        )
+
+    def _quality_ended(self) -> Path | None:
+        path = self._quality_path
+        self._quality_job = None
+        self._quality_path = None
+        self.quality_cancel.setVisible(False)
+        self.quality_dismiss.setVisible(True)
+        self.quality_bar.setVisible(False)
+        self._update_buttons()
+        return path
+
+    def _on_quality_done(self, result: dict[str, Any]) -> None:
+        path = self._quality_ended()
+        try:
+            m = QualityMeasurement.from_dict(result)
+        except ValueError as exc:
+            self._on_quality_failed(Failure.unexpected(f"The job's result was unreadable ({exc})."))
+            return
+        if path is None:
+            return
+        try:
+            QualityStore().record(m, path)
+        except (OSError, AppError) as exc:
+            logger.warning("quality of %s not kept: %s", path, exc)
+        row = self.model.row_of(path)
+        if row is not None:
+            from dataclasses import replace
+
+            self.model.add_row(replace(row, measured_quality=m))
+        self.quality_title.setText(f"Measured {path.name}")
+        self.quality_status.setText(summarize(m))
+        self.status_message.emit(f"Measured the quality of {path.name}")
+        sel = self.selected_entry()
+        if sel is not None and sel.path == path:
+            self._on_selection()
+
+    def _on_quality_failed(self, failure: Failure) -> None:
+        path = self._quality_ended()
+        self.quality_title.setText(f"No measurement of {path.name}" if path else "No measurement")
+        self.quality_status.setText(failure.message)
+        if failure.kind == "NoReferenceError" and path is not None:
+            from app.core.quality import suggest_reference
+
+            start_task(
+                Call(suggest_reference, path),
+                parent=self,
+                on_finished=self._on_reference_suggestion,
+                on_failed=lambda _f: None,
+            )
+        elif not failure.expected:
+            errors.show_error(self, failure)
+
+    def _on_reference_suggestion(self, hint: Any) -> None:
+        if hint is None:
+            return
+        self.quality_status.setText(
+            f"{self.quality_status.text()} Its hub repo has {hint.filename} ({hint.file_type}): "
+            f"get it on the Hub tab ({hint.repo_id}), then measure again."
+        )
+        self._suggested_repo = str(hint.repo_id)
+        self.quality_get.setToolTip(f"Open {hint.repo_id} on the Hub tab")
+        self.quality_get.setVisible(True)
+
+    def _open_suggested_repo(self) -> None:
+        if self._suggested_repo:
+            self.show_hub().open_repo(self._suggested_repo)
+
+    def _on_quality_cancelled(self) -> None:
+        path = self._quality_ended()
+        self.quality_title.setText(f"Measurement of {path.name} cancelled" if path else "")
+        self.quality_status.setText("Nothing was kept.")
+        self.status_message.emit("Quality measurement cancelled")
 
     # ------------------------------------------------------------------ hub tab
     def _on_tab(self, index: int) -> None:
@@ -1132,6 +1354,8 @@ class ModelsPage(QWidget):
                     f"{row.fit_label} · about {format_rate(row.predicted_tokens_per_s)} tokens/s",
                 )
             )
+        if row is not None and row.measured_quality is not None:
+            rows.append(("Measured quality", summarize(row.measured_quality)))
         also = getattr(entry, "also_at", ())
         if also:
             rows.append(("Also at", "\n".join(str(p) for p in also)))
@@ -1154,6 +1378,7 @@ class ModelsPage(QWidget):
         usable = entry is not None and not entry.broken
         for b in (self.chat_button, self.advise_button, self.convert_button):
             b.setEnabled(usable)
+        self.quality_button.setEnabled(usable and not self.is_measuring())
         for b in (self.folder_button, self.remove_button):
             b.setEnabled(entry is not None)
 
@@ -1164,6 +1389,8 @@ class ModelsPage(QWidget):
 
     def shutdown(self) -> None:
         self._watch_timer.stop()
+        if self._quality_job is not None:
+            self._quality_job.cancel()
         for task in (self._loading, self._describing, self._deduplicating):
             task.cancel()
         if self.hub_tab is not None:
