@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from app.core.errors import AppError
 from app.core.library import LibraryEntry, ModelLibrary, StarterModel
 from app.core.library_index import LibraryIndex, ModelRow, describe_library
+from app.core.remote import RemoteListing, RemoteStore, remote_listing
 from quant.errors import Cancelled, QuantError
 from quant.hardware.profile import HardwareProfile
 from quant.progress import CancelToken, ProgressCallback
@@ -38,6 +39,8 @@ class LibraryListing:
     starter_problem: QuantError | AppError | None
     #: Folders the scan could not search whole (a depth or size bound), as sentences.
     notes: tuple[str, ...] = ()
+    #: Models served elsewhere (``quantdesk remote``), and why a remote could not be listed.
+    remote: RemoteListing = field(default_factory=RemoteListing)
 
     @property
     def entries(self) -> list[LibraryEntry]:
@@ -52,13 +55,16 @@ def list_library(
     hash_duplicates: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    remotes: bool = True,
 ) -> LibraryListing:
     """Locate (on first launch assemble) the starter model, list and describe the library.
 
     ``profile`` None leaves out the fit badges. ``index`` keeps headers and badges
     between listings (the GUI keeps one for its life). ``hash_duplicates`` hashes
     size-colliding files before listing (slow: whole files are read); otherwise
-    only copies already known to be identical are merged.
+    only copies already known to be identical are merged. ``remotes`` also lists the
+    models of every remote endpoint (each one asked over the network; one that does
+    not answer becomes a note).
     """
     starter: StarterModel | None = None
     problem: QuantError | AppError | None = None
@@ -78,7 +84,13 @@ def list_library(
         cancel=cancel,
         on_progress=on_progress,
     )
-    return LibraryListing(with_quality(rows), starter, problem, tuple(library.scan_notes))
+    remote = RemoteListing()
+    if remotes:
+        try:
+            remote = remote_listing(RemoteStore(library.settings))
+        except (AppError, OSError) as exc:
+            logger.info("remote models not listed: %s", exc)
+    return LibraryListing(with_quality(rows), starter, problem, tuple(library.scan_notes), remote)
 
 
 def with_quality(rows: Sequence[ModelRow]) -> list[ModelRow]:

@@ -35,6 +35,7 @@ from app.core.errors import AppError
 from app.core.secrets import KeyFile
 from app.core.settings import Settings
 from quant.progress import CancelToken
+from quant.untrusted import short_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ READ_TIMEOUT_S = 600.0
 SAMPLE_EVERY_S = 0.1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+# A remote's answer is untrusted: model ids are bounded, and so is their number.
+MODEL_ID_LIMIT = 200
+MAX_MODELS = 1000
 
 
 class RemoteError(AppError):
@@ -177,6 +181,8 @@ class RemoteModel:
     remote: str
     id: str
     owned_by: str = ""
+    #: The remote's base URL (``…/v1``).
+    url: str = ""
 
     @property
     def ref(self) -> RemoteRef:
@@ -188,6 +194,7 @@ class RemoteModel:
             "id": self.id,
             "ref": str(self.ref),
             "owned_by": self.owned_by,
+            "url": self.url,
         }
 
 
@@ -251,10 +258,18 @@ class RemoteClient:
             data = r.json().get("data", [])
         except (ValueError, AttributeError) as exc:
             raise RemoteError(f"{self.remote.url} did not answer like an OpenAI API") from exc
+        if not isinstance(data, list):
+            raise RemoteError(f"{self.remote.url} did not answer like an OpenAI API")
         return [
-            RemoteModel(self.remote.name, str(m["id"]), str(m.get("owned_by", "")))
-            for m in data
-            if isinstance(m, dict) and m.get("id")
+            RemoteModel(
+                self.remote.name,
+                str(m["id"]),
+                short_text(str(m.get("owned_by", "")), MODEL_ID_LIMIT),
+                self.remote.url,
+            )
+            for m in data[:MAX_MODELS]
+            # An id too long to be a model's name could not be asked for again either.
+            if isinstance(m, dict) and m.get("id") and len(str(m["id"])) <= MODEL_ID_LIMIT
         ]
 
     def chat(
@@ -469,13 +484,28 @@ class RemoteSession:
         self.close()
 
 
-def list_remote_models(store: RemoteStore | None = None) -> list[RemoteModel]:
-    """Every remote's models; a remote that cannot be reached is skipped (and logged)."""
+@dataclass(frozen=True)
+class RemoteListing:
+    """Every remote's models, and a sentence for each remote that could not be listed."""
+
+    models: tuple[RemoteModel, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def remote_listing(store: RemoteStore | None = None) -> RemoteListing:
+    """The models of every remote; one that cannot be reached becomes a note, not a failure."""
     store = store or RemoteStore()
-    out: list[RemoteModel] = []
+    models: list[RemoteModel] = []
+    notes: list[str] = []
     for remote in store.list():
         try:
-            out.extend(store.client(remote.name).models())
+            models.extend(store.client(remote.name).models())
         except RemoteError as exc:
             logger.info("remote %s unavailable: %s", remote.name, exc)
-    return out
+            notes.append(f"remote {remote.name}: {exc}")
+    return RemoteListing(tuple(models), tuple(notes))
+
+
+def list_remote_models(store: RemoteStore | None = None) -> list[RemoteModel]:
+    """Every remote's models; a remote that cannot be reached is skipped (and logged)."""
+    return list(remote_listing(store).models)

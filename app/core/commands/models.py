@@ -19,6 +19,7 @@ from app.core.library import ModelLibrary
 from app.core.library_index import ModelRow
 from app.core.library_listing import list_library, remember_starter
 from app.core.quality import summarize
+from app.core.remote import RemoteModel
 from quant.progress import Progress
 from quant.units import format_last_used, format_params
 from quant.untrusted import terminal_text
@@ -118,11 +119,15 @@ def run(args: argparse.Namespace) -> int:
         remember_starter(library, listing)
     except OSError as exc:
         logger.warning("could not remember the starter model: %s", exc)
+    remote = listing.remote.models
     if args.json:
-        print_json([r.to_dict() for r in listing.rows])
+        print_json([r.to_dict() for r in listing.rows] + [remote_dict(m) for m in remote])
     else:
         print(render(listing.rows))
-    for note in listing.notes:
+        if remote:
+            print()
+            print(render_remote(remote))
+    for note in (*listing.notes, *listing.remote.notes):
         print(f"quantdesk: note: {terminal_text(note, TEXT_LIMIT)}", file=sys.stderr)
     if listing.starter_problem is not None:
         # The rest of the library is still worth listing.
@@ -173,6 +178,21 @@ def _cells(r: ModelRow) -> tuple[str, ...]:
         format_last_used(e.last_used),
         terminal_text(e.path, TEXT_LIMIT),
     )
+
+
+def remote_dict(m: RemoteModel) -> dict[str, object]:
+    """A remote model as ``models --json`` lists it after the files (``source`` "remote")."""
+    return {"name": str(m.ref), "source": "remote", "path": None, **m.to_dict()}
+
+
+def render_remote(models: Sequence[RemoteModel]) -> str:
+    """Models served elsewhere: what to pass to ``quantdesk chat``, and where they run."""
+    refs = [terminal_text(m.ref, NAME_LIMIT * 2) for m in models]
+    width = max(len(r) for r in refs)
+    lines = ["Remote models (chat with: quantdesk chat NAME:MODEL)"]
+    for ref, m in zip(refs, models, strict=True):
+        lines.append(f"  {ref.ljust(width)}  remote  {terminal_text(m.url, TEXT_LIMIT)}")
+    return "\n".join(lines)
 
 
 def render(rows: Sequence[ModelRow]) -> str:

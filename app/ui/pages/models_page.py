@@ -74,6 +74,7 @@ from app.core.library_listing import (
     remember_starter,
 )
 from app.core.quality import QualityStore, measured_column, reference_candidates, summarize
+from app.core.remote import RemoteModel
 from app.core.settings import Settings
 from app.ui import errors
 from app.ui.theme import current_theme, fit_chip_kind, fit_color
@@ -595,6 +596,7 @@ class ModelsPage(QWidget):
         self.problem_label = QLabel()
         self.problem_label.setObjectName("banner")
         self.problem_label.setWordWrap(True)
+        self.problem_label.setTextFormat(Qt.TextFormat.PlainText)
         self.problem_label.setVisible(False)
         outer.addWidget(self.problem_label)
 
@@ -712,6 +714,7 @@ class ModelsPage(QWidget):
             buttons.addWidget(b)
         ll.addWidget(button_row)
         ll.addWidget(self._build_quality_panel())
+        ll.addWidget(self._build_remote_row())
         splitter.addWidget(left)
 
         self.details_scroll = QScrollArea()
@@ -776,6 +779,42 @@ class ModelsPage(QWidget):
         sel = self.table.selectionModel()
         sel.selectionChanged.connect(lambda *_: self._on_selection())
         return tab
+
+    def _build_remote_row(self) -> QWidget:
+        """Models served elsewhere (remote endpoints): pick one and chat with it."""
+        self.remote_row = QWidget()
+        row = QHBoxLayout(self.remote_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(8)
+        label = QLabel("Served elsewhere")
+        label.setToolTip(
+            "Models of the OpenAI-compatible servers added on the Server page or with "
+            "'quantdesk remote add'; they run there, not on this machine"
+        )
+        self.remote_combo = QComboBox()
+        self.remote_combo.setObjectName("remoteModels")
+        self.remote_chat_button = QPushButton(icon("chat"), "Chat with it")
+        row.addWidget(label)
+        row.addWidget(self.remote_combo, 1)
+        row.addWidget(self.remote_chat_button)
+        self.remote_chat_button.clicked.connect(self._chat_remote)
+        self.remote_row.setVisible(False)
+        return self.remote_row
+
+    def set_remote_models(self, models: Sequence[RemoteModel]) -> None:
+        self.remote_combo.clear()
+        for m in models:
+            self.remote_combo.addItem(f"{m.id}  ·  {m.remote}  ·  {m.url}", str(m.ref))
+        self.remote_row.setVisible(bool(models))
+
+    def remote_models(self) -> list[str]:
+        """The remote models listed, as NAME:MODEL."""
+        return [str(self.remote_combo.itemData(i)) for i in range(self.remote_combo.count())]
+
+    def _chat_remote(self) -> None:
+        ref = self.remote_combo.currentData()
+        if ref:
+            self.chat_requested.emit(Path(str(ref)))
 
     def _build_quality_panel(self) -> QWidget:
         """One row under the buttons while a quality measurement runs: file, bar, Cancel."""
@@ -1061,10 +1100,12 @@ class ModelsPage(QWidget):
         problems = [f"The starter model is unavailable: {result.starter_problem}"] * (
             result.starter_problem is not None
         )
-        problems += [n[:1].upper() + n[1:] + "." for n in result.notes]
+        notes = (*result.notes, *result.remote.notes)
+        problems += [n[:1].upper() + n[1:].rstrip(".") + "." for n in notes]
         self.problem_label.setText("\n".join(problems))
         self.problem_label.setVisible(bool(problems))
         self._set_rows(result.rows)
+        self.set_remote_models(result.remote.models)
         self.status_message.emit("Library up to date")
         self._watch()
         # The machine was probed while the listing ran: badges for this machine.
