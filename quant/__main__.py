@@ -33,7 +33,7 @@ from quant.native import import_llama_first
 # builds the other order crashes the first model load of this job.
 import_llama_first()
 
-from quant.errors import Cancelled, QuantError  # noqa: E402
+from quant.errors import Cancelled, QuantError, refused_write  # noqa: E402
 from quant.protocol import EXIT_CANCELLED, JsonLines, write_json  # noqa: E402
 from quant.stopping import stop_on_signals  # noqa: E402
 from quant.untrusted import terminal_text  # noqa: E402
@@ -328,6 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CANCELLED
     except QuantError as exc:
         print(f"error: {terminal_text(exc, 1000)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        said = refused_write(exc)  # a full disk or a read-only folder: one sentence
+        if said is None:
+            raise
+        print(f"error: {terminal_text(said, 1000)}", file=sys.stderr)
         return 2
 
 

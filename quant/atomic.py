@@ -11,6 +11,7 @@ unwind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -84,10 +85,40 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
                 # 0644 less the process umask.
                 os.fchmod(fh.fileno(), _target_mode(path))
             tmp.replace(path)
-    except BaseException:
+    except BaseException as exc:
+        said = _naming(exc, tmp)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+        if said is exc:
+            raise
+        raise said from exc
+
+
+# Below this much free room, a short write with no errno is the disk filling up.
+_NEARLY_FULL = 1 << 20
+
+
+def _naming(exc: BaseException, tmp: Path) -> BaseException:
+    """``exc`` naming the file it failed to write, for the sentence the user reads
+    (:func:`quant.errors.refused_write`).
+
+    A write through a file object raises ``ENOSPC`` without a file name; numpy's
+    and gguf-py's writers report a short write on a full disk with no errno at
+    all ("18432 requested and 14304 written"), which is told apart by the room
+    left on the disk, checked before the partial file is removed.
+    """
+    if not isinstance(exc, OSError):
+        return exc
+    if exc.errno is None:
+        try:
+            full = shutil.disk_usage(tmp.parent).free < _NEARLY_FULL
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    elif exc.filename is None:
+        exc.filename = str(tmp)
+    return exc
 
 
 def _read_umask() -> int:
@@ -142,7 +173,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
                 with tmp.open("rb+") as fh:
                     os.fsync(fh.fileno())
             tmp.replace(path)
-    except BaseException:
+    except BaseException as exc:
+        said = _naming(exc, tmp)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+        if said is exc:
+            raise
+        raise said from exc

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
-from quant.errors import Cancelled, QuantError
+from quant.errors import Cancelled, QuantError, refused_write
 from quant.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class JsonLines:
         """
         if isinstance(exc, Cancelled):
             return self.cancelled()
+        exc = refused_write(exc) or exc  # a full disk or a read-only folder: one sentence
         if isinstance(exc, QuantError):
             self.write({"error": str(exc), "kind": type(exc).__name__})
         else:

@@ -6,7 +6,8 @@ Three kinds of use, each with one helper here:
   hub (or anyone between the user and it) sends becomes part of a path in the
   Hugging Face cache. Each is checked against the shape the hub really uses
   before it is joined (:func:`hub_commit`, :func:`hub_etag`, :func:`hub_revision`,
-  :func:`hub_repo_id`, :func:`repo_file_name`), and every final path is checked
+  :func:`hub_repo_id`, :func:`repo_file_name`; a file that a model folder's index
+  names, :func:`folder_file`), and every final path is checked
   to stay inside its folder once symlinks are resolved (:func:`inside`), before
   anything is created.
 - **JSON.** Every JSON document read from a model folder, a cache or the
@@ -170,11 +171,11 @@ def hub_repo_id(value: object) -> str:
     return text
 
 
-def repo_file_name(value: object, *, repo_id: str = "") -> str:
-    """A file's path inside a repo: relative, forward slashes, no ``.``/``..``, sane length."""
+def _relative_name(value: object) -> bool:
+    """Whether ``value`` is a relative file path: forward slashes, no ``.``/``..``, sane length."""
     text = value if isinstance(value, str) else ""
     parts = PurePosixPath(text).parts if text else ()
-    ok = (
+    return (
         bool(text)
         and len(text.encode("utf-8", "surrogatepass")) <= MAX_REPO_PATH
         and not text.startswith("/")
@@ -187,7 +188,12 @@ def repo_file_name(value: object, *, repo_id: str = "") -> str:
             for p in parts
         )
     )
-    if not ok:
+
+
+def repo_file_name(value: object, *, repo_id: str = "") -> str:
+    """A file's path inside a repo: relative, forward slashes, no ``.``/``..``, sane length."""
+    text = value if isinstance(value, str) else ""
+    if not _relative_name(text):
         where = f"{repo_id}: " if repo_id else ""
         raise UntrustedHubValueError(
             f"{where}{terminal_text(value, 100)!r} is not a file name inside a repo"
@@ -209,6 +215,29 @@ def inside(base: Path, path: Path) -> Path:
             "nothing was written; a value from the hub or a file tried to leave its folder"
         )
     return path
+
+
+def folder_file(folder: Path, value: object, *, what: str) -> Path:
+    """The file ``value`` that ``what`` (a file in ``folder``, an index) names, in ``folder``.
+
+    The name must be relative with no ``..`` and its folder must stay inside
+    ``folder`` with symlinks resolved. The file itself may be a link (the Hugging
+    Face cache links each snapshot file to its blob, outside the snapshot folder).
+    """
+    if _relative_name(value):
+        assert isinstance(value, str)
+        path = folder / value
+        try:
+            inside(folder, path.parent)
+        except UnsafePathError:
+            pass
+        else:
+            return path
+    raise UnsafePathError(
+        f"{what} names {terminal_text(value, 100)!r}, which is not a file inside "
+        f"{terminal_text(folder.name, 100)}, so nothing was read from it; a model's files "
+        "must all be in its folder, download the model again"
+    )
 
 
 # --------------------------------------------------------------------------- JSON

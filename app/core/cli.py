@@ -2,8 +2,9 @@
 
 Each command lives in ``app.core.commands.<name>`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
-Expected failures (:class:`quant.errors.QuantError`, :class:`app.core.errors.AppError`)
-print one sentence on stderr and exit 2; Ctrl+C exits 130.
+Expected failures (:class:`quant.errors.QuantError`, :class:`app.core.errors.AppError`,
+and a write the system refuses, :func:`quant.errors.refused_write`) print one sentence
+on stderr and exit 2; Ctrl+C exits 130.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from app.core.commands.common import TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.logging_setup import setup_logging
-from quant.errors import Cancelled, QuantError
+from quant.errors import Cancelled, QuantError, refused_write
 from quant.untrusted import terminal_text
 
 logger = logging.getLogger(__name__)
@@ -80,3 +81,9 @@ def run_cli(argv: Sequence[str]) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        said = refused_write(exc)  # a full disk or a read-only folder: one sentence
+        if said is None:
+            raise
+        print(f"quantdesk: error: {terminal_text(said, TEXT_LIMIT)}", file=sys.stderr)
+        return 2

@@ -179,6 +179,11 @@ class History:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise HistoryError(
+                    f"cannot write in {self.path.parent}: the disk is full, so the chat history "
+                    "cannot be saved; free some space or choose another folder, then try again"
+                ) from exc
             raise HistoryError(
                 f"{self.path}: is not a readable chat history ({exc}); move the file aside "
                 "and Quantdesk will start a new history"

@@ -64,6 +64,7 @@ from quant.plan.memory import KvType
 from quant.progress import CancelToken, check_cancel
 from quant.untrusted import (
     hub_revision,
+    terminal_text,
 )
 
 __all__ = [
@@ -691,9 +692,16 @@ def _model_info(repo_id: str, revision: str | None = None) -> Any:
     if is_offline():
         raise _offline_error(f"look up {repo_id} on the Hugging Face hub")
     with _repo_errors(repo_id, "the repo's file list"):
-        return HfApi().model_info(
-            repo_id, revision=revision, files_metadata=True, timeout=API_TIMEOUT_S
-        )
+        try:
+            return HfApi().model_info(
+                repo_id, revision=revision, files_metadata=True, timeout=API_TIMEOUT_S
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # huggingface_hub parses the answer (dates, file entries) as it builds it.
+            raise HubError(
+                f"{repo_id}: the hub's answer about the repo cannot be read "
+                f"({terminal_text(exc, 120)}); check HF_ENDPOINT and try again later"
+            ) from None
 
 
 def repo_files(repo_id: str, *, revision: str | None = None) -> HubRepo:

@@ -199,31 +199,39 @@ def read_entry(path: str | Path, source: ModelSource = ModelSource.ADDED) -> Lib
     not GGUF or is cut short inside its header.
     """
     p = Path(path).expanduser()
+    # The file's name is anyone's text: shown with escapes, and cut, in every sentence.
+    name, where = terminal_text(p.name, 120), terminal_text(p, 300)
     try:
         st = p.stat()
     except FileNotFoundError as exc:
-        raise LibraryError(f"{p}: no such file; check the path or choose the file again") from exc
+        raise LibraryError(
+            f"{where}: no such file; check the path or choose the file again"
+        ) from exc
     except OSError as exc:
-        raise LibraryError(f"{p}: cannot be read ({exc.strerror}); check its permissions") from exc
+        raise LibraryError(
+            f"{where}: cannot be read ({exc.strerror}); check its permissions"
+        ) from exc
     if not p.is_file():
-        raise LibraryError(f"{p.name}: is a folder, not a model file; choose a .gguf file")
+        raise LibraryError(f"{name}: is a folder, not a model file; choose a .gguf file")
     try:
         with p.open("rb") as fh:
             head = fh.read(GGUF_HEADER_BYTES)
     except OSError as exc:
-        raise LibraryError(f"{p}: cannot be read ({exc.strerror}); check its permissions") from exc
+        raise LibraryError(
+            f"{where}: cannot be read ({exc.strerror}); check its permissions"
+        ) from exc
     check_magic(
-        head[:4], p.name, hint="; choose a .gguf model file, or convert a Hugging Face model first"
+        head[:4], name, hint="; choose a .gguf model file, or convert a Hugging Face model first"
     )
     if len(head) < GGUF_HEADER_BYTES:
         raise ModelFormatError(
-            f"{p.name}: truncated GGUF file ({st.st_size} bytes, shorter than its "
+            f"{name}: truncated GGUF file ({st.st_size} bytes, shorter than its "
             f"{GGUF_HEADER_BYTES}-byte header); download or copy the file again"
         )
     version = struct.unpack_from("<I", head, 4)[0]
     if version not in GGUF_VERSIONS:
         raise ModelFormatError(
-            f"{p.name}: unsupported GGUF version {version} (expected 1, 2 or 3); "
+            f"{name}: unsupported GGUF version {version} (expected 1, 2 or 3); "
             "the file is damaged or was written by a newer tool"
         )
     return LibraryEntry(

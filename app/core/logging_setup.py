@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         with contextlib.suppress(OSError):
             Path(self.baseFilename).chmod(0o600)
         return stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(self, "_unwritable", False):
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A log file the disk refuses (full, read-only) is given up quietly: the command
+        says what failed in its own sentence, never under a logging traceback."""
+        if isinstance(sys.exc_info()[1], OSError):
+            self._unwritable = True
+            return
+        super().handleError(record)
 
 
 def setup_logging(*, verbose: bool = False) -> None:

@@ -50,7 +50,7 @@ from quant.facts.families import (
     SwaLayout,
     sliding_layers,
 )
-from quant.untrusted import short_text
+from quant.untrusted import short_text, terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,11 @@ def family_spec(config: Mapping[str, Any]) -> tuple[str, FamilySpec]:
         spec = BY_HF_ARCHITECTURE.get(name) if isinstance(name, str) else None
         if spec is not None and spec.converts:
             return name, spec
-    named = ", ".join(str(a) for a in archs) or f"model_type {config.get('model_type')!r}"
+    # Names from the folder's config: escaped and cut, a few at most.
+    named = ", ".join(terminal_text(a, 80) for a in archs[:4]) + (
+        f" and {len(archs) - 4:,} more" if len(archs) > 4 else ""
+    )
+    named = named or f"model_type {terminal_text(config.get('model_type'), 80)!r}"
     extra = ""
     if config.get("auto_map"):
         extra = " (it relies on custom code in the model folder, which Quantdesk never runs)"

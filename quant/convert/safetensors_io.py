@@ -30,7 +30,7 @@ from quant.convert.errors import CheckpointError, UnsupportedDtypeError
 from quant.errors import ModelFormatError, QuantError
 from quant.safetensors.header import DTYPE_BITS, PICKLE_SUFFIXES
 from quant.safetensors.header import read_header as read_safetensors_header
-from quant.untrusted import read_json_file
+from quant.untrusted import UntrustedValueError, folder_file, read_json_file, terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,8 @@ def open_checkpoint(folder: Path) -> Checkpoint:
     for name, shard_name in listed.items():
         if name not in tensors:
             raise CheckpointError(
-                f"{index_path.name} lists tensor {name} in {shard_name}, but that shard does "
+                f"{index_path.name} lists tensor {terminal_text(name, 100)} in "
+                f"{terminal_text(shard_name, 100)}, but that shard does "
                 "not contain it; download the shard again"
             )
     logger.debug("checkpoint %s: %d shards, %d tensors", folder, len(shards), len(tensors))
@@ -176,14 +177,18 @@ def _shards_from_index(index_path: Path) -> tuple[list[Path], dict[str, str]]:
         ) from exc
     folder = index_path.parent
     names = sorted({str(v) for v in weight_map.values()})
-    missing = [n for n in names if not (folder / n).is_file()]
+    try:
+        paths = [folder_file(folder, n, what=index_path.name) for n in names]
+    except UntrustedValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    missing = [terminal_text(p.relative_to(folder), 100) for p in paths if not p.is_file()]
     if missing:
         raise CheckpointError(
             f"shard {missing[0]} listed in {index_path.name} is missing from {folder}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + "; download the missing files"
         )
-    return [folder / n for n in names], {str(k): str(v) for k, v in weight_map.items()}
+    return paths, {str(k): str(v) for k, v in weight_map.items()}
 
 
 class TensorReader:

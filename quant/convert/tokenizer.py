@@ -188,6 +188,7 @@ def load_vocab(folder: Path, config: Mapping[str, Any], n_vocab: int) -> Vocab:
 
     try:
         added = _added_tokens(folder, tj, tok_config)
+        _ids_within(added, tj, n_vocab)
         if tj is not None and _is_byte_level_bpe(tj):
             base = _bpe_from_tokenizer_json(tj, added)
         elif sp_path.is_file():
@@ -295,6 +296,25 @@ def _added_tokens(
             if isinstance(a, dict) and "content" in a:
                 added[int(key)] = AddedToken(str(a["content"]), bool(a.get("special")))
     return dict(sorted(added.items()))
+
+
+def _ids_within(
+    added: Mapping[int, AddedToken], tj: Mapping[str, Any] | None, n_vocab: int
+) -> None:
+    """Token ids the files give are rows of the embedding: checked before a token list is
+    sized by the largest of them (an id of 1e9 would ask for gigabytes)."""
+    ids = list(added)
+    model = (tj or {}).get("model")
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):
+        ids += [i for i in vocab.values() if isinstance(i, int)]
+    bad = next((i for i in ids if not 0 <= i < n_vocab), None)
+    if bad is not None:
+        raise TokenizerError(
+            f"the tokenizer names token id {bad:,}, but the model's embedding has "
+            f"{n_vocab:,} rows; the tokenizer files do not belong to these weights, download "
+            "them again"
+        )
 
 
 def _flag(tok_config: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -286,6 +286,37 @@ def _token_texts(c: _Checks, n_tokens: int) -> None:
         raise c.fail(f"a token is {longest:,} bytes long (the limit is {MAX_TOKEN_BYTES:,})")
     if len(set(texts)) != n_tokens:
         raise c.fail("the vocabulary lists a token twice")
+    _byte_fallback(c, texts)
+
+
+# Bytes that UTF-8 text can hold: every byte but C0, C1 and F5-FF.
+_TEXT_BYTES = tuple(b for b in range(256) if b not in (0xC0, 0xC1) and b < 0xF5)
+_BYTE_TOKEN = re.compile(rb"<0x[0-9A-Fa-f]{2}>")
+
+
+def _byte_fallback(c: _Checks, texts: Sequence[bytes]) -> None:
+    """A SentencePiece vocabulary with byte tokens can spell every byte of any text.
+
+    llama.cpp's SentencePiece tokenizer spells a piece it has no token for byte by
+    byte, looking up ``<0xHH>`` and then the byte itself with ``unordered_map::at``:
+    a byte that has neither throws an uncaught exception and aborts the process on
+    the first text that holds it. A vocabulary without any byte token is left to
+    the test load, which meets such text at once.
+    """
+    if c.md.get("tokenizer.ggml.model") != "llama":
+        return
+    types = c.header.get("tokenizer.ggml.token_type")
+    typed = isinstance(types, list) and 6 in types  # LLAMA_TOKEN_TYPE_BYTE
+    if not typed and not any(_BYTE_TOKEN.fullmatch(t) for t in texts):
+        return
+    known = set(texts)
+    for b in _TEXT_BYTES:
+        if f"<0x{b:02X}>".encode() not in known and bytes([b]) not in known:
+            shown = f" ({chr(b)!r})" if 0x20 < b < 0x7F else ""
+            raise c.fail(
+                f"the vocabulary has byte tokens but none for byte 0x{b:02X}{shown}, so "
+                "llama.cpp would abort on the first text that holds it"
+            )
 
 
 def _tensors(

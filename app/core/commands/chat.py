@@ -27,7 +27,7 @@ from app.core.chat.templates import ChatMessage, PromptMode, Role
 from app.core.commands.common import NAME_LIMIT, TEXT_LIMIT
 from app.core.errors import AppError
 from app.core.history import History, MessageState, StreamingMessage
-from app.core.remote import RemoteSession
+from app.core.remote import RemoteRef, RemoteSession
 from app.core.settings import Settings
 from quant.plan.memory import KvType
 from quant.progress import CancelToken
@@ -167,7 +167,7 @@ class _Chat:
         options: ModelChatSettings,
         *,
         json_stats: bool,
-        save: bool,
+        history: History | None,
         out: TextIO,
         err: TextIO,
     ) -> None:
@@ -177,7 +177,7 @@ class _Chat:
         self.out = out
         self.err = err
         self.messages: list[ChatMessage] = []
-        self._history: History | None = History() if save else None
+        self._history = history
         self._conversation_id: int | None = None
 
     def reset(self) -> None:
@@ -245,10 +245,6 @@ class _Chat:
             self.err.write(f"[{answer.stats.summary()}]\n")
         self.err.flush()
 
-    def close(self) -> None:
-        if self._history is not None:
-            self._history.close()
-
 
 def _interactive(chat: _Chat, stdin: TextIO) -> None:
     tty = stdin.isatty()
@@ -282,6 +278,17 @@ def run(args: argparse.Namespace) -> int:
     from app.core.remote import RemoteStore
 
     ref = RemoteStore().parse_ref(args.model) if args.model != STARTER else None
+    # Opened first: a history that cannot be written (a full disk) is said before a
+    # model is loaded for nothing.
+    history = History() if args.save else None
+    try:
+        return _run(args, ref, history)
+    finally:
+        if history is not None:
+            history.close()
+
+
+def _run(args: argparse.Namespace, ref: RemoteRef | None, history: History | None) -> int:
     session: ChatSession | RemoteSession
     if ref is not None:  # NAME:MODEL of a remote endpoint
         options = _options(args, ModelChatSettings())
@@ -299,7 +306,12 @@ def run(args: argparse.Namespace) -> int:
     for note in session.info.notes:
         sys.stderr.write(f"note: {terminal_text(note, TEXT_LIMIT)}\n")
     chat = _Chat(
-        session, options, json_stats=args.json_stats, save=args.save, out=sys.stdout, err=sys.stderr
+        session,
+        options,
+        json_stats=args.json_stats,
+        history=history,
+        out=sys.stdout,
+        err=sys.stderr,
     )
     try:
         if args.prompt is not None:
@@ -307,6 +319,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             _interactive(chat, sys.stdin)
     finally:
-        chat.close()
         session.close()
     return 0

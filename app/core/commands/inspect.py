@@ -21,7 +21,7 @@ from app.core.commands.common import (
 )
 from quant.facts import ModelFacts, inspect_model
 from quant.units import format_params
-from quant.untrusted import terminal_text
+from quant.untrusted import short_text, terminal_text
 
 
 def register(subparsers: Any) -> None:
@@ -64,10 +64,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
-    """The label/value rows of the human summary, in display order."""
+    """The label/value rows of the human summary, in display order.
+
+    Names the file sets (architecture, tokenizer, license) are cut to a name's length.
+    """
     rows: list[tuple[str, str]] = [
         ("source", f"{facts.source} ({facts.kind.value})"),
-        ("architecture", facts.architecture),
+        ("architecture", short_text(facts.architecture, NAME_LIMIT)),
     ]
     params = f"{format_params(facts.parameters)} ({facts.parameters:,})"
     rows.append(("parameters", params))
@@ -90,7 +93,9 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
     rows.append(("attention", f"{_plural(facts.n_heads, 'head')}, {kv}, head dim {head_dim}"))
     ffn = f", feed-forward {facts.feed_forward_length:,}" if facts.feed_forward_length else ""
     rows.append(("embedding", f"{facts.embedding_length:,}{ffn}"))
-    tokenizer = f" ({facts.tokenizer_model})" if facts.tokenizer_model else ""
+    tokenizer = (
+        f" ({short_text(facts.tokenizer_model, NAME_LIMIT)})" if facts.tokenizer_model else ""
+    )
     rows.append(("vocabulary", f"{facts.vocab_size:,}{tokenizer}"))
     rows.append(("context", f"{facts.context_length:,} tokens" if facts.context_length else "—"))
     if facts.swa_layers and facts.sliding_window:
@@ -126,7 +131,7 @@ def summary_rows(facts: ModelFacts) -> list[tuple[str, str]]:
     rows.append(("chat template", "yes" if facts.has_chat_template else "no"))
     rows.append(("tied embeddings", "yes" if facts.tied_embeddings else "no"))
     if facts.license:
-        rows.append(("license", facts.license))
+        rows.append(("license", short_text(facts.license, NAME_LIMIT)))
     return rows
 
 
