@@ -21,7 +21,7 @@ from quant.errors import ModelFormatError
 from quant.facts.config_params import facts_from_config
 from quant.facts.model import ModelFacts, SourceKind, TensorInfo, TensorTypeSummary
 from quant.safetensors.header import PICKLE_SUFFIXES, SafetensorsTensor, read_header
-from quant.untrusted import UntrustedValueError, read_json_file
+from quant.untrusted import UntrustedValueError, folder_file, read_json_file, terminal_text
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ def _weight_files(folder: Path, notes: list[str]) -> tuple[list[Path], list[Path
         if not isinstance(weight_map, dict):
             raise ModelFormatError(f"{index}: has no weight_map")
         names = sorted({str(v) for v in weight_map.values()})
-        missing = [n for n in names if not (folder / n).is_file()]
+        try:
+            paths = [folder_file(folder, n, what=index.name) for n in names]
+        except UntrustedValueError as exc:
+            raise ModelFormatError(str(exc)) from None
+        missing = [terminal_text(p.relative_to(folder), 100) for p in paths if not p.is_file()]
         if missing:
             notes.append(
                 f"{len(missing)} of {len(names)} safetensors shards are missing "
@@ -95,7 +99,7 @@ def _weight_files(folder: Path, notes: list[str]) -> tuple[list[Path], list[Path
                 "is derived from config.json"
             )
             return [], [], True
-        shards = [folder / n for n in names]
+        shards = paths
     else:
         found = sorted(folder.glob("*.safetensors"))
         # Mistral repos ship both "consolidated.safetensors" and "model-*.safetensors".

@@ -101,6 +101,21 @@ def test_an_index_naming_a_file_outside_the_folder_is_refused(tmp_path: Path, ou
     assert "is not a file inside model" in message and "nothing was read" in message
 
 
+@pytest.mark.parametrize("outside", ["../victim.safetensors", "ABSOLUTE", "/dev/zero"])
+def test_inspect_reads_no_shard_an_index_names_outside_the_folder(
+    tmp_path: Path, outside: str
+) -> None:
+    """The facts reader follows the same rule as the converter (one index rule)."""
+    from quant.facts import inspect_model
+
+    folder = _sharded_llama(tmp_path)
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(next(folder.glob("*.safetensors")).read_bytes())
+    _point_index_at(folder, str(victim) if outside == "ABSOLUTE" else outside)
+    with pytest.raises(ModelFormatError, match=r"is not a file inside model.*nothing was read"):
+        inspect_model(folder)
+
+
 def test_shards_linked_into_a_blob_store_still_convert(tmp_path: Path) -> None:
     """The Hugging Face cache links each snapshot file to a blob outside the snapshot."""
     from quant.convert.safetensors_io import open_checkpoint
