@@ -17,7 +17,7 @@ measured KL divergence:
   (one scale fitted to the measurements);
 * ``relative error``: each tensor's weighted error over its weighted energy
   (one scale fitted);
-* ``measured``: weighted error × the group's scale measured as KL divergence —
+* ``measured``: relative error × the group's scale measured as KL divergence —
   what the search uses, in KL units with nothing fitted.
 
     .venv/bin/python benchmarks/budget_mix.py [--model F16.gguf | starter]
@@ -244,8 +244,9 @@ def main() -> int:
             ty = types.get(t)
             if ty is None or ty not in errs:
                 continue
-            raw += errs[ty]
-            rel += errs[ty] / max(energy.get(t, 1.0), 1e-30)
+            # The search keeps each error relative to its tensor's weighted energy.
+            raw += errs[ty] * energy.get(t, 1.0)
+            rel += errs[ty]
             meas += sens.cost(t, ty)
         names.append(name)
         actual.append(kld)

@@ -9,7 +9,10 @@ What a choice costs is measured here, on the user's own model:
    importance matrix, as ``llama_model_quantize`` runs it) quantizes a sample
    of the tensor's rows, ggml expands them back, and the squared error of each
    input column is weighted by the importance matrix — the expected squared
-   error of the tensor's output on the calibration text. At most ``rows`` rows
+   error of the tensor's output on the calibration text — then divided by the
+   same weighting of the weights themselves, so the proxy is the error's share
+   of the tensor's output (of the proxies ``benchmarks/budget_mix.py`` scores,
+   this relative error predicts measured KL divergence best). At most ``rows`` rows
    are sampled per tensor (evenly spaced), so the cost does not grow with the
    width of the model's vocabulary or feed-forward layers.
 2. **Measured KL divergence per group** (:func:`group_sensitivity`): the error
@@ -82,7 +85,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SENSITIVITY_VERSION = 1
+SENSITIVITY_VERSION = 2
 DEFAULT_ROWS = 256
 DEFAULT_SEARCH_CHUNKS = 2
 # A group is measured with its tensors at the least precise candidate of about four
@@ -268,6 +271,16 @@ def quantized_error(
     return total
 
 
+def weighted_energy(rows: np.ndarray, imatrix_rows: np.ndarray | None) -> float:
+    """Σ over rows and columns of importance × W²: what :func:`quantized_error` is relative to."""
+    squares = np.square(rows, dtype=np.float64)
+    if imatrix_rows is None:
+        total = float(squares.sum())
+    else:
+        total = float(np.einsum("ij,ij->", squares, imatrix_rows.astype(np.float64)))
+    return max(total, 1e-30)
+
+
 # -- the error proxy -------------------------------------------------------------------
 
 
@@ -346,9 +359,11 @@ def tensor_errors(
             idx = _sample_rows(src.n_rows, settings.rows)
             rows = src.rows(idx)
             imp_rows = imp[idx // src.rows_per_mat] if imp is not None else None
-            scale = src.n_rows / len(idx)
             futures = {ty: pool.submit(quantized_error, ty, rows, None, imp_rows) for ty in types}
-            errs = {ty.name: f.result() * scale for ty, f in futures.items()}
+            # Relative to the sampled rows' own weighted energy: a block whose output a
+            # norm rescales (Gemma's post-norms) cares about its error's share, not its size.
+            energy = weighted_energy(rows, imp_rows)
+            errs = {ty.name: f.result() / energy for ty, f in futures.items()}
             done[t.name] = errs
             cache.put(t.name, errs)
             work += _work(t, settings)
