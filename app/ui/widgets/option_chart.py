@@ -23,6 +23,24 @@ from quant.units import GIB, MIB, format_rate
 KLD_FLOOR = 1e-4
 
 
+class LogLossAxis(pg.AxisItem):  # type: ignore[misc]  # pyqtgraph ships no types
+    """A log axis that labels only 1, 2 and 5 of each decade, so labels never crowd.
+
+    pyqtgraph labels every minor tick (0.08, 0.09, 0.1, …) when a range spans
+    about a decade, and they run into each other.
+    """
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if not self.logMode:
+            return list(super().tickStrings(values, scale, spacing))
+        out = []
+        for v in values:
+            x = 10.0**v
+            mantissa = x / 10.0 ** math.floor(math.log10(x) + 1e-9)
+            out.append(f"{x:g}" if round(mantissa, 6) in (1.0, 2.0, 5.0) else "")
+        return out
+
+
 class OptionChart(QWidget):
     #: The key of the option whose dot was clicked.
     option_clicked = Signal(str)
@@ -34,7 +52,9 @@ class OptionChart(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(4)
-        self.plot = pg.PlotWidget(background=t.surface)
+        self.plot = pg.PlotWidget(
+            background=t.surface, axisItems={"left": LogLossAxis(orientation="left")}
+        )
         self.plot.setMinimumHeight(220)
         item = self.plot.getPlotItem()
         item.showGrid(x=True, y=True, alpha=0.15)
