@@ -1373,6 +1373,49 @@ def max_gpu_layers(
     return lo
 
 
+def plan_fits(
+    facts: ModelFacts,
+    plan: Sequence[PlannedTensor],
+    *,
+    ctx: int,
+    ram_budget: int,
+    gpu_budgets: Sequence[int],
+    kv_type: KvType = KvType.F16,
+    n_gpu_layers: int | None = None,
+    profile: HardwareProfile | None = None,
+    options: RuntimeOptions | None = None,
+    margin_bytes: int | None = None,
+) -> bool:
+    """Whether ``plan`` runs at ``ctx`` within ``ram_budget`` and ``gpu_budgets``.
+
+    ``n_gpu_layers`` None places as many layers on the GPUs of ``profile`` as fit
+    (as the advisor places a model); a number keeps that placement.
+    """
+    ngl = n_gpu_layers
+    if ngl is None:
+        ngl = 0
+        if profile is not None:
+            ngl = max_gpu_layers(
+                facts,
+                profile,
+                ctx=ctx,
+                kv_type=kv_type,
+                options=options,
+                margin_bytes=margin_bytes,
+                plan=plan,
+            )
+    est = estimate_memory(
+        facts,
+        ctx=ctx,
+        kv_type=kv_type,
+        n_gpu_layers=ngl,
+        profile=profile,
+        options=options,
+        plan=plan,
+    )
+    return fits_memory(est, ram_budget, gpu_budgets)
+
+
 def longest_context(
     facts: ModelFacts,
     *,
@@ -1401,29 +1444,18 @@ def longest_context(
     budgets = gpu_budgets(profile, margin_bytes) if profile is not None else ()
 
     def fits(ctx: int) -> bool:
-        ngl = n_gpu_layers
-        if ngl is None:
-            ngl = 0
-            if profile is not None:
-                ngl = max_gpu_layers(
-                    facts,
-                    profile,
-                    ctx=ctx,
-                    kv_type=kv_type,
-                    options=options,
-                    margin_bytes=margin_bytes,
-                    plan=tensors,
-                )
-        est = estimate_memory(
+        return plan_fits(
             facts,
+            tensors,
             ctx=ctx,
+            ram_budget=ram_budget,
+            gpu_budgets=budgets,
             kv_type=kv_type,
-            n_gpu_layers=ngl,
+            n_gpu_layers=n_gpu_layers,
             profile=profile,
             options=options,
-            plan=tensors,
+            margin_bytes=margin_bytes,
         )
-        return fits_memory(est, ram_budget, budgets)
 
     lo = max(1, -(-min_ctx // step))
     hi = max_ctx // step

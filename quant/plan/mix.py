@@ -43,10 +43,8 @@ from quant.plan.memory import (
     PlannedTensor,
     RuntimeOptions,
     allows_quantization,
-    estimate_memory,
-    fits_memory,
     gpu_budgets,
-    max_gpu_layers,
+    plan_fits,
     plan_tensors,
     tensor_bytes,
 )
@@ -226,28 +224,18 @@ def fit_budget(
         )
 
     def fits(bits: float) -> bool:
-        plan = plan_at(bits)
-        ngl = 0
-        if has_gpu:
-            ngl = max_gpu_layers(
-                facts,
-                profile,
-                ctx=ctx,
-                kv_type=kv_type,
-                options=options,
-                margin_bytes=margin_bytes,
-                plan=plan,
-            )
-        est = estimate_memory(
+        return plan_fits(
             facts,
+            plan_at(bits),
             ctx=ctx,
+            ram_budget=ram,
+            gpu_budgets=budgets,
             kv_type=kv_type,
-            n_gpu_layers=ngl,
+            n_gpu_layers=None if has_gpu else 0,
             profile=profile,
             options=options,
-            plan=plan,
+            margin_bytes=margin_bytes,
         )
-        return fits_memory(est, ram, budgets)
 
     lo, hi = 1.0, 16.0
     if not fits(lo):
