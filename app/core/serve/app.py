@@ -231,6 +231,19 @@ def create_app(
             )
         )
 
+    def abandon(  # noqa: PLR0917 - a streamed request's state, as record takes it
+        fut: Any, cancel: CancelToken, request: Request, rid: str, route: str, model: str, t0: float
+    ) -> None:
+        """The client went away: stop the generation before its next token; log it as 499."""
+        cancel.cancel()
+        fut.cancel()
+
+        def logged(f: Any) -> None:
+            record(request, rid, route, model, t0, status=499, stream=True,
+                   result=_result_or_none(f), error="client disconnected")  # fmt: skip
+
+        fut.add_done_callback(logged)
+
     async def find_logged(model_id: str, request: Request, route: str, rid: str, t0: float) -> Any:
         """:func:`find`, with an unknown model logged as the failed request it is."""
         try:
@@ -383,22 +396,7 @@ def create_app(
                 yield {"data": "[DONE]"}
             finally:
                 if not finished:
-                    # The client went away: stop the generation before its next token.
-                    cancel.cancel()
-                    fut.cancel()
-                    fut.add_done_callback(
-                        lambda f: record_fn(
-                            request,
-                            rid,
-                            "chat",
-                            model.id,
-                            t0,
-                            status=499,
-                            stream=True,
-                            result=_result_or_none(f),
-                            error="client disconnected",
-                        )
-                    )
+                    abandon(fut, cancel, request, rid, "chat", model.id, t0)
 
         return EventSourceResponse(generate(), ping=15, sep="\n")
 
@@ -488,21 +486,7 @@ def create_app(
                 yield {"data": "[DONE]"}
             finally:
                 if not finished:
-                    cancel.cancel()
-                    fut.cancel()
-                    fut.add_done_callback(
-                        lambda f: record(
-                            request,
-                            rid,
-                            "completions",
-                            model.id,
-                            t0,
-                            status=499,
-                            stream=True,
-                            result=_result_or_none(f),
-                            error="client disconnected",
-                        )
-                    )
+                    abandon(fut, cancel, request, rid, "completions", model.id, t0)
 
         return EventSourceResponse(generate(), ping=15, sep="\n")
 
