@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +32,7 @@ from quant.jobs.pipeline import MIX, JobSpec
 from quant.jobs.quantize import plan_quantization
 from quant.plan.mix import BudgetError, candidate_types
 from tests.quant.conftest import CHUNK
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.quant.test_pipeline import _leftovers, _run_until
 
 
 @pytest.fixture(scope="module")
@@ -118,40 +112,6 @@ def test_a_recipe_read_back_from_the_file_makes_the_same_file(
 
 
 # -- the search stage of a job, cancelled and resumed in a child process ------------------
-
-
-def _child(spec: JobSpec) -> subprocess.Popen[str]:
-    args = ["pipeline", "--json-progress", "--spec", json.dumps(spec.to_dict())]
-    return subprocess.Popen(
-        [sys.executable, "-m", "quant", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _run_until(
-    spec: JobSpec, stop: Callable[[dict[str, Any]], bool]
-) -> tuple[int, list[dict[str, Any]]]:
-    proc = _child(spec)
-    lines: list[dict[str, Any]] = []
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        if not raw.strip():
-            continue
-        obj = json.loads(raw)
-        lines.append(obj)
-        if stop(obj):
-            os.killpg(proc.pid, signal.SIGTERM)
-            break
-    proc.stdout.read()
-    return proc.wait(timeout=60), lines
-
-
-def _leftovers(*folders: Path) -> list[str]:
-    return sorted(p.name for f in folders if f.exists() for p in f.rglob(".*partial*"))
 
 
 def _cached(cache: Path, name: str) -> int:
