@@ -6,7 +6,8 @@ misbehaves. The steps, in order, each timed:
 1. **qt** — a QApplication on the ``offscreen`` platform; the app icon, PNG and SVG
    image plugins; the main window and every page build (a module the bundle left
    out shows here);
-2. **resources** — the calibration mix and the icons are where the code looks;
+2. **resources** — the calibration mix, the icons and the rounding table are where the
+   code looks;
 3. **hardware** — the hardware probe (without the bandwidth benchmark);
 4. **runtime** — the llama.cpp build: llama-cpp-python and ggml versions, backends;
 5. **engine job** — the child-process entry that conversions use answers
@@ -198,7 +199,9 @@ def platform_plugins() -> set[str]:
 
 def _step_resources(_ctx: _Context) -> str:
     from app.ui.widgets.icons import APP_ICON_SIZES
+    from quant.errors import QuantError
     from quant.jobs.calibration import resource_dir
+    from quant.plan.rounding import rounding_table
     from quant.resources import resources_dir
 
     calibration = resource_dir()
@@ -210,7 +213,14 @@ def _step_resources(_ctx: _Context) -> str:
     absent = [p.name for p in pngs if not p.is_file()]
     if absent:
         raise SelfTestError(f"icon files missing from {icons}: {', '.join(absent)}")
-    return f"{len(texts)} calibration files, {len(pngs)} icon sizes in {resources_dir()}"
+    try:
+        rounding = rounding_table()
+    except QuantError as exc:
+        raise SelfTestError(str(exc)) from None
+    return (
+        f"{len(texts)} calibration files, {len(pngs)} icon sizes, rounding errors of "
+        f"{len(rounding.fresh)} types in {resources_dir()}"
+    )
 
 
 def _step_hardware(ctx: _Context) -> str:

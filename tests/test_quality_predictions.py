@@ -32,7 +32,6 @@ from quant.plan.quality import (
 from tests.test_advisor_rules import machine, model
 
 RECORDED = Path(__file__).parent / "data/measured/starter_requantized_quality.json"
-WITHIN_3X = {"Q4_0", "IQ4_NL", "IQ4_XS", "IQ1_S"}
 
 
 def measured(
@@ -132,11 +131,12 @@ def test_types_made_from_a_quantized_file_inherit_its_loss_in_every_view(
     assert q8.added_kld and "this file's + " in quality_cell(q8)
     assert "this file's + " in render(rec, show_all=True)
     # The rounding rule: onto the file's own grid only activation rounding remains (about
-    # Q8_0's loss); onto a coarser grid, about that grid's own loss.
+    # Q8_0's loss, and moving onto Q8_0's fine grid adds little to it); onto a coarser grid,
+    # about that grid's own loss.
     own = added_loss(QuantType.Q4_K_M.spec, "Q4_K_M", facts, training_tokens=None, cal=None)
     q8_0 = added_loss(QuantType.Q8_0.spec, "Q4_K_M", facts, training_tokens=None, cal=None)
     q2 = added_loss(QuantType.Q2_K.spec, "Q4_K_M", facts, training_tokens=None, cal=None)
-    assert own.kld == pytest.approx(q8_0.kld)
+    assert own.kld == pytest.approx(q8_0.kld, rel=0.1)
     assert q2.kld > 20 * own.kld
 
 
@@ -170,9 +170,10 @@ def _recorded(facts: ModelFacts) -> dict[str, QualityMeasurement]:
 def test_on_the_starter_predictions_come_within_2x_of_the_recorded_measurement(
     starter_model: Path,
 ) -> None:
-    """Calibrated on one measured type (Q4_K_M, the Convert page's default), the types the
-    pipeline can make are predicted within 2× of what the pipeline measured, except the
-    four named below, which stay within 3× (the recorded run: worst 2.6×, was 28×)."""
+    """Calibrated on one measured type (Q4_K_M, the Convert page's default), every type the
+    pipeline can make is predicted within 2× of what the pipeline measured (the recorded
+    run: worst 1.8×; 28× before predictions learned, 2.6× before the per-tensor rounding
+    load)."""
     facts = inspect_model(starter_model)
     recorded = _recorded(facts)
     assert len(recorded) >= 20
@@ -192,10 +193,7 @@ def test_on_the_starter_predictions_come_within_2x_of_the_recorded_measurement(
         if o.precision_bits >= 16 or o.file_type in ("F16", "BF16"):
             assert added == 0 and m < 1e-3  # 16-bit adds nothing measurable
             continue
-        # The 32-weight-block 4-bit types cost this small model more than the scaled
-        # scoreboard says (about 2.5× under), IQ1_S a little less (2.1× over).
-        bound = 3.0 if o.file_type in WITHIN_3X else 2.0
-        assert 1 / bound <= added / m <= bound, (o.file_type, added, m)
+        assert 1 / 2 <= added / m <= 2, (o.file_type, added, m)
         checked += 1
     assert checked >= 18
     q4 = option(rec, "gguf:Q4_K_M").quality

@@ -17,14 +17,16 @@ Every quality number the advisor shows says where it comes from
 type made from a quantized file S loses S's own loss plus what the new type
 adds. The added part is what a measurement against S's F16 expansion sees (the
 convert pipeline measures exactly that when it requantizes). Its prior follows
-from how rounding works, tensor by tensor: rounding a tensor of S onto another
-type's grid costs about what rounding the original weights costs (that type's
-scoreboard KLD); rounding it onto the type it already has changes nothing, and
-what remains is the 8-bit rounding of activations that llama.cpp's quantized
-kernels do, which the scoreboard puts at about Q8_0's loss (``_OWN_GRID``). A
-type's added loss weights the two by the share of S's quantized weights whose
-type llama.cpp's mix for it changes (:func:`changed_share`, from the memory
-model's per-tensor plan). 16-bit types add nothing.
+from how rounding works, tensor by tensor (:mod:`quant.plan.rounding`): each of
+S's layer matrices whose type llama.cpp's mix for the new type changes takes
+the rounding error of moving from its grid onto the new one (far less than a
+fresh rounding where one grid nests in the other, Q4_K into Q5_K); one that
+keeps its type changes nothing, and what remains is the 8-bit rounding of
+activations that llama.cpp's quantized kernels do, which the scoreboard puts at
+about Q8_0's loss (``_OWN_GRID``). The added loss is the type's scoreboard KLD
+per unit of the rounding it causes on the reference model, times the rounding
+it causes on S's layer matrices (:func:`requant_load`), plus the activation
+rounding on the share that keeps its type. 16-bit types add nothing.
 The calibration factor is fitted on the same footing, so a measurement of one
 type made from S corrects the prediction of every other.
 """
@@ -36,6 +38,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from typing import Any
 
 from quant.errors import QuantError
@@ -53,6 +56,7 @@ from quant.plan.formats import (
     spec_for_key,
 )
 from quant.plan.memory import plan_tensors, source_tensors
+from quant.plan.rounding import BlockLoad, block_load
 
 MEASUREMENT_SCHEMA = 1
 # Models of one architecture whose sizes differ by less than this ratio are one family size.
@@ -176,37 +180,61 @@ class Calibration:
         )
 
 
-def changed_share(facts: ModelFacts, spec: FormatSpec, source_type: str | None) -> float:
-    """The share of the file's quantized weights whose type making ``spec`` changes.
+# The reference model of the scoreboard (Llama-3-8B), as a config: its per-tensor plans give
+# each type's rounding load on the model the scoreboard measured.
+_REFERENCE_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+}
+
+
+@lru_cache(maxsize=64)
+def reference_load(type_name: str, imatrix: bool = True) -> BlockLoad | None:
+    """The rounding load of ``type_name`` (a table type) on the scoreboard's reference model."""
+    from quant.facts.config_params import facts_from_config
+    from quant.facts.model import SourceKind
+
+    try:
+        target = QuantType(type_name)
+    except ValueError:
+        return None
+    ref = facts_from_config(
+        _REFERENCE_CONFIG, source="reference", kind=SourceKind.CONFIG, name="Llama-3-8B"
+    )
+    try:
+        return block_load(plan_tensors(ref, target, imatrix=imatrix))
+    except QuantError:
+        return None
+
+
+def requant_load(
+    facts: ModelFacts, spec: FormatSpec, source_type: str | None, *, imatrix: bool = True
+) -> BlockLoad | None:
+    """The rounding load of making ``spec`` from this file (a GGUF of ``source_type``).
 
     From the memory model's per-tensor plan of llama.cpp's mix for ``spec``
-    against the file's own tensors (a GGUF's header). Without a per-tensor view
-    (no GGUF tensors, a format llama.cpp does not make): all of them, or none
-    when ``spec`` is the file's own type.
+    against the file's own tensors. None without a per-tensor view (no GGUF
+    tensors, a format llama.cpp does not make, a type the rounding table lacks).
     """
-    same = source_type is not None and spec.label.upper() == source_type.upper()
     try:
         target = QuantType(spec.label)
     except ValueError:
-        return 0.0 if same else 1.0
+        return None
     if source_type is None or not facts.tensors or facts.file_type != source_type:
-        return 0.0 if same else 1.0
+        return None
     try:
         own = {t.name: t.type for t in plan_tensors(facts)}
-        planned = plan_tensors(facts, target)
+        planned = plan_tensors(facts, target, imatrix=imatrix)
+        return block_load(planned, own)
     except QuantError:
-        return 0.0 if same else 1.0
-    total = changed = 0
-    for t in planned:
-        before = own.get(t.name)
-        if len(t.shape) < 2 or before is None or before.name in ("F32", "F16", "BF16"):
-            continue
-        total += t.n_elements
-        if t.type != before:
-            changed += t.n_elements
-    if not total:
-        return 0.0 if same else 1.0
-    return changed / total
+        return None
 
 
 def added_prior(
@@ -214,27 +242,33 @@ def added_prior(
     source_type: str | None,
     *,
     imatrix: bool = True,
-    changed: float | None = None,
+    load: BlockLoad | None = None,
 ) -> float | None:
     """The reference model's loss for making ``spec`` from a file of ``source_type`` (unscaled).
 
     ``source_type`` None: from the original weights (the scoreboard value).
-    ``changed``: the share of the file's weights whose type changes
-    (:func:`changed_share`); by default all, or none for the file's own type.
+    ``load``: the file's rounding load for ``spec`` (:func:`requant_load`): the
+    scoreboard's loss for ``spec`` per unit of its load on the reference model,
+    times this file's load, plus activation rounding on the weights that keep
+    their type. Without one: ``spec``'s own rounding, or only activation rounding
+    when ``spec`` is the file's own type.
     """
     if spec.precision_bits >= 16:
         return 0.0
     if source_type is None:
         return scoreboard_kld(spec, imatrix=imatrix)
-    if changed is None:
-        changed = 0.0 if spec.label.upper() == source_type.upper() else 1.0
     own = scoreboard_kld(_OWN_GRID.spec) or 0.0
-    if changed <= 0.0:
-        return own
+    if load is None:
+        if spec.label.upper() == source_type.upper():
+            return own
+        return scoreboard_kld(spec, imatrix=imatrix)
     rounded = scoreboard_kld(spec, imatrix=imatrix)
+    ref = reference_load(spec.label, imatrix)
     if rounded is None:
         return None
-    return changed * rounded + (1.0 - changed) * own
+    if ref is None or ref.error <= 0:
+        return load.changed * rounded + load.unchanged * own
+    return rounded * load.error / ref.error + load.unchanged * own
 
 
 def _spec(name: str) -> FormatSpec | None:
@@ -282,8 +316,9 @@ def _fit_points(ms: Sequence[QualityMeasurement], facts: ModelFacts) -> list[flo
         spec = _spec(m.file_type)
         if spec is None or spec.precision_bits >= 16 or m.kld_mean <= 0:
             continue
-        changed = changed_share(facts, spec, m.base_type) if m.base_type else None
-        p = added_prior(spec, m.base_type, imatrix=m.imatrix is not False, changed=changed)
+        im = m.imatrix is not False
+        load = requant_load(facts, spec, m.base_type, imatrix=im) if m.base_type else None
+        p = added_prior(spec, m.base_type, imatrix=im, load=load)
         if p:
             out.append(m.kld_mean / (p * s))
     return out
@@ -377,8 +412,8 @@ def added_loss(
             Provenance.MEASURED,
             f"measured on this model: {measured.origin}, {measured.tokens:,} tokens",
         )
-    changed = changed_share(facts, spec, source_type)
-    unscaled = added_prior(spec, source_type, changed=changed) or 0.0
+    load = requant_load(facts, spec, source_type)
+    unscaled = added_prior(spec, source_type, load=load) or 0.0
     prior = predict_quality(
         spec,
         parameters=facts.parameters or 1,
@@ -392,21 +427,22 @@ def added_loss(
     # The prior's range for the type, relative to its point, applies to the added part too.
     lo = point * (prior.low or 0.0) / prior.kld if prior.kld else point
     hi = point * (prior.high or 0.0) / prior.kld if prior.kld else point
-    if changed <= 0.0:
+    same = spec.label.upper() == source_type.upper()
+    if (load is not None and load.changed <= 0.0) or (load is None and same):
         what = "its own grid: only activation rounding, about Q8_0's loss"
-    elif changed >= 1.0:
+    elif load is None:
         what = f"{spec.label}'s own rounding"
     else:
         what = (
-            f"{spec.label}'s own rounding on the {changed:.0%} of the weights whose type "
-            "changes, activation rounding on the rest"
+            f"{spec.label}, scaled to the rounding it adds to this file's layer weights "
+            f"({load.changed:.0%} of them change type)"
         )
     return AddedLoss(
         point,
         lo,
         hi,
         Provenance.PRIOR,
-        f"prior: Llama-3-8B measurement of {what} × {prior.size_factor:.2f} for size",
+        f"prior: Llama-3-8B measurement of {what}, × {prior.size_factor:.2f} for size",
     )
 
 
