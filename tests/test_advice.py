@@ -39,6 +39,22 @@ def test_advice_for_a_model_on_a_probed_machine(tiny: Path) -> None:
     assert reports[0].message == "Reading tiny-llama.gguf…"
 
 
+def test_advice_plans_the_load_the_chat_page_makes(tiny: Path) -> None:
+    """Memory and speed are planned with the Chat page's default load settings (flash
+    attention on, 512-token batches), so the advisor's numbers describe the chat a user
+    starts from it."""
+    from app.core.chat.session import estimate_fit
+    from app.core.chat.settings import LoadPlan
+
+    advice = advise(str(tiny), profile=make_profile(), ctx=2048)
+    this = advice.recommendation.options[0]
+    for o in advice.recommendation.options:
+        assert o.memory is not None and o.memory.options == LoadPlan().runtime_options(), o.key
+        assert o.memory.options.flash_attn
+    fit = estimate_fit(tiny, LoadPlan(n_ctx=this.ctx), profile=advice.profile)
+    assert fit.needed_bytes == this.ram_bytes  # the Chat page's fit check says the same
+
+
 def test_advice_for_a_saved_machine(tiny: Path, tmp_path: Path) -> None:
     server = save_profile(make_profile(brand="Server", gpus=(H100,)), tmp_path / "server")
     advice = advise(str(tiny), profile=make_profile(), profile_path=server, kv_type=KvType.Q8_0)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.chat.settings import LoadPlan
 from app.core.profiles import profile_for, profile_name
 from quant.facts.model import ModelFacts, SourceKind
 from quant.hardware.profile import HardwareProfile
@@ -158,6 +159,8 @@ def advise(
         ctx=ctx or None,
         kv_type=kv_type,
         training_tokens=training_tokens,
+        # Planned as the Chat page loads a model by default (flash attention on).
+        options=LoadPlan(kv_type=kv_type).runtime_options(),
         quality=quality_evidence(facts, source),
         on_progress=on_progress,
         cancel=cancel,

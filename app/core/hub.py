@@ -39,6 +39,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from app.core.chat.settings import LoadPlan
 from app.core.downloads import cached_hub_file
 from app.core.hub_token import (
     TOKEN_REJECTED,
@@ -813,7 +814,7 @@ def rank_files(
     planned = replace(facts, remote_files=repo.remote_files())
     rec = recommend(
         planned, profile, task=task, ctx=ctx, kv_type=kv_type, include_gpu_formats=False,
-        cancel=cancel,
+        options=LoadPlan(kv_type=kv_type).runtime_options(), cancel=cancel,
     )  # fmt: skip
     options = {
         o.filename: o for o in rec.options if o.source is OptionSource.HUB_FILE and o.filename

@@ -41,7 +41,6 @@ import psutil
 
 from app.core.chat.settings import (
     MIN_CONTEXT,
-    FlashAttention,
     LoadPlan,
     SamplingSettings,
 )
@@ -280,9 +279,7 @@ def _advice_inputs(
         facts = inspect_model(path)
     if profile is None:
         profile = probe(measure_bandwidth=False)
-    options = RuntimeOptions(
-        n_ubatch=min(plan.n_batch, 512), flash_attn=_resolve_flash_attention(plan)
-    )
+    options = plan.runtime_options()
     ngl = plan.n_gpu_layers if gpu_offload else 0
     return _Advice(facts, profile, options, plan.kv_type, ngl)
 
@@ -588,15 +585,6 @@ def _smaller_plan(plan: LoadPlan, n_layers: int = 0) -> LoadPlan | None:
     return None if smaller == plan else smaller
 
 
-def _resolve_flash_attention(plan: LoadPlan) -> bool:
-    # A quantized V cache needs flash attention; "auto" enables it because the CPU,
-    # CUDA and Metal backends of the bundled llama.cpp all implement it, and the
-    # high-level binding exposes only on/off.
-    if plan.kv_type.needs_flash_attention:
-        return True
-    return plan.flash_attention is not FlashAttention.OFF
-
-
 def _require_gguf_source(source: Path | str, path: Path) -> None:
     """Refuse, with a next step, a source that is not a GGUF file chat could load."""
     from quant.facts import SourceKind, detect_source
@@ -818,7 +806,7 @@ class ChatSession:
             del lines[:-200]
 
         threads = plan.n_threads or physical_cores()
-        flash = _resolve_flash_attention(plan)
+        flash = plan.flash_attn
         rss_before_load = read_memory().rss_bytes
         t0 = time.perf_counter()
         with llama_log.observe(collect), _load_progress(llama_lib, on_progress, cancel):

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from app.core.chat.templates import PromptMode
 from app.core.settings import Settings
-from quant.plan.memory import KvType
+from quant.plan.memory import KvType, RuntimeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,23 @@ class LoadPlan:
             use_mmap=bool(self.use_mmap),
             n_batch=_clamp_int(self.n_batch, 32, 8192, 512),
         )
+
+    @property
+    def flash_attn(self) -> bool:
+        """Whether the load turns flash attention on.
+
+        A quantized V cache needs it; "auto" turns it on because the CPU, CUDA and
+        Metal backends of the bundled llama.cpp all implement it, and the
+        high-level binding exposes only on/off.
+        """
+        if self.kv_type.needs_flash_attention:
+            return True
+        return self.flash_attention is not FlashAttention.OFF
+
+    def runtime_options(self) -> RuntimeOptions:
+        """The llama.cpp settings this load runs with, as the memory and speed models take
+        them (the advisor plans the Chat page's default load with these)."""
+        return RuntimeOptions(n_ubatch=min(self.n_batch, 512), flash_attn=self.flash_attn)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -375,7 +375,10 @@ def _smaller_type(model: ServedModel, plan: LoadPlan, budget: int) -> str | None
     profile = dc_replace(
         profile, gpus=(), memory=dc_replace(profile.memory, available_bytes=budget)
     )
-    rec = recommend(facts, profile, ctx=plan.n_ctx, include_gpu_formats=False)
+    rec = recommend(
+        facts, profile, ctx=plan.n_ctx, include_gpu_formats=False,
+        options=plan.runtime_options(),
+    )  # fmt: skip
     for o in rec.options:
         if o.fits and o.family is FormatFamily.GGUF:
             return (
