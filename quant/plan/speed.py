@@ -13,9 +13,12 @@ batches through matrix multiplications and is bound by compute: two FLOPs per
 weight per token plus the attention over the context, divided by an efficiency
 times the device's peak (CPU: cores × clock × FLOPs per cycle of its widest
 vector unit; GPU: a table by name or compute capability). On a GPU each batch
-also pays a fixed cost per offloaded layer, and narrow matrices reach only part
-of the efficiency (``GPU_UBATCH_LAYER_OVERHEAD_S``, :func:`gpu_width_share`,
-both measured on an H100).
+also pays a fixed cost per offloaded layer, narrow matrices reach only part of
+the efficiency, attention without flash attention a tenth of it, and on compute
+capability 9.0 and later each weight type its own share (quantized ones about
+half of 16-bit's, for prompts and generation alike); all measured on an H100
+(``GPU_UBATCH_LAYER_OVERHEAD_S``, :func:`gpu_width_share`, ``ATTENTION_SHARE``,
+:func:`large_gpu`).
 
 Efficiencies are ranges (what llama.cpp commonly reaches); a measured run on this
 machine narrows them: :func:`record_measurement` stores the efficiency a real
@@ -44,7 +47,7 @@ import platformdirs
 from quant.atomic import atomic_write_text
 from quant.errors import QuantError
 from quant.facts.model import ModelFacts
-from quant.gguf.types import LlamaFileType
+from quant.gguf.types import GGMLType, LlamaFileType
 from quant.hardware.profile import GpuInfo, HardwareProfile
 from quant.plan.formats import QuantType
 from quant.plan.memory import (
@@ -89,16 +92,22 @@ CALIBRATED_SPREAD = 0.15
 GPU_LAYER_OVERHEAD_S = 65e-6
 # Prompt processing on a GPU runs each batch of up to n_ubatch tokens through every
 # offloaded layer once: a fixed cost per layer and batch (kernel launches, the graph),
-# plus the matrix work. Measured on an H100 with the starter's shape fully offloaded
-# (benchmarks/gpu/prompt_check.py, tests/data/measured/h100_prompt_speed.json): 128
-# tokens in 4.5 ms, 512 in 7.9 ms, 2,048 in 38 ms; fitted, 180 µs per layer and batch.
-# (An earlier figure of 0.6 ms per prompt token counted a warm-up run's prompt too: the
-# perf counters it was read from are not reset between calls.)
-GPU_UBATCH_LAYER_OVERHEAD_S = 180e-6
-# Narrow matrices leave a GPU's tensor cores idle: the starter's 640-wide layers reached
-# a tenth of the compute share wide ones do (the same fit). The share grows with the
-# square of the width up to GPU_FULL_WIDTH, from which a model's matrices fill the GPU.
-GPU_FULL_WIDTH = 2048
+# plus the matrix work and the attention. Fitted on an H100 (benchmarks/gpu/prompt_check.py,
+# tests/data/measured/h100_prompt_speed.json and h100_8b_prompt_speed.json): a Llama-3-8B
+# shape in F16 processes 128 tokens in 11.9 ms, 512 in 28.5 ms and 2,048 in 146 ms with
+# flash attention off; the gap between 128 and 512 gives 215 µs per layer and batch.
+GPU_UBATCH_LAYER_OVERHEAD_S = 215e-6
+# The fixed cost varies with the driver and the host CPU: the range's ends scale it.
+_LAUNCH_SPREAD = {"low": 1.25, "mid": 1.0, "high": 0.8}
+# Narrow matrices leave a GPU's tensor cores idle: the starter's 640-wide layers reach
+# about a seventh of the compute share wide ones do (the same fit, with the starter's
+# shape). The share grows with the square of the width up to GPU_FULL_WIDTH, from which a
+# model's matrices fill the GPU.
+GPU_FULL_WIDTH = 1650
+# Attention's own kernels reach this share of the matrix efficiency: with flash attention
+# the fused kernel, without it separate products and a softmax over the whole context
+# (the 512- against the 2,048-token runs of both shapes, flash attention off and on).
+ATTENTION_SHARE = {True: 1.0, False: 0.1}
 
 
 def gpu_width_share(embedding_length: int) -> float:
@@ -106,6 +115,46 @@ def gpu_width_share(embedding_length: int) -> float:
     if embedding_length <= 0:
         return 1.0
     return float(min(1.0, (embedding_length / GPU_FULL_WIDTH) ** 2))
+
+
+# On GPUs of compute capability 9.0 and later (Hopper, datacenter Blackwell), llama.cpp's
+# speed depends on the weights' type: 16-bit matrices go to cuBLAS, which uses the newer
+# tensor-core instructions, while quantized ones run in llama.cpp's own kernels (MMQ for
+# prompts, MMVQ for generation), which do not, and an H100 is too wide for one token's
+# matrix-vector products to reach its bandwidth. Shares of the generic efficiency
+# (DEFAULT_EFFICIENCY) reached per weight type, measured with the 8B shape on an H100
+# (512-token prompts; generation after 512 tokens). Other quantized types take the
+# shares of the K-quants. Older GPUs are not corrected: nothing here measured them.
+LARGE_GPU_CC = (9, 0)
+_PROMPT_SHARE_LARGE_GPU = {
+    GGMLType.F16: 1.55,
+    GGMLType.BF16: 1.55,
+    GGMLType.F32: 1.55,
+    GGMLType.Q8_0: 0.71,
+    GGMLType.Q6_K: 0.48,
+}
+_PROMPT_SHARE_LARGE_GPU_QUANT = 0.63
+_GEN_SHARE_LARGE_GPU = {
+    GGMLType.F16: 1.0,
+    GGMLType.BF16: 1.0,
+    GGMLType.F32: 1.0,
+    GGMLType.Q8_0: 0.76,
+}
+_GEN_SHARE_LARGE_GPU_QUANT = 0.5
+
+
+def large_gpu(gpu: GpuInfo) -> bool:
+    """Whether llama.cpp's speed on ``gpu`` depends on the weight type (see above)."""
+    cc = gpu.compute_capability_tuple if gpu.vendor == "nvidia" else None
+    return cc is not None and cc >= LARGE_GPU_CC
+
+
+def _type_shares(t: GGMLType) -> tuple[float, float]:
+    """(prompt, generation) share of the generic efficiency on a large GPU for ``t``."""
+    return (
+        _PROMPT_SHARE_LARGE_GPU.get(t, _PROMPT_SHARE_LARGE_GPU_QUANT),
+        _GEN_SHARE_LARGE_GPU.get(t, _GEN_SHARE_LARGE_GPU_QUANT),
+    )
 
 
 # Host-to-GPU copies of CPU-resident weights during prompt processing (llama.cpp
@@ -485,6 +534,12 @@ class TokenWork:
     gpu_flops_prompt: float
     cpu_weight_bytes: float  # CPU-resident matrix weights (copied to the GPU for prompts)
     gpu_layers: int
+    # The GPU's attention FLOPs of a prompt token (part of gpu_flops_prompt).
+    gpu_att_flops_prompt: float = 0.0
+    # On a large GPU (see large_gpu): the matrix FLOPs and the bytes of the GPU part, each
+    # divided by its weight type's share of the generic efficiency.
+    gpu_matrix_flops_large: float = 0.0
+    gpu_bytes_large: float = 0.0
 
 
 def _expert_share(t: PlannedTensor, facts: ModelFacts) -> float:
@@ -502,6 +557,10 @@ class _PlanSummary:
     layer_matrix_bytes: tuple[float, ...]  # all matrix bytes (copied for prompts)
     output_bytes: float
     output_flops: float
+    # The same on a large GPU, each tensor divided by its type's share (_type_shares).
+    layer_bytes_large: tuple[float, ...]
+    layer_flops_large: tuple[float, ...]
+    output_bytes_large: float
 
 
 _SUMMARY_CACHE: dict[int, tuple[Sequence[PlannedTensor], int, int, _PlanSummary]] = {}
@@ -516,22 +575,28 @@ def _summary(facts: ModelFacts, plan: Sequence[PlannedTensor]) -> _PlanSummary:
     lb = [0.0] * n_layer
     lf = [0.0] * n_layer
     lm = [0.0] * n_layer
-    ob = of = 0.0
+    lbl = [0.0] * n_layer
+    lfl = [0.0] * n_layer
+    ob = of = obl = 0.0
     tied = not any(t.name == "output.weight" for t in plan)
     for t in plan:
         is_matrix = len(t.shape) >= 2
+        p_share, g_share = _type_shares(t.type) if is_matrix else (1.0, 1.0)
         if t.layer is not None and t.layer < n_layer:
             share = _expert_share(t, facts)
             lb[t.layer] += t.n_bytes * share
+            lbl[t.layer] += t.n_bytes * share / g_share
             if is_matrix:
                 lf[t.layer] += 2.0 * t.n_elements * share
+                lfl[t.layer] += 2.0 * t.n_elements * share / p_share
                 lm[t.layer] += t.n_bytes
         elif t.name.startswith("output") or (tied and t.name == "token_embd.weight"):
             ob += t.n_bytes
+            obl += t.n_bytes / g_share
             if is_matrix:
                 of += 2.0 * t.n_elements
         # An untied token_embd is read one row per token: negligible.
-    summary = _PlanSummary(tuple(lb), tuple(lf), tuple(lm), ob, of)
+    summary = _PlanSummary(tuple(lb), tuple(lf), tuple(lm), ob, of, tuple(lbl), tuple(lfl), obl)
     if len(_SUMMARY_CACHE) >= 64:
         _SUMMARY_CACHE.pop(next(iter(_SUMMARY_CACHE)))
     _SUMMARY_CACHE[id(plan)] = (plan, key[0], key[1], summary)
@@ -562,6 +627,7 @@ def token_work(
     window = facts.sliding_window or 0
     typ = kv_type.ggml_type
     cpu_b = gpu_b = cpu_fg = gpu_fg = cpu_fp = gpu_fp = cpu_w = 0.0
+    gpu_att = gpu_ml = gpu_bl = 0.0
     for il in range(n_layer):
         n_kv = facts.kv_heads_for_layer(il)
         is_swa = il < len(facts.swa_layers) and facts.swa_layers[il]
@@ -570,8 +636,11 @@ def token_work(
         att = 4.0 * facts.n_heads * hd * cells
         if il >= i_gpu_start:
             gpu_b += s.layer_bytes[il] + kv_b
+            gpu_bl += s.layer_bytes_large[il] + kv_b
             gpu_fg += s.layer_flops[il] + att
             gpu_fp += s.layer_flops[il] + att / 2  # a prompt attends to half its length
+            gpu_att += att / 2
+            gpu_ml += s.layer_flops_large[il]
         else:
             cpu_b += s.layer_bytes[il] + kv_b
             cpu_fg += s.layer_flops[il] + att
@@ -579,11 +648,24 @@ def token_work(
             cpu_w += s.layer_matrix_bytes[il]
     if ngl >= 1:
         gpu_b += s.output_bytes
+        gpu_bl += s.output_bytes_large
         gpu_fg += s.output_flops
     else:
         cpu_b += s.output_bytes
         cpu_fg += s.output_flops
-    return TokenWork(cpu_b, gpu_b, cpu_fg, gpu_fg, cpu_fp, gpu_fp, cpu_w, max(0, ngl - 1))
+    return TokenWork(
+        cpu_b,
+        gpu_b,
+        cpu_fg,
+        gpu_fg,
+        cpu_fp,
+        gpu_fp,
+        cpu_w,
+        max(0, ngl - 1),
+        gpu_att_flops_prompt=gpu_att,
+        gpu_matrix_flops_large=gpu_ml,
+        gpu_bytes_large=gpu_bl,
+    )
 
 
 @dataclass(frozen=True)
@@ -659,6 +741,8 @@ def estimate_speed(
     e_gm = _efficiency(profile, Resource.GPU_MEMORY, store, use_calibration)
     e_gc = _efficiency(profile, Resource.GPU_COMPUTE, store, use_calibration)
     calibrated = e_cm.calibrated if ngl == 0 else e_gm.calibrated
+    large = bool(gpus) and ngl > 0 and all(large_gpu(g) for g in gpus)
+    att_share = ATTENTION_SHARE[opts.flash_attn]
 
     def gen_time(fill: int, pick: str) -> tuple[float, Bound, float]:
         w = token_work(facts, tensors, n_gpu_layers=ngl, fill=fill, kv_type=kv_type, options=opts)
@@ -670,11 +754,19 @@ def estimate_speed(
                 (t_mem, Bound.RAM_BANDWIDTH) if t_mem >= t_cmp else (t_cmp, Bound.CPU_COMPUTE)
             )
         if ngl > 0 and gpu_bw:
-            t_mem = w.gpu_bytes / (getattr(e_gm, pick) * gpu_bw)
+            read = w.gpu_bytes_large if large else w.gpu_bytes
+            t_mem = read / (getattr(e_gm, pick) * gpu_bw)
             t_cmp = w.gpu_flops_gen / (getattr(e_gc, pick) * gpu_peak)
+            # Launches overlap the work of long kernels: a floor, not an addition (an
+            # 8B F16 model on an H100 runs at its bandwidth alone).
             t_ovh = GPU_LAYER_OVERHEAD_S * (w.gpu_layers + 1)
-            best = max((t_mem, Bound.VRAM_BANDWIDTH), (t_cmp, Bound.GPU_COMPUTE))
-            parts.append((best[0] + t_ovh, best[1] if best[0] >= t_ovh else Bound.GPU_OVERHEAD))
+            parts.append(
+                max(
+                    (t_mem, Bound.VRAM_BANDWIDTH),
+                    (t_cmp, Bound.GPU_COMPUTE),
+                    (t_ovh, Bound.GPU_OVERHEAD),
+                )
+            )
         total = sum(p[0] for p in parts)
         bound = max(parts, key=lambda p: p[0])[1] if parts else Bound.RAM_BANDWIDTH
         return total, bound, w.cpu_bytes + w.gpu_bytes
@@ -689,8 +781,10 @@ def estimate_speed(
         w = token_work(facts, tensors, n_gpu_layers=ngl, fill=fill, kv_type=kv_type, options=opts)
         parts: list[tuple[float, Bound]] = []
         if ngl > 0 and gpu_peak:
-            share = gpu_width_share(facts.embedding_length)
-            t_gpu = w.gpu_flops_prompt / (getattr(e_gc, pick) * gpu_peak * share)
+            rate = getattr(e_gc, pick) * gpu_peak * gpu_width_share(facts.embedding_length)
+            att = w.gpu_att_flops_prompt
+            matrix = w.gpu_matrix_flops_large if large else w.gpu_flops_prompt - att
+            t_gpu = matrix / rate + att / (rate * att_share)
             if w.cpu_flops_prompt:
                 if profile.apple is None:
                     # Large batches run on the GPU; the CPU layers' weights cross PCIe.
@@ -704,6 +798,7 @@ def estimate_speed(
             parts.append((t_gpu, Bound.GPU_COMPUTE))
             batch = max(1, min(opts.n_ubatch, n_ctx))
             launch = GPU_UBATCH_LAYER_OVERHEAD_S * (w.gpu_layers + 1) / batch
+            launch *= _LAUNCH_SPREAD[pick]
             parts.append((launch, Bound.GPU_OVERHEAD))
         else:
             parts.append((w.cpu_flops_prompt / (getattr(e_cc, pick) * cpu_peak), Bound.CPU_COMPUTE))
