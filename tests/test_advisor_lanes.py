@@ -167,3 +167,16 @@ def test_the_cli_prints_both_lanes_and_the_command(
     assert engines == {"here", "serving"}
     bf16 = next(o for o in data["options"] if o["file_type"] == "BF16" and o["format"] == "gpu")
     assert bf16["serving_command"].startswith("vllm serve ")
+
+
+def test_on_an_h100_a_serving_engine_reads_prompts_at_least_as_fast_as_llama_cpp() -> None:
+    """Both run 16-bit matrices through cuBLAS: the serving lane's prompt speed is never
+    below llama.cpp's measured 16-bit speed, and llama.cpp's quantized files read prompts
+    at about half of it (measured on an H100, docs/llama-cpp.md#measured)."""
+    rec = advise("h100", "8b", Task.CHAT)
+    served = _option(rec, "gpu:BF16").speed
+    here = _option(rec, "gguf:BF16").speed
+    q4 = _option(rec, "gguf:Q4_K_M").speed
+    assert served is not None and here is not None and q4 is not None
+    assert served.prompt >= here.prompt
+    assert 0.35 < q4.prompt / here.prompt < 0.65

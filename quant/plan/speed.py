@@ -869,7 +869,9 @@ def estimate_serving_speed(
     def gen(nbytes: float, eff: float) -> float:
         return 1.0 / (nbytes / (eff * total_bw) + ovh)
 
-    peak = tf * 1e12 * tp
+    # Serving engines run 16-bit matrices through cuBLAS too: on a large GPU at least the
+    # share llama.cpp's 16-bit path was measured at.
+    peak = tf * 1e12 * tp * (_type_shares(GGMLType.BF16)[0] if large_gpu(gpus[0]) else 1.0)
     return SpeedEstimate(
         generation_low=gen(read_full, lo),
         generation=gen(read_short + kv_bytes_at_ctx / 2, mid),
