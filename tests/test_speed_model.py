@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -208,22 +207,15 @@ def test_gpu_speed_matches_the_h100_measurements(starter_model: Path, recorded: 
     a Llama-3.1-8B shape in five types (flash attention off). Within 20% at every length,
     and inside the predicted range."""
     from quant.facts import inspect_model
-    from quant.gguf.types import LlamaFileType
     from quant.plan.memory import RuntimeOptions
+    from tests.measured_gpu import run_model
 
     data = json.loads((Path(__file__).parent / "data/measured" / recorded).read_text())
     h100 = HardwareProfile.from_dict(data["hardware"], source="h100")
     starter = inspect_model(starter_model)
-    config = json.loads((Path(__file__).parent / "data/configs/llama-3.1-8b.json").read_text())
-    llama = facts_from_config(config, source="8b", kind=SourceKind.CONFIG, name="8B")
     checked = set()
     for run in data["runs"]:
-        if run["parameters"] < 1e9:
-            f, plan = starter, plan_tensors(starter)
-        else:
-            ftype = LlamaFileType[run["file_type"]]
-            f = replace(llama, file_type=ftype.name)
-            plan = plan_tensors(f, ftype)
+        f, plan = run_model(run, starter)
         n = run["prompt_tokens"]
         opts = RuntimeOptions(n_ubatch=min(512, n), flash_attn=run.get("flash_attn", True))
         s = estimate_speed(

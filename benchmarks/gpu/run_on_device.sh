@@ -7,7 +7,9 @@
 #                       distribution without vendor/llama.cpp/{models,docs,benches}) and
 #                       whl/ (the gguf, diskcache and platformdirs wheels)
 #   starter_template/   the starter model's header and tensor table (shaped_model.py template)
-#   llama8b-TYPE/       a Llama-3.1-8B header per type (shaped_model.py config), for the prompt step
+#   llamaNb-TYPE/       a Llama header per size and type (shaped_model.py config: llama8b from
+#                       tests/data/configs/llama-3.1-8b.json, llama1b from llama-3.2-1b.json),
+#                       for the prompt step
 # Writes its outputs under $OUT (default ./out). Steps are named on the command line:
 #   bash benchmarks/gpu/run_on_device.sh build hw offload chat recommend imatrix prompt
 set -uo pipefail
@@ -42,7 +44,7 @@ for step in "$@"; do
     imatrix) python3 benchmarks/gpu/imatrix_gpu_check.py "$MODEL" | tee "$OUT/imatrix.txt" ;;
     prompt) models=()
             [ "${SKIP_STARTER:-0}" = 1 ] || models+=("$MODEL")
-            for d in .gpu/llama8b-*; do
+            for d in .gpu/llama*b-*; do
               m=/tmp/$(basename "$d").gguf
               [ -f "$m" ] || python3 benchmarks/gpu/shaped_model.py build "$d" "$m"
               models+=("$m")

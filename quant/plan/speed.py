@@ -87,8 +87,9 @@ CALIBRATED_SPREAD = 0.15
 # Fixed GPU time per token per layer (kernel launches and synchronisation). Measured
 # on an H100 through llama-cpp-python: the starter model (18 layers, Q4_K_M) fully
 # offloaded generates 750–805 tokens/s while its bytes alone would allow ~40,000,
-# i.e. ~65 µs per offloaded layer (benchmarks/gpu/offload_check.py); consistent with
-# the 1.2B F16 model's 458 tokens/s in docs/llama-cpp.md#measured.
+# i.e. ~65 µs per offloaded layer (benchmarks/gpu/offload_check.py). It is a floor under
+# the bandwidth time, not an addition to it: an 8B F16 model generates at its bandwidth
+# alone (docs/llama-cpp.md#measured).
 GPU_LAYER_OVERHEAD_S = 65e-6
 # Prompt processing on a GPU runs each batch of up to n_ubatch tokens through every
 # offloaded layer once: a fixed cost per layer and batch (kernel launches, the graph),
