@@ -156,7 +156,8 @@ def test_convert_to_this_sends_the_chosen_type(
     # The file that exists already is not something to convert to.
     this_file = next(o for o in page.options() if o.label.endswith("(this file)"))
     page.select_option(this_file.key)
-    assert not page.convert_button.isEnabled()
+    assert not page.convert_button.isEnabled() and not page.convert_button.isVisibleTo(page)
+    assert not page.download_button.isVisibleTo(page)  # nor something to download
 
 
 def test_nothing_fits_a_tiny_machine(qtbot: Any, settings: Settings, starter_model: Path) -> None:
@@ -238,11 +239,12 @@ def test_download_a_hub_file_into_the_library_and_chat_with_it(
     # A plan is something to convert to, not a file to download.
     planned = next(o for o in page.options() if o.source is OptionSource.PLANNED)
     page.select_option(planned.key)
-    assert not page.download_button.isEnabled()
+    assert not page.download_button.isVisibleTo(page)
     assert not page.download_panel.isVisibleTo(page)
 
     q8 = _hub_option(page, "Tiny-Q8_0.gguf")
     page.select_option(q8.key)
+    assert page.download_button.isVisibleTo(page)
     row = page.options().index(q8)
     cell = page.table.item(row, 1)
     assert cell is not None and cell.text() == "Q8_0 · Tiny-Q8_0.gguf"

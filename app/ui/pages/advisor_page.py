@@ -751,6 +751,7 @@ class AdvisorPage(QWidget):
             self.extra_label.setText("")
             self._option_command = None
             self.convert_button.setEnabled(False)
+            self.convert_button.setVisible(False)
             self._update_serving(None)
             self._update_download_button()
             return
@@ -777,6 +778,9 @@ class AdvisorPage(QWidget):
         )
         convertible = o.family is FormatFamily.GGUF and o.source is OptionSource.PLANNED
         self.convert_button.setEnabled(convertible)
+        # Shown where it can act; the file itself, a hub file or a serving format has its
+        # own actions (or none).
+        self.convert_button.setVisible(convertible)
         self.convert_button.setToolTip(
             f"Make {o.file_type} from this model on the Convert page"
             if convertible
@@ -961,7 +965,7 @@ class AdvisorPage(QWidget):
         return None
 
     def _update_download_button(self, *, sync_panel: bool = True) -> None:
-        """Enable "Download this file" for a hub file not yet here.
+        """Show "Download this file" for a hub file, enabled while it is not yet here.
 
         With ``sync_panel`` (a new selection), the download panel follows the
         selected file while nothing downloads; a download that just ended keeps
@@ -972,8 +976,11 @@ class AdvisorPage(QWidget):
         button = self.download_button
         button.setText("Downloaded" if have is not None else "Download this file")
         button.setEnabled(target is not None and have is None and self._download is None)
+        # Only a file a hub repo has can be downloaded: for this file, a plan or a serving
+        # format the button would only be noise.
+        button.setVisible(target is not None)
         if target is None:
-            button.setToolTip("Only GGUF files that a hub repo already has are downloaded here")
+            button.setToolTip("")
         elif have is not None:
             button.setToolTip(f"{target.name} is already here: {have}")
         elif self._download is not None:
