@@ -18,6 +18,7 @@ import huggingface_hub.constants  # noqa: E402
 import pytest  # noqa: E402
 
 from app.core import hub as hubmod  # noqa: E402
+from app.core.chat.settings import LoadPlan  # noqa: E402
 from app.core.downloads import download_gguf  # noqa: E402
 from app.core.hub import (  # noqa: E402
     TOKEN_SAVED,
@@ -329,7 +330,8 @@ def test_fit_badges_on_a_laptop_and_on_a_gpu(hub: FakeHub, big_header: bytes) ->
     assert all(r.option is None and r.fit_label == "unknown" for r in ranked[-2:])
     assert [r.rank for r in ranked] == [1, 2, 3, 4]
     # The badges are the advisor's own, not a second model of memory or speed.
-    rec = recommend(facts, laptop, include_gpu_formats=False)
+    # (Planned as the Chat page loads a model, as the Advisor page plans it.)
+    rec = recommend(facts, laptop, include_gpu_formats=False, options=LoadPlan().runtime_options())
     advisor = next(
         o
         for o in rec.options
