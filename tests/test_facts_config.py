@@ -39,6 +39,7 @@ PUBLISHED: dict[str, tuple[float, float | None]] = {
     "llama-2-7b": (6.74e9, None),
     "llama-3.1-8b": (8.03e9, None),
     "llama-3.1-70b": (70.6e9, None),
+    "llama-3.2-1b": (1.24e9, None),
     "mistral-7b-v0.3": (7.25e9, None),
     "qwen2.5-7b": (7.62e9, None),
     "qwen2.5-0.5b": (0.494e9, None),
