@@ -3,11 +3,13 @@ tiny GGUF files built on the spot, and a main window wired to them."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import QCoreApplication, QEvent
 
 from app.core.library import ModelLibrary, StarterModel
 from app.core.settings import Settings
@@ -25,6 +27,11 @@ def _clean_up_after_each_test(qapp: Any) -> Iterator[None]:
     yield
     close_message_boxes()
     assert drain_tasks(15.0), "a background task did not stop"
+    # Free the test's Qt objects now, while no worker thread runs, rather than whenever an
+    # allocation trips Python's collector in a later test: once, a collection inside a
+    # paint, with the next test's chat worker loading a model, left both threads waiting.
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
 
 
 @pytest.fixture
