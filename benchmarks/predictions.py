@@ -145,6 +145,24 @@ def quality(report_path: Path) -> int:
     print("expansion). before: what the advisor showed for these types until now; prior:")
     print("the requantization prior; calibrated: fitted to the Q4_K_M measurement alone.")
     print("Worst factor either way: " + ", ".join(f"{k} {v:.1f}×" for k, v in worst.items()))
+    # How much the calibrated column depends on which type was measured: each type alone.
+    by_type = {}
+    for name, m in measured.items():
+        if name not in prior or QuantType(name).spec.precision_bits >= 16:
+            continue
+        ev = QualityEvidence((m,))
+        cal = added(recommend(facts, laptop, task=Task.CHAT, use_calibration=False, quality=ev))
+        by_type[name] = max(
+            off(cal[t], measured[t].kld_mean)
+            for t in cal
+            if t != name and t in measured and QuantType(t).spec.precision_bits < 16
+        )
+    best = min(by_type, key=by_type.__getitem__)
+    worst_cal = max(by_type, key=by_type.__getitem__)
+    print(
+        f"Calibrated on one type alone: worst {by_type[best]:.1f}× (on {best}) to "
+        f"{by_type[worst_cal]:.1f}× (on {worst_cal}); on Q4_K_M {by_type['Q4_K_M']:.1f}×."
+    )
     return 0
 
 
