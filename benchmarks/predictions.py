@@ -163,6 +163,15 @@ def quality(report_path: Path) -> int:
         f"Calibrated on one type alone: worst {by_type[best]:.1f}× (on {best}) to "
         f"{by_type[worst_cal]:.1f}× (on {worst_cal}); on Q4_K_M {by_type['Q4_K_M']:.1f}×."
     )
+    # Each type predicted from every other measurement (as after a convert job that made
+    # all the others): the calibration's median over them, this type left out.
+    loo = {}
+    for name in by_type:
+        ev = QualityEvidence(tuple(m for k, m in measured.items() if k != name))
+        cal = added(recommend(facts, laptop, task=Task.CHAT, use_calibration=False, quality=ev))
+        loo[name] = off(cal[name], measured[name].kld_mean)
+    far = max(loo, key=loo.__getitem__)
+    print(f"Each type predicted from all the others: worst {loo[far]:.2f}× ({far}).")
     return 0
 
 
