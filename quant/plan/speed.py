@@ -127,21 +127,15 @@ def gpu_width_share(embedding_length: int) -> float:
 # (512-token prompts; generation after 512 tokens). Other quantized types take the
 # shares of the K-quants. Older GPUs are not corrected: nothing here measured them.
 LARGE_GPU_CC = (9, 0)
-_PROMPT_SHARE_LARGE_GPU = {
-    GGMLType.F16: 1.55,
-    GGMLType.BF16: 1.55,
-    GGMLType.F32: 1.55,
-    GGMLType.Q8_0: 0.71,
-    GGMLType.Q6_K: 0.48,
+# (prompt, generation) share per weight type; quantized types not named take the K-quants'.
+_LARGE_GPU_SHARES = {
+    GGMLType.F16: (1.55, 1.0),
+    GGMLType.BF16: (1.55, 1.0),
+    GGMLType.F32: (1.55, 1.0),
+    GGMLType.Q8_0: (0.71, 0.76),
+    GGMLType.Q6_K: (0.48, 0.5),
 }
-_PROMPT_SHARE_LARGE_GPU_QUANT = 0.63
-_GEN_SHARE_LARGE_GPU = {
-    GGMLType.F16: 1.0,
-    GGMLType.BF16: 1.0,
-    GGMLType.F32: 1.0,
-    GGMLType.Q8_0: 0.76,
-}
-_GEN_SHARE_LARGE_GPU_QUANT = 0.5
+_LARGE_GPU_SHARES_QUANT = (0.63, 0.5)
 
 
 def large_gpu(gpu: GpuInfo) -> bool:
@@ -152,10 +146,7 @@ def large_gpu(gpu: GpuInfo) -> bool:
 
 def _type_shares(t: GGMLType) -> tuple[float, float]:
     """(prompt, generation) share of the generic efficiency on a large GPU for ``t``."""
-    return (
-        _PROMPT_SHARE_LARGE_GPU.get(t, _PROMPT_SHARE_LARGE_GPU_QUANT),
-        _GEN_SHARE_LARGE_GPU.get(t, _GEN_SHARE_LARGE_GPU_QUANT),
-    )
+    return _LARGE_GPU_SHARES.get(t, _LARGE_GPU_SHARES_QUANT)
 
 
 # Host-to-GPU copies of CPU-resident weights during prompt processing (llama.cpp
